@@ -1,0 +1,62 @@
+"""Build the compiled core of vmo.
+
+Variants, chosen by environment variables:
+  VMO_DEBUG=1     bounds/wraparound/initialisation checks on, C asserts on, -O0 -g
+  VMO_ANNOTATE=1  write Cython's HTML annotation next to each .pyx
+  VMO_ASAN=1      AddressSanitizer build (run with LD_PRELOAD of libasan, see README)
+"""
+
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+
+def _flag(name):
+    return os.environ.get(name, "") not in ("", "0")
+
+
+DEBUG = _flag("VMO_DEBUG")
+ASAN = _flag("VMO_ASAN")
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": not DEBUG,
+    "embedsignature": True,
+    "binding": False,
+}
+
+compile_args = ["-O0", "-g3"] if DEBUG else ["-O2", "-UNDEBUG"]
+if not DEBUG:
+    compile_args = ["-O2", "-DNDEBUG"]
+link_args = []
+if ASAN:
+    compile_args += ["-fsanitize=address", "-fno-omit-frame-pointer", "-g"]
+    link_args += ["-fsanitize=address"]
+if DEBUG:
+    compile_args += ["-UNDEBUG", "-DVMO_DEBUG=1"]
+
+common = dict(
+    include_dirs=["src_c"],
+    extra_compile_args=compile_args,
+    extra_link_args=link_args,
+)
+
+extensions = [
+    Extension("vmo._frames", ["vmo/_frames.pyx", "src_c/arena.c"], **common),
+    Extension("vmo._pagetable", ["vmo/_pagetable.pyx"], **common),
+    Extension("vmo._kernel", ["vmo/_kernel.pyx", "src_c/arena.c"], **common),
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives=directives,
+        annotate=_flag("VMO_ANNOTATE"),
+        # Debug and release builds must never share generated C.
+        force=DEBUG or ASAN,
+    ),
+)

@@ -1,0 +1,54 @@
+# The kernel: objects, the handle table and the syscall layer over the frame pool and the
+# per-VMO page tables. Declared here so other Cython extensions can cimport the types.
+from libc.stdint cimport uint16_t, uint32_t, uint64_t
+
+from vmo._frames cimport frame_pool
+from vmo._pagetable cimport page_table
+
+
+cdef class VmoObject:
+    """A paged VMO or a copy-on-write clone (when `parent` is set)."""
+    cdef page_table pt
+    cdef uint64_t size
+    cdef uint64_t parent_offset
+    cdef VmoObject parent
+    cdef readonly uint64_t koid
+    cdef Py_ssize_t refs        # handles + live clone children
+    cdef bint alive
+
+
+cdef class EventObject:
+    """Magenta's event: the minimal non-VMO object."""
+    cdef readonly uint64_t koid
+
+
+cdef class Kernel:
+    cdef frame_pool pool
+    cdef bint _closed
+    cdef uint64_t _memory_base
+    cdef uint64_t _memory_size
+    cdef uint64_t next_koid
+    # handle table: slot -> rights, generation, object
+    cdef uint32_t *h_rights
+    cdef uint16_t *h_gen
+    cdef list h_objs
+    cdef uint32_t nslots        # slots ever used
+    cdef uint32_t *free_slots   # LIFO of freed slots
+    cdef uint32_t nfree_slots
+    cdef uint32_t nhandles
+    cdef Py_ssize_t nvmos
+
+    cdef int _ensure_open(self) except -1
+    cdef object _get(self, uint32_t handle, uint32_t *rights)
+    cdef uint32_t _install(self, object obj, uint32_t rights) except 0
+    cdef object _uninstall(self, uint32_t handle)
+    cdef void _unref(self, VmoObject v) noexcept
+    cdef void _free_tables(self) noexcept
+    cdef void _teardown(self) noexcept
+    cdef VmoObject _new_vmo(self, uint64_t size)
+    cdef int _insert(self, VmoObject v, uint64_t idx, uint32_t frame) except -1
+    cdef int _write_fault(self, VmoObject v, uint64_t offset, uint32_t *entry) except -2
+    cdef uint64_t _fault_cost(self, VmoObject v, uint64_t offset) noexcept
+    cdef int _commit(self, VmoObject v, uint64_t start, uint64_t end) except -2
+    cdef int _lookup(self, VmoObject v, uint64_t off, uint64_t c_size, object buffer,
+                     object buffer_size) except -100

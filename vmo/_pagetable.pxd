@@ -1,0 +1,56 @@
+# The per-VMO page table: a radix tree keyed by page index, storing frame numbers in dense
+# leaves of 512 32-bit entries (frame + 1; 0 means no page). Interior nodes have 512 children.
+# The tree grows in height as larger indices are inserted (6 levels cover the 2**52 pages of
+# MX_VMO_MAX_SIZE). Every range walk skips empty subtrees, so its cost follows the pages
+# present, not the size of the range.
+from libc.stdint cimport uint32_t, uint64_t
+
+from vmo._frames cimport frame_pool
+
+cdef enum:
+    PT_BITS = 9
+    PT_FANOUT = 512
+    PT_MASK = 511
+    PT_MAX_HEIGHT = 6
+
+cdef struct pt_node:
+    uint32_t count          # non-empty slots
+    void *slots[512]        # children (pt_node at level > 1, pt_leaf at level 1)
+
+cdef struct pt_leaf:
+    uint32_t count          # non-zero entries
+    uint32_t entries[512]   # frame + 1, or 0
+
+cdef struct page_table:
+    void *root
+    uint32_t height         # 0: empty; 1: root is a leaf; h: h-1 interior levels above leaves
+    uint64_t npages         # entries present
+
+cdef inline void pt_init(page_table *pt) noexcept nogil:
+    pt.root = NULL
+    pt.height = 0
+    pt.npages = 0
+
+cdef inline uint32_t pt_get(const page_table *pt, uint64_t idx) noexcept nogil:
+    """The entry (frame + 1) at page `idx`, or 0. O(height)."""
+    cdef uint32_t level = pt.height
+    cdef void *node = pt.root
+    if level == 0 or (idx >> (PT_BITS * level)) != 0:
+        return 0
+    while level > 1:
+        level -= 1
+        node = (<pt_node *>node).slots[(idx >> (PT_BITS * level)) & PT_MASK]
+        if node == NULL:
+            return 0
+    return (<pt_leaf *>node).entries[idx & PT_MASK]
+
+cdef int pt_set(page_table *pt, uint64_t idx, uint32_t entry) except -1
+cdef uint64_t pt_count(const page_table *pt, uint64_t start, uint64_t end) noexcept nogil
+cdef int pt_fill(page_table *pt, uint64_t start, uint64_t end, frame_pool *pool) except -1
+cdef uint64_t pt_remove(page_table *pt, uint64_t start, uint64_t end,
+                        frame_pool *pool) noexcept nogil
+cdef uint64_t pt_lookup(const page_table *pt, uint64_t start, uint64_t end,
+                        const frame_pool *pool, uint64_t *out) noexcept nogil
+cdef bint pt_next(const page_table *pt, uint64_t start, uint64_t end,
+                  uint64_t *idx_out, uint32_t *entry_out) noexcept nogil
+cdef void pt_free_nodes(page_table *pt) noexcept nogil

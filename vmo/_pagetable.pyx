@@ -1,0 +1,372 @@
+"""Radix page table walks (see _pagetable.pxd).
+
+Ranges are page indices [start, end) with end <= 2**52. Each walk recurses only into
+children that exist, so a walk over a petabyte range holding a few pages visits a few
+nodes per page.
+"""
+
+from libc.stdint cimport uint32_t, uint64_t
+from libc.stdlib cimport calloc, free
+
+from vmo._frames cimport frame_pool, pool_give, pool_paddr, pool_take
+
+
+cdef inline uint64_t _span(uint32_t level) noexcept nogil:
+    """Pages covered by one slot of a node at `level` (0 = leaf)."""
+    return (<uint64_t>1) << (PT_BITS * level)
+
+
+cdef inline uint64_t _umax(uint64_t a, uint64_t b) noexcept nogil:
+    return a if a > b else b
+
+
+cdef inline uint64_t _umin(uint64_t a, uint64_t b) noexcept nogil:
+    return a if a < b else b
+
+
+cdef void *_new_node(uint32_t level) noexcept nogil:
+    if level == 0:
+        return calloc(1, sizeof(pt_leaf))
+    return calloc(1, sizeof(pt_node))
+
+
+cdef int _grow(page_table *pt, uint64_t max_idx) except -1:
+    """Raise the tree until `max_idx` fits. An empty tree just takes the height it needs."""
+    cdef pt_node *top
+    if pt.root == NULL:
+        pt.height = 1
+        while pt.height < PT_MAX_HEIGHT and (max_idx >> (PT_BITS * pt.height)) != 0:
+            pt.height += 1
+        return 0
+    while pt.height < PT_MAX_HEIGHT and (max_idx >> (PT_BITS * pt.height)) != 0:
+        top = <pt_node *>calloc(1, sizeof(pt_node))
+        if top == NULL:
+            raise MemoryError("page table node")
+        top.slots[0] = pt.root
+        top.count = 1
+        pt.root = top
+        pt.height += 1
+    return 0
+
+
+cdef int pt_set(page_table *pt, uint64_t idx, uint32_t entry) except -1:
+    """Store `entry` (frame + 1, nonzero) at the empty slot `idx`. O(height)."""
+    cdef uint32_t level
+    cdef void *node
+    cdef void *child
+    cdef pt_leaf *leaf
+    _grow(pt, idx)
+    if pt.root == NULL:
+        pt.root = _new_node(pt.height - 1)
+        if pt.root == NULL:
+            raise MemoryError("page table node")
+    node = pt.root
+    level = pt.height - 1
+    while level > 0:
+        child = (<pt_node *>node).slots[(idx >> (PT_BITS * level)) & PT_MASK]
+        if child == NULL:
+            child = _new_node(level - 1)
+            if child == NULL:
+                raise MemoryError("page table node")
+            (<pt_node *>node).slots[(idx >> (PT_BITS * level)) & PT_MASK] = child
+            (<pt_node *>node).count += 1
+        node = child
+        level -= 1
+    leaf = <pt_leaf *>node
+    leaf.entries[idx & PT_MASK] = entry
+    leaf.count += 1
+    pt.npages += 1
+    return 0
+
+
+# -- count ------------------------------------------------------------------------------------
+
+cdef uint64_t _count(const void *node, uint32_t level, uint64_t base,
+                     uint64_t s, uint64_t e) noexcept nogil:
+    cdef const pt_leaf *leaf
+    cdef const pt_node *inner
+    cdef uint64_t lo, hi, i, n = 0, span
+    if level == 0:
+        leaf = <const pt_leaf *>node
+        if s <= base and base + PT_FANOUT <= e:
+            return leaf.count
+        lo = _umax(s, base) - base
+        hi = _umin(e, base + PT_FANOUT) - base
+        for i in range(lo, hi):
+            n += leaf.entries[i] != 0
+        return n
+    inner = <const pt_node *>node
+    span = _span(level)
+    lo = (_umax(s, base) - base) >> (PT_BITS * level)
+    hi = ((_umin(e, base + PT_FANOUT * span) - 1 - base) >> (PT_BITS * level)) + 1
+    for i in range(lo, hi):
+        if inner.slots[i] != NULL:
+            n += _count(inner.slots[i], level - 1, base + i * span, s, e)
+    return n
+
+
+cdef uint64_t pt_count(const page_table *pt, uint64_t start, uint64_t end) noexcept nogil:
+    """Pages present in [start, end). Cost: the nodes holding pages in the range."""
+    if pt.root == NULL or start >= end:
+        return 0
+    if start == 0 and end >= _span(pt.height):
+        return pt.npages
+    end = _umin(end, _span(pt.height))
+    if start >= end:
+        return 0
+    return _count(pt.root, pt.height - 1, 0, start, end)
+
+
+# -- fill -------------------------------------------------------------------------------------
+
+cdef uint64_t _fill(void *node, uint32_t level, uint64_t base, uint64_t s, uint64_t e,
+                    frame_pool *pool, bint *failed) noexcept nogil:
+    """Fill the empty slots of [s, e) below `node`; returns the pages added."""
+    cdef pt_leaf *leaf
+    cdef pt_node *inner
+    cdef uint64_t lo, hi, i, n = 0, span
+    cdef void *child
+    if level == 0:
+        leaf = <pt_leaf *>node
+        lo = _umax(s, base) - base
+        hi = _umin(e, base + PT_FANOUT) - base
+        for i in range(lo, hi):
+            if leaf.entries[i] == 0:
+                leaf.entries[i] = pool_take(pool) + 1
+                n += 1
+        leaf.count += <uint32_t>n
+        return n
+    inner = <pt_node *>node
+    span = _span(level)
+    lo = (_umax(s, base) - base) >> (PT_BITS * level)
+    hi = ((_umin(e, base + PT_FANOUT * span) - 1 - base) >> (PT_BITS * level)) + 1
+    for i in range(lo, hi):
+        child = inner.slots[i]
+        if child == NULL:
+            child = _new_node(level - 1)
+            if child == NULL:
+                failed[0] = True
+                return n
+            inner.slots[i] = child
+            inner.count += 1
+        n += _fill(child, level - 1, base + i * span, s, e, pool, failed)
+        if failed[0]:
+            return n
+    return n
+
+
+cdef int pt_fill(page_table *pt, uint64_t start, uint64_t end, frame_pool *pool) except -1:
+    """Give every absent page of [start, end) a frame from `pool`, in ascending page order.
+
+    The caller has checked that the pool holds enough free frames. Raises MemoryError only
+    if the host cannot allocate a node (the pages filled so far stay filled).
+    """
+    cdef bint failed = False
+    if start >= end:
+        return 0
+    _grow(pt, end - 1)
+    if pt.root == NULL:
+        pt.root = _new_node(pt.height - 1)
+        if pt.root == NULL:
+            raise MemoryError("page table node")
+    pt.npages += _fill(pt.root, pt.height - 1, 0, start, end, pool, &failed)
+    if failed:
+        raise MemoryError("page table node")
+    return 0
+
+
+# -- remove -----------------------------------------------------------------------------------
+
+cdef struct _batch:
+    frame_pool *pool
+    uint64_t n
+    uint64_t removed
+    uint32_t frames[512]
+
+
+cdef inline void _flush(_batch *b) noexcept nogil:
+    if b.n:
+        if b.pool != NULL:
+            pool_give(b.pool, b.frames, b.n)
+        b.n = 0
+
+
+cdef void _remove(void *node, uint32_t level, uint64_t base, uint64_t s, uint64_t e,
+                  _batch *b) noexcept nogil:
+    cdef pt_leaf *leaf
+    cdef pt_node *inner
+    cdef uint64_t lo, hi, i, span
+    cdef uint32_t entry
+    cdef void *child
+    if level == 0:
+        leaf = <pt_leaf *>node
+        lo = _umax(s, base) - base
+        hi = _umin(e, base + PT_FANOUT) - base
+        for i in range(lo, hi):
+            entry = leaf.entries[i]
+            if entry:
+                leaf.entries[i] = 0
+                leaf.count -= 1
+                b.frames[b.n] = entry - 1
+                b.n += 1
+                b.removed += 1
+                if b.n == PT_FANOUT:
+                    _flush(b)
+                if leaf.count == 0:
+                    break
+        return
+    inner = <pt_node *>node
+    span = _span(level)
+    lo = (_umax(s, base) - base) >> (PT_BITS * level)
+    hi = ((_umin(e, base + PT_FANOUT * span) - 1 - base) >> (PT_BITS * level)) + 1
+    for i in range(lo, hi):
+        child = inner.slots[i]
+        if child == NULL:
+            continue
+        _remove(child, level - 1, base + i * span, s, e, b)
+        # A child emptied by the walk goes at once, so no empty node ever stays in the tree.
+        if (<pt_leaf *>child).count == 0:
+            free(child)
+            inner.slots[i] = NULL
+            inner.count -= 1
+            if inner.count == 0:
+                return
+
+
+cdef uint64_t pt_remove(page_table *pt, uint64_t start, uint64_t end,
+                        frame_pool *pool) noexcept nogil:
+    """Remove the pages of [start, end), giving their frames to `pool` (if not NULL) in
+    ascending page order; returns how many. Cost: the nodes holding pages in the range."""
+    cdef _batch b
+    if pt.root == NULL or start >= end:
+        return 0
+    end = _umin(end, _span(pt.height))
+    if start >= end:
+        return 0
+    b.pool = pool
+    b.n = 0
+    b.removed = 0
+    _remove(pt.root, pt.height - 1, 0, start, end, &b)
+    _flush(&b)
+    pt.npages -= b.removed
+    if (<pt_leaf *>pt.root).count == 0:
+        free(pt.root)
+        pt.root = NULL
+        pt.height = 0
+    return b.removed
+
+
+# -- lookup -----------------------------------------------------------------------------------
+
+cdef struct _cursor:
+    const frame_pool *pool
+    uint64_t *out
+    uint64_t n
+
+
+cdef bint _lookup(const void *node, uint32_t level, uint64_t base, uint64_t s, uint64_t e,
+                  _cursor *c) noexcept nogil:
+    """Append the paddrs of [s, e) below `node`; False at the first absent page."""
+    cdef const pt_leaf *leaf
+    cdef const pt_node *inner
+    cdef uint64_t lo, hi, i, span, n, paddr_base
+    cdef uint32_t entry
+    cdef uint64_t *out
+    if level == 0:
+        leaf = <const pt_leaf *>node
+        lo = _umax(s, base) - base
+        hi = _umin(e, base + PT_FANOUT) - base
+        out = c.out
+        n = c.n
+        paddr_base = pool_paddr(c.pool, 0)
+        for i in range(lo, hi):
+            entry = leaf.entries[i]
+            if entry == 0:
+                c.n = n
+                return False
+            out[n] = paddr_base + ((<uint64_t>(entry - 1)) << 12)
+            n += 1
+        c.n = n
+        return True
+    inner = <const pt_node *>node
+    span = _span(level)
+    lo = (_umax(s, base) - base) >> (PT_BITS * level)
+    hi = ((_umin(e, base + PT_FANOUT * span) - 1 - base) >> (PT_BITS * level)) + 1
+    for i in range(lo, hi):
+        if inner.slots[i] == NULL:
+            return False
+        if not _lookup(inner.slots[i], level - 1, base + i * span, s, e, c):
+            return False
+    return True
+
+
+cdef uint64_t pt_lookup(const page_table *pt, uint64_t start, uint64_t end,
+                        const frame_pool *pool, uint64_t *out) noexcept nogil:
+    """Write the physical address of pages start, start+1, ... to `out` until the first
+    absent page or `end`; returns how many were written. O(pages written)."""
+    cdef _cursor c
+    if pt.root == NULL or start >= end or (start >> (PT_BITS * pt.height)) != 0:
+        return 0
+    c.pool = pool
+    c.out = out
+    c.n = 0
+    _lookup(pt.root, pt.height - 1, 0, start, _umin(end, _span(pt.height)), &c)
+    return c.n
+
+
+# -- next -------------------------------------------------------------------------------------
+
+cdef bint _next(const void *node, uint32_t level, uint64_t base, uint64_t s, uint64_t e,
+                uint64_t *idx_out, uint32_t *entry_out) noexcept nogil:
+    cdef const pt_leaf *leaf
+    cdef const pt_node *inner
+    cdef uint64_t lo, hi, i, span
+    if level == 0:
+        leaf = <const pt_leaf *>node
+        lo = _umax(s, base) - base
+        hi = _umin(e, base + PT_FANOUT) - base
+        for i in range(lo, hi):
+            if leaf.entries[i]:
+                idx_out[0] = base + i
+                entry_out[0] = leaf.entries[i]
+                return True
+        return False
+    inner = <const pt_node *>node
+    span = _span(level)
+    lo = (_umax(s, base) - base) >> (PT_BITS * level)
+    hi = ((_umin(e, base + PT_FANOUT * span) - 1 - base) >> (PT_BITS * level)) + 1
+    for i in range(lo, hi):
+        if inner.slots[i] != NULL:
+            if _next(inner.slots[i], level - 1, base + i * span, s, e, idx_out, entry_out):
+                return True
+    return False
+
+
+cdef bint pt_next(const page_table *pt, uint64_t start, uint64_t end,
+                  uint64_t *idx_out, uint32_t *entry_out) noexcept nogil:
+    """Find the first present page in [start, end): its index and entry. Cost: the nodes
+    on the way to it."""
+    if pt.root == NULL or start >= end:
+        return False
+    end = _umin(end, _span(pt.height))
+    if start >= end:
+        return False
+    return _next(pt.root, pt.height - 1, 0, start, end, idx_out, entry_out)
+
+
+cdef void _free_subtree(void *node, uint32_t level) noexcept nogil:
+    cdef pt_node *inner
+    cdef uint64_t i
+    if level > 0:
+        inner = <pt_node *>node
+        for i in range(PT_FANOUT):
+            if inner.slots[i] != NULL:
+                _free_subtree(inner.slots[i], level - 1)
+    free(node)
+
+
+cdef void pt_free_nodes(page_table *pt) noexcept nogil:
+    """Free the tree's memory without returning any frame (the arena is going away)."""
+    if pt.root != NULL:
+        _free_subtree(pt.root, pt.height - 1)
+    pt_init(pt)

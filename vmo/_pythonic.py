@@ -1,0 +1,245 @@
+"""The Pythonic layer: `Vmo` objects that raise `MxError`, over any syscall-layer kernel.
+
+One implementation serves the compiled kernel and the reference model: it only calls the
+syscall layer (plus the additions `vmo_read_bytes` and `vmo_committed_bytes`), so both
+kernels behave identically here by construction.
+"""
+
+from array import array
+
+from .constants import (
+    MX_HANDLE_INVALID,
+    MX_INFO_HANDLE_BASIC,
+    MX_VMO_CLONE_COPY_ON_WRITE,
+    Op,
+    PAGE_SIZE,
+    Rights,
+)
+from .errors import MxError, Status
+
+__all__ = ["Vmo", "PythonicKernel"]
+
+_U64 = (1 << 64) - 1
+
+
+def _check(status, what):
+    if status:
+        raise MxError(status, what)
+
+
+def _to_end(size, offset):
+    """Bytes from ``offset`` to ``size``; 0 when the offset is past the end (the call then
+    reports ERR_OUT_OF_RANGE itself)."""
+    if isinstance(offset, int) and 0 <= offset <= size:
+        return size - offset
+    return 0
+
+
+class Vmo:
+    """A handle to a virtual memory object, with methods that raise `MxError`.
+
+    A `Vmo` owns its handle: `close()` (or leaving a ``with`` block) closes it. Every method
+    costs one or two syscalls of the underlying kernel.
+    """
+
+    __slots__ = ("kernel", "handle")
+
+    def __init__(self, kernel, handle):
+        self.kernel = kernel
+        self.handle = handle
+
+    def __repr__(self):
+        if self.handle == MX_HANDLE_INVALID:
+            return "<vmo.Vmo closed>"
+        status, size = self.kernel.vmo_get_size(self.handle)
+        if status:
+            return "<vmo.Vmo handle=%#x (%s)>" % (self.handle, Status(status).name)
+        return "<vmo.Vmo handle=%#x size=%d>" % (self.handle, size)
+
+    # -- size -------------------------------------------------------------------------------
+    @property
+    def size(self):
+        """The VMO's size in bytes (byte-granular). Setting it needs the WRITE right.
+
+        Raises MxError(ERR_BAD_HANDLE / ERR_WRONG_TYPE); setting also ERR_ACCESS_DENIED and
+        ERR_OUT_OF_RANGE (size above MX_VMO_MAX_SIZE). Shrinking frees the pages past the new
+        end in time proportional to the committed pages.
+        """
+        status, size = self.kernel.vmo_get_size(self.handle)
+        _check(status, "vmo_get_size")
+        return size
+
+    @size.setter
+    def size(self, size):
+        _check(self.kernel.vmo_set_size(self.handle, size), "vmo_set_size")
+
+    @property
+    def committed_bytes(self):
+        """Bytes of the pages this VMO itself holds (a clone's un-copied pages are not
+        counted). O(1)."""
+        status, value = self.kernel.vmo_committed_bytes(self.handle)
+        _check(status, "vmo_committed_bytes")
+        return value
+
+    # -- data -------------------------------------------------------------------------------
+    def read(self, offset, length):
+        """Return up to ``length`` bytes at ``offset`` (short at the end of the VMO).
+
+        Never commits. Raises MxError(ERR_ACCESS_DENIED) without READ, ERR_OUT_OF_RANGE when
+        ``offset`` is past the end or ``offset + length`` wraps. O(length).
+        """
+        status, data = self.kernel.vmo_read_bytes(self.handle, offset, length)
+        _check(status, "vmo_read")
+        return data
+
+    def read_into(self, buffer, offset=0):
+        """Fill ``buffer`` from ``offset``; return the number of bytes read (short at the end).
+
+        Raises MxError(ERR_INVALID_ARGS) for a read-only buffer, as `read`. O(len(buffer)).
+        """
+        status, actual = self.kernel.vmo_read(self.handle, buffer, offset)
+        _check(status, "vmo_read")
+        return actual
+
+    def write(self, data, offset=0):
+        """Write ``data`` at ``offset``; return the bytes written (short at the end of the VMO).
+
+        Commits the pages it touches. Raises MxError(ERR_ACCESS_DENIED) without WRITE,
+        ERR_OUT_OF_RANGE past the end, ERR_NO_MEMORY when physical memory runs out (the pages
+        written before that stay written). O(len(data)).
+        """
+        status, actual = self.kernel.vmo_write(self.handle, data, offset)
+        _check(status, "vmo_write")
+        return actual
+
+    # -- op_range ---------------------------------------------------------------------------
+    def op_range(self, op, offset, size, buffer=None):
+        """`vmo_op_range` that raises MxError on failure; returns None."""
+        _check(self.kernel.vmo_op_range(self.handle, op, offset, size, buffer), Op(op).name
+               if op in Op._value2member_map_ else "vmo_op_range")
+
+    def _range_size(self, offset, size):
+        if size is None:
+            size = _to_end(self.size, offset)
+        return size
+
+    def commit(self, offset=0, size=None):
+        """Commit every page touching ``[offset, offset+size)`` (trimmed to the VMO), all or
+        nothing. ``size=None`` means to the end. Raises MxError(ERR_NO_MEMORY) when there are
+        not enough free frames, ERR_OUT_OF_RANGE when ``offset`` is past the end. Cost: the
+        pages committed plus the committed pages already in the range."""
+        self.op_range(Op.COMMIT, offset, self._range_size(offset, size))
+
+    def decommit(self, offset=0, size=None):
+        """Free this VMO's own pages touching ``[offset, offset+size)``; they read as zero
+        again (or show a clone's parent again). Cost: the committed pages in the range."""
+        self.op_range(Op.DECOMMIT, offset, self._range_size(offset, size))
+
+    def lookup(self, offset=0, size=None):
+        """Return the physical address of every page touching ``[offset, offset+size)`` as an
+        ``array('Q')``. Raises MxError(ERR_INVALID_ARGS) for size 0, ERR_OUT_OF_RANGE past the
+        end, ERR_NO_MEMORY if any page is not committed. O(pages)."""
+        vmo_size = self.size  # raises the handle errors first, as the syscall would
+        size = self._range_size(offset, size)
+        if size == 0:
+            raise MxError(Status.ERR_INVALID_ARGS, "LOOKUP of size 0")
+        if not (0 <= offset and 0 <= size and offset + size <= vmo_size):
+            raise MxError(Status.ERR_OUT_OF_RANGE, "LOOKUP past the end")
+        first = offset - offset % PAGE_SIZE
+        end = -(-(offset + size) // PAGE_SIZE) * PAGE_SIZE
+        out = array("Q", bytes(8 * ((end - first) // PAGE_SIZE)))
+        self.op_range(Op.LOOKUP, offset, size, out)
+        return out
+
+    def cache_sync(self, offset, size):
+        """CACHE_SYNC over ``[offset, offset+size)``: validates, touches nothing."""
+        self.op_range(Op.CACHE_SYNC, offset, size)
+
+    def cache_invalidate(self, offset, size):
+        """CACHE_INVALIDATE over ``[offset, offset+size)``."""
+        self.op_range(Op.CACHE_INVALIDATE, offset, size)
+
+    def cache_clean(self, offset, size):
+        """CACHE_CLEAN over ``[offset, offset+size)``."""
+        self.op_range(Op.CACHE_CLEAN, offset, size)
+
+    def cache_clean_invalidate(self, offset, size):
+        """CACHE_CLEAN_INVALIDATE over ``[offset, offset+size)``."""
+        self.op_range(Op.CACHE_CLEAN_INVALIDATE, offset, size)
+
+    # -- handles ----------------------------------------------------------------------------
+    def clone(self, offset=0, size=None):
+        """A copy-on-write clone of ``[offset, offset+size)`` (``offset`` page aligned): a live
+        view of this VMO until a page is written. Needs DUPLICATE and READ. O(1)."""
+        size = self._range_size(offset, size)
+        status, handle = self.kernel.vmo_clone(self.handle, MX_VMO_CLONE_COPY_ON_WRITE,
+                                               offset, size)
+        _check(status, "vmo_clone")
+        return Vmo(self.kernel, handle)
+
+    def duplicate(self, rights=Rights.SAME_RIGHTS):
+        """A new handle to the same VMO with ``rights`` (a subset of this handle's)."""
+        status, handle = self.kernel.handle_duplicate(self.handle, rights)
+        _check(status, "handle_duplicate")
+        return Vmo(self.kernel, handle)
+
+    def replace(self, rights):
+        """Replace this handle by one with ``rights``; this `Vmo` is closed afterwards."""
+        status, handle = self.kernel.handle_replace(self.handle, rights)
+        _check(status, "handle_replace")
+        self.handle = MX_HANDLE_INVALID
+        return Vmo(self.kernel, handle)
+
+    def info(self):
+        """The handle's `HandleBasicInfo` (koid, rights, type, related_koid, props)."""
+        status, info = self.kernel.object_get_info(self.handle, MX_INFO_HANDLE_BASIC)
+        _check(status, "object_get_info")
+        return info
+
+    @property
+    def rights(self):
+        """This handle's rights as `vmo.Rights`."""
+        return Rights(self.info().rights)
+
+    @property
+    def closed(self):
+        return self.handle == MX_HANDLE_INVALID
+
+    def close(self):
+        """Close the handle (idempotent). Frees the VMO's pages if it was the last reference."""
+        handle = self.handle
+        if handle != MX_HANDLE_INVALID:
+            self.handle = MX_HANDLE_INVALID
+            _check(self.kernel.handle_close(handle), "handle_close")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class PythonicKernel:
+    """Mixin that gives a syscall-layer kernel the Pythonic constructors."""
+
+    __slots__ = ()
+
+    def create_vmo(self, size):
+        """Create a VMO of ``size`` bytes (nothing committed) and return it as a `Vmo`.
+
+        Raises MxError(ERR_NO_MEMORY) for a size above MX_VMO_MAX_SIZE or a full handle
+        table. O(1).
+        """
+        status, handle = self.vmo_create(size, 0)
+        _check(status, "vmo_create")
+        return Vmo(self, handle)
+
+    def vmo(self, handle):
+        """Wrap an existing VMO handle (the `Vmo` then owns it)."""
+        return Vmo(self, handle)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
