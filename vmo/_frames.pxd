@@ -14,6 +14,10 @@ cdef enum:
     # when handed out again (a memset is cheaper than a syscall for a few pages).
     RELEASE_MIN_FRAMES = 16
 
+cdef extern from "assert.h" nogil:
+    # C's assert: compiled in by VMO_DEBUG=1 builds, gone (NDEBUG) in release builds.
+    void c_assert "assert"(bint condition)
+
 cdef extern from *:
     """
     /* Frame numbers are 32-bit in page tables (frame + 1, 0 = none): at most 2**32 - 2. */
@@ -66,10 +70,13 @@ cdef inline uint32_t pool_take(frame_pool *p) noexcept nogil:
             bit_clear(p.dirty, f)
             p.zeroed_frames += 1
     else:
+        c_assert(p.next_fresh < p.nframes)
         f = <uint32_t>p.next_fresh
         p.next_fresh += 1
+    c_assert(not bit_test(p.held, f))
     bit_set(p.held, f)
     return f
 
 cdef inline void pool_mark_dirty(frame_pool *p, uint32_t f) noexcept nogil:
+    c_assert(bit_test(p.held, f))
     bit_set(p.dirty, f)

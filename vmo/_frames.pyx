@@ -86,9 +86,11 @@ cdef void pool_give(frame_pool *p, const uint32_t *frames, uint64_t n) noexcept 
     cdef bint in_run = False
     for i in range(n):
         f = frames[i]
+        c_assert(f < p.next_fresh and bit_test(p.held, f))
         bit_clear(p.held, f)
         p.stack[p.stack_len] = <uint32_t>f
         p.stack_len += 1
+        c_assert(p.stack_len <= p.next_fresh)
         if not bit_test(p.dirty, f):
             continue
         if in_run and (f == hi + 1 or f + 1 == lo):

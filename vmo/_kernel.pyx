@@ -115,6 +115,17 @@ cdef inline int _u32(object o, uint32_t *out) except -1:
     return 0
 
 
+cdef object _invalid_args(tuple ints, object buffer=None):
+    """ERR_INVALID_ARGS for an out-of-range integer, but only once every argument has been
+    type-checked: a TypeError always wins over a status, whatever the argument order."""
+    for x in ints:
+        if x is not None:
+            PyNumber_Index(x)
+    if buffer is not None and not PyObject_CheckBuffer(buffer):
+        raise TypeError("a bytes-like object is required, not %r" % type(buffer).__name__)
+    return _st(ERR_INVALID_ARGS)
+
+
 cdef inline bint _trim_range(uint64_t offset, uint64_t length, uint64_t size,
                              uint64_t *trimmed) noexcept:
     """Magenta's TrimRange (spec 3.0): False if offset+length wraps or offset > size."""
@@ -499,7 +510,7 @@ cdef class Kernel:
         cdef uint32_t c_options
         self._ensure_open()
         if _u64(size, &c_size) or _u32(options, &c_options) or c_options != 0:
-            return (_st(ERR_INVALID_ARGS), 0)
+            return (_invalid_args((size, options)), 0)
         if c_size > MAX_SIZE or self.nhandles >= MAX_HANDLES:
             return (_st(ERR_NO_MEMORY), 0)
         return (S_OK, self._install(self._new_vmo(c_size), MX_DEFAULT_VMO_RIGHTS))
@@ -518,9 +529,11 @@ cdef class Kernel:
         cdef VmoObject v
         self._ensure_open()
         if _u32(handle, &h) or _u64(offset, &off):
-            return (_st(ERR_INVALID_ARGS), 0)
+            return (_invalid_args((handle, offset, length,), buffer), 0)
         if length is not None and _u64(length, &n):
-            return (_st(ERR_INVALID_ARGS), 0)
+            return (_invalid_args((handle, offset, length,), buffer), 0)
+        if buffer is not None and not PyObject_CheckBuffer(buffer):
+            raise TypeError("a bytes-like object is required, not %r" % type(buffer).__name__)
         obj = self._get(h, &rights)
         if obj is None:
             return (_st(ERR_BAD_HANDLE), 0)
@@ -564,7 +577,7 @@ cdef class Kernel:
         cdef VmoObject v
         self._ensure_open()
         if _u32(handle, &h) or _u64(offset, &off) or _u64(length, &n):
-            return (_st(ERR_INVALID_ARGS), b"")
+            return (_invalid_args((handle, offset, length,)), b"")
         obj = self._get(h, &rights)
         if obj is None:
             return (_st(ERR_BAD_HANDLE), b"")
@@ -607,9 +620,11 @@ cdef class Kernel:
         cdef VmoObject v
         self._ensure_open()
         if _u32(handle, &h) or _u64(offset, &off):
-            return (_st(ERR_INVALID_ARGS), 0)
+            return (_invalid_args((handle, offset, length,), data), 0)
         if length is not None and _u64(length, &n):
-            return (_st(ERR_INVALID_ARGS), 0)
+            return (_invalid_args((handle, offset, length,), data), 0)
+        if data is not None and not PyObject_CheckBuffer(data):
+            raise TypeError("a bytes-like object is required, not %r" % type(data).__name__)
         obj = self._get(h, &rights)
         if obj is None:
             return (_st(ERR_BAD_HANDLE), 0)
@@ -675,7 +690,7 @@ cdef class Kernel:
         cdef VmoObject v
         self._ensure_open()
         if _u32(handle, &h) or _u64(size, &c_size):
-            return _st(ERR_INVALID_ARGS)
+            return _invalid_args((handle, size,))
         obj = self._get(h, &rights)
         if obj is None:
             return _st(ERR_BAD_HANDLE)
@@ -704,7 +719,7 @@ cdef class Kernel:
         cdef VmoObject v
         self._ensure_open()
         if _u32(handle, &h) or _u32(op, &c_op) or _u64(offset, &off) or _u64(size, &c_size):
-            return _st(ERR_INVALID_ARGS)
+            return _invalid_args((handle, op, offset, size,))
         obj = self._get(h, &rights)
         if obj is None:
             return _st(ERR_BAD_HANDLE)
@@ -789,7 +804,7 @@ cdef class Kernel:
         self._ensure_open()
         if (_u32(handle, &h) or _u32(options, &c_options) or _u64(offset, &off)
                 or _u64(size, &c_size)):
-            return (_st(ERR_INVALID_ARGS), 0)
+            return (_invalid_args((handle, options, offset, size,)), 0)
         obj = self._get(h, &rights)
         if obj is None:
             return (_st(ERR_BAD_HANDLE), 0)
@@ -835,7 +850,7 @@ cdef class Kernel:
         cdef uint32_t h, c_rights, src = 0
         self._ensure_open()
         if _u32(handle, &h) or _u32(rights, &c_rights):
-            return (_st(ERR_INVALID_ARGS), 0)
+            return (_invalid_args((handle, rights,)), 0)
         obj = self._get(h, &src)
         if obj is None:
             return (_st(ERR_BAD_HANDLE), 0)
@@ -858,7 +873,7 @@ cdef class Kernel:
         cdef uint32_t h, c_rights, src = 0
         self._ensure_open()
         if _u32(handle, &h) or _u32(rights, &c_rights):
-            return (_st(ERR_INVALID_ARGS), 0)
+            return (_invalid_args((handle, rights,)), 0)
         obj = self._get(h, &src)
         if obj is None:
             return (_st(ERR_BAD_HANDLE), 0)
@@ -871,21 +886,21 @@ cdef class Kernel:
 
     def object_get_info(self, handle, topic):
         """MX_INFO_HANDLE_VALID -> (status, None); MX_INFO_HANDLE_BASIC -> (status,
-        HandleBasicInfo). Status: ERR_BAD_HANDLE; ERR_WRONG_TYPE for the topics of objects
+        HandleBasicInfo); the value is 0 on failure. Status: ERR_BAD_HANDLE; ERR_WRONG_TYPE for the topics of objects
         this kernel has none of (3-13); ERR_NOT_SUPPORTED for other topics. O(1)."""
         cdef uint32_t h, c_topic, rights = 0
         self._ensure_open()
         if _u32(handle, &h) or _u32(topic, &c_topic):
-            return (_st(ERR_INVALID_ARGS), None)
+            return (_invalid_args((handle, topic,)), 0)
         if c_topic == 0 or c_topic > INFO_LAST_OBJECT_TOPIC:
-            return (_st(ERR_NOT_SUPPORTED), None)
+            return (_st(ERR_NOT_SUPPORTED), 0)
         obj = self._get(h, &rights)
         if obj is None:
-            return (_st(ERR_BAD_HANDLE), None)
+            return (_st(ERR_BAD_HANDLE), 0)
         if c_topic == INFO_HANDLE_VALID:
             return (S_OK, None)
         if c_topic != INFO_HANDLE_BASIC:
-            return (_st(ERR_WRONG_TYPE), None)
+            return (_st(ERR_WRONG_TYPE), 0)
         if type(obj) is VmoObject:
             return (S_OK, HandleBasicInfo((<VmoObject>obj).koid, rights, MX_OBJ_TYPE_VMEM, 0,
                                           MX_OBJ_PROP_WAITABLE))

@@ -8,7 +8,7 @@ nodes per page.
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 
-from vmo._frames cimport frame_pool, pool_give, pool_paddr, pool_take
+from vmo._frames cimport c_assert, frame_pool, pool_give, pool_paddr, pool_take
 
 
 cdef inline uint64_t _span(uint32_t level) noexcept nogil:
@@ -73,6 +73,7 @@ cdef int pt_set(page_table *pt, uint64_t idx, uint32_t entry) except -1:
         node = child
         level -= 1
     leaf = <pt_leaf *>node
+    c_assert(entry != 0 and leaf.entries[idx & PT_MASK] == 0)
     leaf.entries[idx & PT_MASK] = entry
     leaf.count += 1
     pt.npages += 1
@@ -248,6 +249,7 @@ cdef uint64_t pt_remove(page_table *pt, uint64_t start, uint64_t end,
     b.removed = 0
     _remove(pt.root, pt.height - 1, 0, start, end, &b)
     _flush(&b)
+    c_assert(pt.npages >= b.removed)
     pt.npages -= b.removed
     if (<pt_leaf *>pt.root).count == 0:
         free(pt.root)
