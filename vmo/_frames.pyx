@@ -3,7 +3,7 @@
 
 from libc.errno cimport errno
 from libc.stdint cimport uint32_t, uint64_t
-from libc.string cimport strerror
+from libc.string cimport memcpy, strerror
 
 from vmo._arena cimport vmo_arena_map, vmo_arena_release, vmo_arena_unmap
 
@@ -106,3 +106,79 @@ cdef void pool_give(frame_pool *p, const uint32_t *frames, uint64_t n) noexcept 
         hi = f
     if in_run and hi - lo + 1 >= RELEASE_MIN_FRAMES:
         _release_run(p, lo, hi - lo + 1)
+
+
+cdef class _FramePoolShim:
+    """Test shim: a private frame pool driven from Python (tests/test_internals.py)."""
+    cdef frame_pool pool
+
+    def __cinit__(self, uint64_t nframes, uint64_t paddr_base=0x100000):
+        self.pool.mem = NULL
+        pool_init(&self.pool, nframes, paddr_base)
+
+    def __dealloc__(self):
+        pool_destroy(&self.pool)
+
+    def take(self):
+        """A frame number, or -1 when none is free."""
+        if pool_free_count(&self.pool) == 0:
+            return -1
+        return pool_take(&self.pool)
+
+    def give(self, frames):
+        cdef uint32_t f
+        for f in frames:
+            if f >= self.pool.next_fresh or not bit_test(self.pool.held, f):
+                raise ValueError("frame %d is not held" % f)
+            pool_give(&self.pool, &f, 1)
+
+    def give_batch(self, frames):
+        cdef uint32_t buf[512]
+        cdef Py_ssize_t i, n = len(frames)
+        if n > 512 or len(set(frames)) != n:
+            raise ValueError("at most 512 distinct frames")
+        for i in range(n):
+            buf[i] = frames[i]
+            if buf[i] >= self.pool.next_fresh or not bit_test(self.pool.held, buf[i]):
+                raise ValueError("frame %d is not held" % buf[i])
+        pool_give(&self.pool, buf, n)
+
+    def write(self, uint32_t f, uint64_t offset, bytes data):
+        if f >= self.pool.next_fresh or not bit_test(self.pool.held, f):
+            raise ValueError("frame %d is not held" % f)
+        if offset + len(data) > FRAME_SIZE:
+            raise ValueError("past the frame")
+        pool_mark_dirty(&self.pool, f)
+        memcpy(pool_frame_ptr(&self.pool, f) + offset, <const char *>data, len(data))
+
+    def read(self, uint32_t f):
+        if f >= self.pool.nframes:
+            raise ValueError("no such frame")
+        return (<char *>pool_frame_ptr(&self.pool, f))[:FRAME_SIZE]
+
+    def held(self, uint32_t f):
+        return f < self.pool.nframes and bit_test(self.pool.held, f)
+
+    def dirty(self, uint32_t f):
+        return f < self.pool.nframes and bit_test(self.pool.dirty, f)
+
+    @property
+    def free_count(self):
+        return pool_free_count(&self.pool)
+
+    @property
+    def next_fresh(self):
+        return self.pool.next_fresh
+
+    @property
+    def stack(self):
+        cdef uint64_t i
+        return [self.pool.stack[i] for i in range(self.pool.stack_len)]
+
+    @property
+    def released_runs(self):
+        return self.pool.released_runs
+
+    @property
+    def zeroed_frames(self):
+        return self.pool.zeroed_frames

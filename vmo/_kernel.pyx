@@ -1047,3 +1047,30 @@ cdef dict _pages_of(VmoObject v, frame_pool *pool):
         pages[found] = pool_paddr(pool, e - 1)
         idx = found + 1
     return pages
+
+
+cdef extern from *:
+    """
+    #ifdef VMO_DEBUG
+    #define VMO_BUILD_DEBUG 1
+    #else
+    #define VMO_BUILD_DEBUG 0
+    #endif
+    #if defined(__SANITIZE_ADDRESS__)
+    #define VMO_BUILD_ASAN 1
+    #else
+    #define VMO_BUILD_ASAN 0
+    #endif
+    #ifdef NDEBUG
+    #define VMO_BUILD_ASSERTS 0
+    #else
+    #define VMO_BUILD_ASSERTS 1
+    #endif
+    """
+    int VMO_BUILD_DEBUG
+    int VMO_BUILD_ASAN
+    int VMO_BUILD_ASSERTS
+
+#: How this extension was built: VMO_DEBUG=1 (checks and C asserts), VMO_ASAN=1.
+BUILD = {"debug": bool(VMO_BUILD_DEBUG), "asan": bool(VMO_BUILD_ASAN),
+         "c_asserts": bool(VMO_BUILD_ASSERTS)}

@@ -8,7 +8,8 @@ nodes per page.
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 
-from vmo._frames cimport c_assert, frame_pool, pool_give, pool_paddr, pool_take
+from vmo._frames cimport (c_assert, frame_pool, pool_destroy, pool_free_count, pool_give,
+                         pool_init, pool_paddr, pool_take)
 
 
 cdef inline uint64_t _span(uint32_t level) noexcept nogil:
@@ -372,3 +373,94 @@ cdef void pt_free_nodes(page_table *pt) noexcept nogil:
     if pt.root != NULL:
         _free_subtree(pt.root, pt.height - 1)
     pt_init(pt)
+
+
+
+cdef class _PageTableShim:
+    """Test shim: one page table over a private frame pool, driven from Python
+    (tests/test_internals.py compares it with a dict)."""
+    cdef page_table pt
+    cdef frame_pool pool
+
+    def __cinit__(self, uint64_t nframes=4096):
+        pt_init(&self.pt)
+        self.pool.mem = NULL
+        pool_init(&self.pool, nframes, 0)
+
+    def __dealloc__(self):
+        pt_free_nodes(&self.pt)
+        pool_destroy(&self.pool)
+
+    def _range(self, uint64_t start, uint64_t end):
+        if end > (<uint64_t>1) << 52 or start > end:
+            raise ValueError("bad range")
+
+    def get(self, uint64_t idx):
+        """Frame at `idx`, or None."""
+        cdef uint32_t e = pt_get(&self.pt, idx)
+        return e - 1 if e else None
+
+    def set(self, uint64_t idx):
+        """Give page `idx` (absent) a frame; returns the frame."""
+        if idx >= (<uint64_t>1) << 52 or pt_get(&self.pt, idx):
+            raise ValueError("bad index or present")
+        if pool_free_count(&self.pool) == 0:
+            raise MemoryError("no frame")
+        f = pool_take(&self.pool)
+        pt_set(&self.pt, idx, f + 1)
+        return f
+
+    def count(self, uint64_t start, uint64_t end):
+        self._range(start, end)
+        return pt_count(&self.pt, start, end)
+
+    def fill(self, uint64_t start, uint64_t end):
+        """Fill the absent pages of the range; False (no change) if frames are short."""
+        self._range(start, end)
+        if (end - start) - pt_count(&self.pt, start, end) > pool_free_count(&self.pool):
+            return False
+        pt_fill(&self.pt, start, end, &self.pool)
+        return True
+
+    def remove(self, uint64_t start, uint64_t end):
+        self._range(start, end)
+        return pt_remove(&self.pt, start, end, &self.pool)
+
+    def lookup(self, uint64_t start, uint64_t end):
+        """Frames of start, start+1, ... up to the first absent page."""
+        cdef uint64_t n, i
+        self._range(start, end)
+        if end - start > 1 << 20:
+            raise ValueError("range too long for the shim")
+        out = bytearray(8 * (end - start) or 8)
+        cdef unsigned char[:] mv = out
+        n = pt_lookup(&self.pt, start, end, &self.pool, <uint64_t *>&mv[0])
+        return [int.from_bytes(out[8 * i:8 * i + 8], "little") >> 12 for i in range(n)]
+
+    def items(self, uint64_t start=0, uint64_t end=(<uint64_t>1) << 52):
+        """[(idx, frame)] of the present pages of the range, ascending, via pt_next."""
+        cdef uint64_t idx = start, found = 0
+        cdef uint32_t e = 0
+        self._range(start, end)
+        out = []
+        while pt_next(&self.pt, idx, end, &found, &e):
+            out.append((found, e - 1))
+            idx = found + 1
+        return out
+
+    @property
+    def npages(self):
+        return self.pt.npages
+
+    @property
+    def height(self):
+        return self.pt.height
+
+    @property
+    def free_frames(self):
+        return pool_free_count(&self.pool)
+
+    @property
+    def free_stack(self):
+        cdef uint64_t i
+        return [self.pool.stack[i] for i in range(self.pool.stack_len)]
