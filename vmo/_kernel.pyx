@@ -13,6 +13,7 @@ from cpython.exc cimport PyErr_Clear, PyErr_Occurred
 from cpython.list cimport PyList_GET_ITEM
 from cpython.number cimport PyNumber_Index
 from cpython.object cimport PyObject
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcpy, memset
 
@@ -193,6 +194,7 @@ cdef int _export(object obj, Py_buffer *view, bint writable, bint default_length
 
 # -- objects ----------------------------------------------------------------------------------
 @cython.no_gc
+@cython.trashcan(True)
 @cython.final
 cdef class VmoObject:
     def __cinit__(self):
@@ -588,7 +590,9 @@ cdef class Kernel:
         v = <VmoObject>obj
         if not _trim_range(off, n, v.size, &trimmed):
             return (_st(ERR_OUT_OF_RANGE), b"")
-        data = PyBytes_FromStringAndSize(NULL, trimmed)
+        if trimmed > <uint64_t>PY_SSIZE_T_MAX:
+            raise MemoryError("cannot return %d bytes" % trimmed)
+        data = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>trimmed)
         dst = <uint8_t *>PyBytes_AS_STRING(data)
         pos = off
         while pos < off + trimmed:
