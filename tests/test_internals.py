@@ -1,0 +1,757 @@
+"""Direct tests of the compiled internals: the radix page table and the frame pool.
+
+Driven through the test shims `vmo._pagetable._PageTableShim` and `vmo._frames._FramePoolShim`
+(no kernel in between), so a failure here points at the data structure itself:
+
+- `PageTableMachine`: a hypothesis state machine comparing the radix page table with a dict
+  (page index -> frame) and a model of the LIFO frame allocator of docs/semantics.md ("fresh
+  frames ascending from 0; freed frames pushed in ascending page-index order, the last one
+  reused first"). Indices are aimed at the radix edges (0, 511/512/513, 512**2 +- 1, 512**3,
+  2**40, 2**52 - 1) and ranges span them; the pool is tiny so `fill` hits its shortage path.
+- the frame pool: deterministic order, "a frame handed out reads as zero" through both ways a
+  written frame is cleaned (zeroed on reuse after a short dirty run, given back to the host
+  with MADV_DONTNEED after a long one), the held/dirty bitmaps, exhaustion; plus a state
+  machine checking that a frame whose dirty bit is clear really holds zeros.
+- cost: walks over petabyte ranges of a sparse table return the right answers (correctness
+  only: nothing in this file is timed).
+"""
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+import vmo
+from vmo._frames import _FramePoolShim
+from vmo._pagetable import _PageTableShim
+
+FRAME = 4096
+ZERO_FRAME = bytes(FRAME)
+LIMIT = 1 << 52            # page indices are below 2**52 (MX_VMO_MAX_SIZE / 4096)
+RELEASE_MIN = 16           # dirty runs this long go back to the host (_frames.pxd)
+LOOKUP_MAX = 1 << 20       # the shim's lookup refuses longer ranges
+PIB_PAGES = (1 << 50) // FRAME   # a petabyte of VMO, in pages
+
+# Radix edges: a leaf covers 512 pages, an interior node 512 times its child.
+EDGES = sorted({
+    0, 1, 2, 511, 512, 513, 1023, 1024,
+    512 ** 2 - 1, 512 ** 2, 512 ** 2 + 1,
+    512 ** 3 - 1, 512 ** 3, 512 ** 3 + 1,
+    512 ** 4 - 1, 512 ** 4,
+    (1 << 40) - 1, 1 << 40, (1 << 40) + 1,
+    512 ** 5 - 1, 512 ** 5, 512 ** 5 + 1,
+    LIMIT - 513, LIMIT - 512, LIMIT - 2, LIMIT - 1,
+})
+
+
+def _clamp_index(i):
+    return min(max(i, 0), LIMIT - 1)
+
+
+def _min_height(max_idx):
+    """Levels a radix tree of 512-way nodes needs so that index `max_idx` fits."""
+    h = 1
+    while max_idx >> (9 * h):
+        h += 1
+    return h
+
+
+indices = st.one_of(
+    st.sampled_from(EDGES),
+    st.builds(lambda e, d: _clamp_index(e + d), st.sampled_from(EDGES), st.integers(-3, 3)),
+    st.integers(0, LIMIT - 1),
+)
+
+lengths = st.one_of(
+    st.integers(0, 70),
+    st.sampled_from([511, 512, 513, 1024, 512 ** 2, 512 ** 3, 1 << 40, LIMIT]),
+)
+
+
+@st.composite
+def ranges(draw):
+    """[start, end) with 0 <= start <= end <= 2**52, often straddling a radix edge."""
+    kind = draw(st.integers(0, 3))
+    if kind == 0:
+        start = draw(indices)
+        end = start + draw(lengths)
+    elif kind == 1:  # around an edge, small on both sides
+        edge = draw(st.sampled_from(EDGES))
+        start = edge - draw(st.integers(0, 40))
+        end = edge + draw(st.integers(0, 40))
+    elif kind == 2:  # two arbitrary points
+        start, end = sorted((draw(indices), draw(indices)))
+    else:  # the whole index space, or from / to an edge
+        edge = draw(st.sampled_from(EDGES))
+        start, end = draw(st.sampled_from([(0, LIMIT), (0, edge), (edge, LIMIT)]))
+    start = min(max(start, 0), LIMIT)
+    end = min(max(end, start), LIMIT)
+    return start, end
+
+
+# -- the page table ------------------------------------------------------------------------------
+
+class PageTableMachine(RuleBasedStateMachine):
+    """The radix page table against a dict and a LIFO free-list model."""
+
+    NFRAMES = 64
+
+    def __init__(self):
+        super().__init__()
+        self.t = _PageTableShim(self.NFRAMES)
+        self.pages = {}          # page index -> frame
+        self.next_fresh = 0      # frames >= next_fresh were never handed out
+        self.stack = []          # freed frames, top last
+        self.peak = None         # highest index inserted since the table was last empty
+
+    # -- the allocator model (docs/semantics.md "Frames") --
+    def _free(self):
+        return self.NFRAMES - self.next_fresh + len(self.stack)
+
+    def _take(self):
+        if self.stack:
+            return self.stack.pop()
+        assert self.next_fresh < self.NFRAMES
+        self.next_fresh += 1
+        return self.next_fresh - 1
+
+    def _present(self, start, end):
+        return sorted(i for i in self.pages if start <= i < end)
+
+    def _inserted(self, idx):
+        self.peak = idx if self.peak is None else max(self.peak, idx)
+
+    # -- rules --
+    @rule(idx=indices)
+    def set(self, idx):
+        if idx in self.pages:
+            with pytest.raises(ValueError):
+                self.t.set(idx)
+            return
+        if self._free() == 0:
+            with pytest.raises(MemoryError):
+                self.t.set(idx)
+            return
+        frame = self._take()
+        assert self.t.set(idx) == frame
+        self.pages[idx] = frame
+        self._inserted(idx)
+
+    @rule(idx=indices)
+    def get(self, idx):
+        assert self.t.get(idx) == self.pages.get(idx)
+
+    @rule(r=ranges())
+    def fill(self, r):
+        start, end = r
+        present = self._present(start, end)
+        missing = (end - start) - len(present)
+        if missing > self._free():
+            # The shortage path: nothing changes (the invariants check the rest).
+            event("fill: short of frames")
+            assert self.t.fill(start, end) is False
+            return
+        event("fill: %s" % ("filled" if missing else "nothing missing"))
+        assert self.t.fill(start, end) is True
+        for idx in range(start, end):  # ascending page order
+            if idx not in self.pages:
+                self.pages[idx] = self._take()
+        if end > start:
+            self._inserted(end - 1)
+
+    @rule(r=ranges())
+    def remove(self, r):
+        start, end = r
+        gone = self._present(start, end)
+        event("remove: %s" % ("some" if gone else "none"))
+        assert self.t.remove(start, end) == len(gone)
+        for idx in gone:  # pushed in ascending page order
+            self.stack.append(self.pages.pop(idx))
+        if not self.pages:
+            self.peak = None
+
+    @rule(r=ranges())
+    def count(self, r):
+        start, end = r
+        assert self.t.count(start, end) == len(self._present(start, end))
+
+    @rule(r=ranges())
+    def lookup(self, r):
+        start, end = r
+        end = min(end, start + LOOKUP_MAX)
+        expected = []
+        idx = start
+        while idx < end and idx in self.pages:
+            expected.append(self.pages[idx])
+            idx += 1
+        event("lookup: %s" % ("some" if expected else "none"))
+        assert self.t.lookup(start, end) == expected
+
+    @rule(r=ranges())
+    def items(self, r):
+        start, end = r
+        assert self.t.items(start, end) == [(i, self.pages[i]) for i in self._present(start, end)]
+
+    # -- invariants --
+    @invariant()
+    def same_pages(self):
+        assert self.t.items() == sorted(self.pages.items())
+        assert self.t.npages == len(self.pages)
+        assert self.t.count(0, LIMIT) == len(self.pages)
+
+    @invariant()
+    def same_allocator(self):
+        assert self.t.free_frames == self._free()
+        assert self.t.free_stack == self.stack
+
+    @invariant()
+    def height(self):
+        h = self.t.height
+        if not self.pages:
+            assert h == 0
+            return
+        assert 1 <= h <= 6
+        assert 2 ** (9 * h) > max(self.pages)
+        # Never taller than the largest index stored since the table was last empty needs.
+        assert h == _min_height(self.peak)
+
+
+TestPageTableMachine = PageTableMachine.TestCase
+TestPageTableMachine.settings = settings(
+    max_examples=150, stateful_step_count=40, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+
+def test_page_table_fill_order_and_lifo_reuse():
+    t = _PageTableShim(64)
+    assert t.height == 0 and t.npages == 0 and t.items() == []
+    assert t.fill(510, 514) is True                     # straddles the first leaf edge
+    assert t.items() == [(510, 0), (511, 1), (512, 2), (513, 3)]
+    assert t.height == 2
+    assert t.lookup(510, 514) == [0, 1, 2, 3]
+    assert t.lookup(509, 514) == []                     # stops at the first absent page
+    assert t.lookup(512, 600) == [2, 3]
+    # Fill a range with holes: only the holes get frames, in ascending page order.
+    assert t.remove(511, 513) == 2                      # pushes 1 then 2
+    assert t.free_stack == [1, 2]
+    assert t.fill(508, 516) is True                     # 508, 509, 511, 512, 514, 515
+    assert t.items() == [(508, 2), (509, 1), (510, 0), (511, 4), (512, 5), (513, 3),
+                         (514, 6), (515, 7)]
+    assert t.free_stack == []
+    # Removing everything empties the tree completely.
+    assert t.remove(0, LIMIT) == 8
+    assert t.free_stack == [2, 1, 0, 4, 5, 3, 6, 7]     # ascending page order
+    assert (t.height, t.npages, t.free_frames) == (0, 0, 64)
+
+
+def test_page_table_fill_shortage_changes_nothing():
+    t = _PageTableShim(8)
+    assert t.fill(0, 3) is True
+    before = (t.items(), t.free_stack, t.free_frames, t.height)
+    assert t.fill(0, 9) is False           # needs 6 more, 5 free
+    assert t.fill(LIMIT - 6, LIMIT) is False
+    assert t.fill(0, LIMIT) is False
+    assert (t.items(), t.free_stack, t.free_frames, t.height) == before
+    assert t.fill(0, 8) is True            # exactly enough
+    assert t.free_frames == 0
+    with pytest.raises(MemoryError):
+        t.set(100)
+    assert t.fill(0, 8) is True            # nothing missing: fine with no frame free
+
+
+def test_page_table_full_leaves_and_interior_edges():
+    t = _PageTableShim(4096)
+    assert t.fill(500, 1600) is True       # a partial leaf, a full leaf, a partial leaf
+    assert t.npages == 1100
+    assert t.lookup(500, 1600) == list(range(1100))
+    assert t.count(512, 1024) == 512       # a full leaf inside the range
+    assert t.count(0, 1024) == 524
+    assert t.count(1023, 1025) == 2
+    assert t.remove(512, 1024) == 512      # a whole leaf goes
+    assert t.lookup(500, 1600) == list(range(12))
+    assert t.count(0, LIMIT) == 588
+    assert t.items(1000, 1030) == [(i, i - 500) for i in range(1024, 1030)]
+    # Interior edges at 512**2 and 512**3 from both sides.
+    for edge in (512 ** 2, 512 ** 3):
+        assert t.fill(edge - 3, edge + 3) is True
+        got = t.items(edge - 10, edge + 10)
+        assert [i for i, _ in got] == list(range(edge - 3, edge + 3))
+        assert len(t.lookup(edge - 3, edge + 3)) == 6
+        assert t.count(edge - 1, edge + 1) == 2
+        assert t.remove(edge - 1, edge + 1) == 2
+        assert t.lookup(edge - 3, edge + 3) == [f for _, f in got[:2]]
+    assert t.height == 4
+    left = t.npages
+    assert left == 588 + 8
+    assert t.remove(0, LIMIT) == left
+    assert (t.npages, t.height, t.free_frames) == (0, 0, 4096)
+
+
+def test_page_table_height_grows_and_resets():
+    t = _PageTableShim(16)
+    expected = [(0, 1), (511, 1), (512, 2), (512 ** 2 - 1, 2), (512 ** 2, 3), (512 ** 3, 4),
+                (1 << 40, 5), (512 ** 5 - 1, 5), (512 ** 5, 6), (LIMIT - 1, 6)]
+    for idx, height in expected:
+        t.set(idx)
+        assert t.height == height, idx
+        t.remove(0, LIMIT)
+        assert t.height == 0
+    # Growing keeps the existing pages where they were.
+    t.set(5)
+    t.set(LIMIT - 1)
+    assert t.height == 6
+    assert t.items() == [(5, t.get(5)), (LIMIT - 1, t.get(LIMIT - 1))]
+    assert t.get(5) is not None and t.get(4) is None and t.get(LIMIT - 2) is None
+    # Removing the high page does not shrink the height (only emptying resets it).
+    assert t.remove(512, LIMIT) == 1
+    assert t.height == 6 and t.items() == [(5, t.get(5))]
+
+
+def test_page_table_argument_checks():
+    t = _PageTableShim(4)
+    with pytest.raises(ValueError):
+        t.set(LIMIT)
+    for call in (t.count, t.fill, t.remove, t.lookup, t.items):
+        with pytest.raises(ValueError):
+            call(0, LIMIT + 1)
+        with pytest.raises(ValueError):
+            call(5, 4)
+    with pytest.raises(ValueError):
+        t.lookup(0, LOOKUP_MAX + 1)
+    t.set(7)
+    with pytest.raises(ValueError):
+        t.set(7)
+    assert t.items() == [(7, 0)] and t.free_frames == 3
+
+
+def test_page_table_empty_and_degenerate_ranges():
+    t = _PageTableShim(4)
+    for start, end in ((0, 0), (0, LIMIT), (LIMIT, LIMIT), (512, 512)):
+        assert t.count(start, end) == 0
+        assert t.remove(start, end) == 0
+        assert t.items(start, end) == []
+        assert t.lookup(start, min(end, start + 10)) == []
+    assert t.fill(10, 10) is True
+    assert (t.height, t.npages) == (0, 0)
+    t.set(1000)
+    assert t.count(1000, 1000) == 0 and t.items(1000, 1000) == [] and t.remove(1000, 1000) == 0
+    assert t.lookup(1000, 1001) == [0]
+    assert t.lookup(1001, 2000) == [] and t.lookup(LIMIT - 1, LIMIT) == []
+    assert t.count(1001, LIMIT) == 0 and t.count(0, 1000) == 0
+
+
+# -- cost: correctness of walks over petabyte ranges (no timing) --------------------------------
+
+SPARSE = [k * (1 << 48) + k * 4097 + 3 for k in range(16)]   # 16 pages, 2**48 pages apart
+
+
+def test_petabyte_ranges_on_a_sparse_table():
+    t = _PageTableShim(64)
+    for idx in SPARSE:
+        t.set(idx)
+    frames = {idx: f for f, idx in enumerate(SPARSE)}
+    assert t.height == 6
+    assert t.items() == sorted(frames.items())
+    assert t.count(0, LIMIT) == 16 and t.count(1, LIMIT) == 16
+    assert t.count(SPARSE[1] + 1, LIMIT - 1) == 14
+    for idx in SPARSE:
+        window = (max(idx - PIB_PAGES // 2, 0), idx + PIB_PAGES // 2)   # one petabyte
+        assert t.count(*window) == 1
+        assert t.items(*window) == [(idx, frames[idx])]
+        assert t.count(idx + 1, idx + 1 + PIB_PAGES) == 0
+        assert t.items(idx + 1, idx + 1 + PIB_PAGES) == []
+        assert t.lookup(idx, idx + LOOKUP_MAX) == [frames[idx]]
+    # Remove every other page through petabyte windows, then the rest in one sweep.
+    for idx in SPARSE[::2]:
+        assert t.remove(idx - 3, idx - 3 + PIB_PAGES) == 1
+    assert t.items() == [(i, frames[i]) for i in SPARSE[1::2]]
+    assert t.free_stack == [frames[i] for i in SPARSE[::2]]
+    assert t.remove(0, LIMIT) == 8
+    assert (t.npages, t.height, t.free_frames) == (0, 0, 64)
+
+
+def test_petabyte_ranges_through_the_kernel():
+    """The same sparse shape behind the syscall layer: COMMIT, DECOMMIT, cache ops and
+    shrink over petabyte ranges touch only the pages present."""
+    pib = 1 << 50
+    with vmo.Kernel(memory_size=1 << 20) as k:       # 256 frames
+        st_, h = k.vmo_create(vmo.MX_VMO_MAX_SIZE)
+        assert st_ is vmo.Status.NO_ERROR
+        offsets = [idx * FRAME for idx in SPARSE]
+        for off in offsets:
+            assert k.vmo_write(h, b"\x5a", off) == (vmo.Status.NO_ERROR, 1)
+        assert k.vmo_committed_bytes(h) == (vmo.Status.NO_ERROR, 16 * FRAME)
+        # Far more pages missing than frames free: all or nothing, nothing changes.
+        assert k.vmo_op_range(h, vmo.MX_VMO_OP_COMMIT, 0, pib) is vmo.Status.ERR_NO_MEMORY
+        assert k.vmo_op_range(h, vmo.MX_VMO_OP_CACHE_SYNC, 0, pib) is vmo.Status.NO_ERROR
+        assert k.stats()["committed_frames"] == 16
+        for off in offsets[::2]:
+            assert k.vmo_op_range(h, vmo.MX_VMO_OP_DECOMMIT, off - 3 * FRAME,
+                                  pib) is vmo.Status.NO_ERROR
+        assert sorted(k._vmo_pages(h)[1]) == [i for i in SPARSE[1::2]]
+        assert k.vmo_set_size(h, FRAME) is vmo.Status.NO_ERROR
+        assert k._vmo_pages(h)[1] == {}
+        assert k.stats()["free_frames"] == 256
+        k._check()
+
+
+# -- the frame pool -------------------------------------------------------------------------------
+
+def _fill(pool, frames, byte=0xA5):
+    for f in frames:
+        pool.write(f, 0, bytes([byte]) * FRAME)
+
+
+def test_pool_fresh_ascending_then_lifo():
+    p = _FramePoolShim(8)
+    assert (p.free_count, p.next_fresh, p.stack) == (8, 0, [])
+    assert [p.take() for _ in range(4)] == [0, 1, 2, 3]
+    assert p.next_fresh == 4 and p.free_count == 4
+    p.give([2, 0, 3])
+    assert p.stack == [2, 0, 3] and p.free_count == 7
+    assert p.take() == 3 and p.take() == 0          # LIFO
+    p.give_batch([1, 3])
+    assert p.stack == [2, 1, 3]
+    assert [p.take() for _ in range(3)] == [3, 1, 2]
+    assert [p.take() for _ in range(4)] == [4, 5, 6, 7]   # fresh again, ascending
+    assert p.take() == -1 and p.free_count == 0       # exhausted
+    assert p.take() == -1
+    p.give([5])
+    assert p.take() == 5 and p.take() == -1
+
+
+def test_pool_held_and_dirty_bits():
+    p = _FramePoolShim(4)
+    assert not any(p.held(f) or p.dirty(f) for f in range(6))   # past the end: False too
+    f = p.take()
+    assert p.held(f) and not p.dirty(f)
+    assert p.read(f) == ZERO_FRAME
+    p.write(f, 100, b"abc")
+    assert p.held(f) and p.dirty(f)
+    assert p.read(f)[100:103] == b"abc"
+    p.give([f])
+    assert not p.held(f) and p.dirty(f)      # a short run stays dirty until reuse
+    assert p.take() == f
+    assert p.held(f) and not p.dirty(f)
+    assert p.read(f) == ZERO_FRAME
+    # The shim refuses frames that are not held.
+    with pytest.raises(ValueError):
+        p.write(3, 0, b"x")                  # never taken
+    p.give([f])
+    with pytest.raises(ValueError):
+        p.give([f])                          # already free
+    with pytest.raises(ValueError):
+        p.give_batch([f])
+    with pytest.raises(ValueError):
+        p.write(f, 0, b"x")
+    g = p.take()
+    with pytest.raises(ValueError):
+        p.write(g, 4000, b"x" * 100)         # past the frame
+    with pytest.raises(ValueError):
+        p.give_batch([g, g])                 # not distinct
+    with pytest.raises(ValueError):
+        p.give_batch(list(range(513)))
+    assert p.held(g)
+
+
+def test_pool_short_dirty_runs_are_zeroed_on_reuse():
+    p = _FramePoolShim(64)
+    frames = [p.take() for _ in range(RELEASE_MIN - 1)]
+    _fill(p, frames)
+    clean = p.take()                         # taken, never written
+    p.give_batch(frames)                     # 15 consecutive: too short to release
+    p.give([clean])
+    assert p.released_runs == 0
+    assert all(p.dirty(f) and not p.held(f) for f in frames)
+    assert not p.dirty(clean)
+    zeroed = p.zeroed_frames
+    assert p.take() == clean                 # clean: handed out untouched
+    assert p.zeroed_frames == zeroed
+    for expect in reversed(frames):
+        assert p.take() == expect
+        assert p.read(expect) == ZERO_FRAME
+        assert not p.dirty(expect)
+        zeroed += 1
+        assert p.zeroed_frames == zeroed
+    assert p.released_runs == 0
+
+
+def test_pool_frames_given_one_by_one_are_zeroed_on_reuse():
+    p = _FramePoolShim(64)
+    frames = [p.take() for _ in range(40)]
+    _fill(p, frames, 0x33)
+    p.give(frames)                           # one batch per frame: never a long run
+    assert p.released_runs == 0
+    assert all(p.dirty(f) for f in frames)
+    again = [p.take() for _ in range(40)]
+    assert again == frames[::-1]
+    assert all(p.read(f) == ZERO_FRAME for f in again)
+    assert p.zeroed_frames == 40
+
+
+@pytest.mark.parametrize("order", ["ascending", "descending"])
+@pytest.mark.parametrize("n", [RELEASE_MIN, 17, 64, 512])
+def test_pool_long_dirty_runs_go_back_to_the_host(order, n):
+    p = _FramePoolShim(1024)
+    frames = [p.take() for _ in range(n)]
+    _fill(p, frames, 0xEE)
+    batch = frames if order == "ascending" else frames[::-1]
+    p.give_batch(batch)
+    assert p.released_runs == 1
+    assert p.stack == batch
+    for f in frames:
+        assert not p.held(f)
+        assert not p.dirty(f)                # the host zeroed them: clean again
+        assert p.read(f) == ZERO_FRAME
+    again = [p.take() for _ in range(n)]
+    assert again == batch[::-1]
+    assert all(p.read(f) == ZERO_FRAME for f in again)
+    assert p.zeroed_frames == 0              # nothing left to zero by hand
+
+
+def test_pool_run_boundaries():
+    p = _FramePoolShim(256)
+    frames = [p.take() for _ in range(100)]
+    _fill(p, frames)
+    # 15 ascending, then a gap, then 16 descending, then 10 scattered frames.
+    p.give_batch(frames[0:15])
+    assert p.released_runs == 0
+    p.give_batch(frames[20:36][::-1])
+    assert p.released_runs == 1
+    scattered = frames[40:80:4]
+    p.give_batch(scattered)
+    assert p.released_runs == 1
+    # Two long runs in one batch: each goes back on its own.
+    p.give_batch(frames[80:100] + frames[36:40] + frames[15:20])
+    assert p.released_runs == 2      # 80..99; 36..39 and 15..19 are separate short runs
+    for f in frames[20:36] + frames[80:100]:
+        assert not p.dirty(f)
+    for f in frames[0:15] + scattered + frames[36:40] + frames[15:20]:
+        assert p.dirty(f)
+    # Whatever path each took, every frame reads as zero once handed out again.
+    for _ in range(p.free_count):
+        f = p.take()
+        assert p.read(f) == ZERO_FRAME and not p.dirty(f)
+    assert p.take() == -1
+
+
+def test_pool_long_run_with_clean_frames_mixed_in():
+    p = _FramePoolShim(128)
+    frames = [p.take() for _ in range(48)]
+    dirty = frames[:20] + frames[28:48]      # frames 20..27 stay clean
+    _fill(p, dirty)
+    p.give_batch(frames)
+    assert not any(p.dirty(f) for f in frames[:20])
+    assert not any(p.dirty(f) for f in frames[28:48])
+    assert p.released_runs == 2
+    assert all(p.read(f) == ZERO_FRAME for f in frames)
+
+
+class FramePoolMachine(RuleBasedStateMachine):
+    """The pool against a LIFO model with frame contents: a frame handed out reads as zero, a
+    held frame reads what was written, and a frame whose dirty bit is clear holds zeros."""
+
+    NFRAMES = 96
+
+    def __init__(self):
+        super().__init__()
+        self.p = _FramePoolShim(self.NFRAMES)
+        self.next_fresh = 0
+        self.stack = []
+        self.held = {}           # frame -> bytearray content
+        self.ever_written = set()
+
+    @initialize(n=st.integers(1, 48), write=st.booleans())
+    def start(self, n, write):
+        self.take(n)
+        if write:
+            self.write_all(0x77)
+
+    @rule(n=st.integers(1, 40))
+    def take(self, n):
+        for _ in range(n):
+            f = self.p.take()
+            if self.stack:
+                assert f == self.stack.pop()
+            elif self.next_fresh < self.NFRAMES:
+                assert f == self.next_fresh
+                self.next_fresh += 1
+            else:
+                assert f == -1
+                return
+            assert self.p.read(f) == ZERO_FRAME
+            assert not self.p.dirty(f)
+            self.held[f] = bytearray(FRAME)
+            self.ever_written.discard(f)
+
+    @rule(data=st.data(), whole=st.booleans())
+    def write(self, data, whole):
+        frames = sorted(self.held)
+        if not frames:
+            return
+        chosen = data.draw(st.lists(st.sampled_from(frames), min_size=1, max_size=len(frames)))
+        for f in chosen:
+            if whole:
+                payload = bytes([f % 251 + 1]) * FRAME
+                offset = 0
+            else:
+                offset = data.draw(st.integers(0, FRAME - 1))
+                payload = data.draw(st.binary(min_size=1, max_size=min(64, FRAME - offset)))
+            self.p.write(f, offset, payload)
+            self.held[f][offset:offset + len(payload)] = payload
+            self.ever_written.add(f)
+
+    @rule(byte=st.integers(1, 255))
+    def write_all(self, byte):
+        for f in self.held:
+            self.p.write(f, 0, bytes([byte]) * FRAME)
+            self.held[f][:] = bytes([byte]) * FRAME
+            self.ever_written.add(f)
+
+    @rule(data=st.data(), how=st.sampled_from(["asc", "desc", "shuffled", "one_by_one"]))
+    def give(self, data, how):
+        frames = sorted(self.held)
+        if not frames:
+            return
+        if how in ("asc", "desc"):
+            lo = data.draw(st.integers(0, len(frames) - 1))
+            n = data.draw(st.one_of(st.integers(1, 8), st.integers(RELEASE_MIN - 1, 48)))
+            chosen = frames[lo:lo + n]
+            if how == "desc":
+                chosen.reverse()
+        else:
+            chosen = data.draw(st.lists(st.sampled_from(frames), min_size=1, unique=True))
+        runs = self.p.released_runs
+        if how == "one_by_one":
+            self.p.give(chosen)
+        else:
+            self.p.give_batch(chosen)
+        if self.p.released_runs > runs:
+            event("give: a run went back to the host")
+        for f in chosen:
+            del self.held[f]
+            self.stack.append(f)
+
+    @rule(data=st.data(), descending=st.booleans())
+    def give_written_run(self, data, descending):
+        """Write a window of held frames with consecutive numbers and give it in one batch
+        (a long one goes back to the host)."""
+        frames = sorted(self.held)
+        runs, run = [], []
+        for f in frames:
+            if run and f != run[-1] + 1:
+                runs.append(run)
+                run = []
+            run.append(f)
+        if run:
+            runs.append(run)
+        if not runs:
+            return
+        run = data.draw(st.sampled_from(runs))
+        lo = data.draw(st.integers(0, len(run) - 1))
+        chosen = run[lo:lo + data.draw(st.integers(1, len(run)))]
+        for f in chosen:
+            self.p.write(f, FRAME - 1, b"\x01")
+            self.held[f][FRAME - 1] = 1
+            self.ever_written.add(f)
+        if descending:
+            chosen.reverse()
+        runs_before = self.p.released_runs
+        self.p.give_batch(chosen)
+        assert self.p.released_runs == runs_before + (len(chosen) >= RELEASE_MIN)
+        if len(chosen) >= RELEASE_MIN:
+            event("give_written_run: a run went back to the host")
+        for f in chosen:
+            del self.held[f]
+            self.stack.append(f)
+            assert not self.p.dirty(f) or len(chosen) < RELEASE_MIN
+
+    @invariant()
+    def allocator(self):
+        assert self.p.next_fresh == self.next_fresh
+        assert self.p.stack == self.stack
+        assert self.p.free_count == self.NFRAMES - self.next_fresh + len(self.stack)
+
+    @invariant()
+    def contents_and_bits(self):
+        for f in range(self.NFRAMES):
+            content = self.p.read(f)
+            if f in self.held:
+                assert self.p.held(f)
+                assert content == self.held[f]
+                assert self.p.dirty(f) == (f in self.ever_written)
+            else:
+                assert not self.p.held(f)
+                if not self.p.dirty(f):
+                    assert content == ZERO_FRAME, "frame %d clean but not zero" % f
+                if f >= self.next_fresh or f not in self.ever_written:
+                    assert not self.p.dirty(f)
+
+    def teardown(self):
+        # Every frame, whichever way it was cleaned, is handed out as zeros.
+        while True:
+            f = self.p.take()
+            if f < 0:
+                break
+            assert self.p.read(f) == ZERO_FRAME
+
+
+TestFramePoolMachine = FramePoolMachine.TestCase
+TestFramePoolMachine.settings = settings(
+    max_examples=80, stateful_step_count=30, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+
+def test_pool_ever_written_is_tracked_per_handout():
+    """A frame written, freed (short run) and handed out again is clean: the dirty bit is
+    about the current content, not the frame's history."""
+    p = _FramePoolShim(4)
+    f = p.take()
+    p.write(f, 0, b"\x01")
+    p.give([f])
+    assert p.take() == f
+    assert not p.dirty(f) and p.read(f) == ZERO_FRAME
+
+
+def test_pool_rejects_bad_sizes():
+    with pytest.raises(ValueError):
+        _FramePoolShim(0)
+    with pytest.raises(ValueError):
+        _FramePoolShim(1 << 32)          # frame numbers are 32-bit (at most 2**32 - 2)
+
+
+def test_pool_random_walk_against_model():
+    """A long seeded walk (cheaper than hypothesis for many steps): LIFO order and zeros."""
+    rng = random.Random(20170512)
+    n = 600
+    p = _FramePoolShim(n)
+    next_fresh, stack, held = 0, [], set()
+    for _ in range(1500):
+        if rng.random() < 0.5:
+            for _ in range(rng.randrange(1, 48)):   # a burst of takes, mostly written
+                f = p.take()
+                if stack:
+                    assert f == stack.pop()
+                elif next_fresh < n:
+                    assert f == next_fresh
+                    next_fresh += 1
+                else:
+                    assert f == -1
+                    break
+                assert p.read(f) == ZERO_FRAME
+                held.add(f)
+                if rng.random() < 0.9:
+                    p.write(f, rng.randrange(FRAME - 8), b"\xff" + rng.randbytes(7))
+        elif held:
+            frames = sorted(held)
+            lo = rng.randrange(len(frames))
+            chosen = frames[lo:lo + rng.randrange(1, 64)]
+            if rng.random() < 0.5:
+                chosen.reverse()
+            p.give_batch(chosen)
+            stack.extend(chosen)
+            held.difference_update(chosen)
+        assert p.stack == stack and p.next_fresh == next_fresh
+    assert p.released_runs > 0 and p.zeroed_frames > 0
