@@ -5,12 +5,35 @@ Magenta's VMO system calls (the syscall layer: statuses returned) and `Vmo` obje
 Pythonic layer: `MxError` raised). See README.md and docs/semantics.md.
 """
 
-from . import constants as _constants
-from ._kernel import Kernel as _CompiledKernel
-from ._pythonic import PythonicKernel, Vmo
-from .constants import *  # noqa: F401,F403  (the MX_* and ERR_* names of the contract)
-from .errors import MxError, Status, status_name
-from .records import HandleBasicInfo
+import os as _os
+import sys as _sys
+
+
+def _find_compiled_core():
+    """Run from a source checkout (its directory first on sys.path, as `python -m` does)
+    after `pip install .`, this package has no compiled modules: extend its __path__ to the
+    installed copy that has them, as pkgutil.extend_path does for split packages."""
+    here = _os.path.dirname(_os.path.abspath(__file__))
+    if any(name.startswith("_kernel.") and name.endswith((".so", ".pyd"))
+           for name in _os.listdir(here)):
+        return
+    for entry in _sys.path:
+        candidate = _os.path.join(_os.path.abspath(entry or "."), "vmo")
+        if candidate != here and _os.path.isdir(candidate) and any(
+                name.startswith("_kernel.") and name.endswith((".so", ".pyd"))
+                for name in _os.listdir(candidate)):
+            __path__.append(candidate)
+            return
+
+
+_find_compiled_core()
+
+from . import constants as _constants  # noqa: E402
+from ._kernel import Kernel as _CompiledKernel  # noqa: E402
+from ._pythonic import PythonicKernel, Vmo  # noqa: E402
+from .constants import *  # noqa: E402,F401,F403  (the MX_* and ERR_* names of the contract)
+from .errors import MxError, Status, status_name  # noqa: E402
+from .records import HandleBasicInfo  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,14 @@
+"""Benchmarks: vmo_create + handle_close; vmo_clone + first write + handle_close.
+
+The cases are defined in vmo/_bench.py; see conftest.py.
+"""
+
+import pytest
+
+from vmo._bench import CONTENDERS
+
+
+@pytest.mark.parametrize("contender", CONTENDERS)
+@pytest.mark.parametrize("key", ["create_close", "clone_write"])
+def test_objects(bench_case, key, contender):
+    bench_case(key, contender)
