@@ -109,15 +109,17 @@ cdef inline void pool_unhold(frame_pool *p, uint64_t f) noexcept nogil:
     if p.held[w] == 0:
         bit_clear(p.anyheld, w)
 
+cdef void pool_zero_frame(frame_pool *p, uint32_t f) noexcept nogil
+cdef void pool_step_fresh(frame_pool *p) noexcept nogil
+
 cdef inline void pool_zero_if_dirty(frame_pool *p, uint32_t f) noexcept nogil:
     if bit_test(p.dirty, f):
-        memset(pool_frame_ptr(p, f), 0, FRAME_SIZE)
-        bit_clear(p.dirty, f)
-        p.zeroed_frames += 1
+        pool_zero_frame(p, f)
 
 cdef inline uint32_t pool_take(frame_pool *p) noexcept nogil:
     """Hand out one zero-filled frame: the top of the freed list, else the lowest fresh
-    frame. The caller has checked pool_free_count() >= 1. O(1) amortised."""
+    frame. The caller has checked pool_free_count() >= 1. O(1) amortised. Kept small so
+    it inlines into the page-table fill loop; the rare paths are out of line."""
     cdef uint32_t f, nxt
     if p.head != NIL:
         f = p.head
@@ -130,11 +132,10 @@ cdef inline uint32_t pool_take(frame_pool *p) noexcept nogil:
         c_assert(p.next_fresh < p.nframes)
         f = <uint32_t>p.next_fresh
         p.next_fresh += 1
-        # Contiguous runs may hold frames above the fresh mark: step over them.
-        while p.held_above and p.next_fresh < p.nframes and bit_test(p.held, p.next_fresh):
-            p.next_fresh += 1
-            p.held_above -= 1
-    pool_zero_if_dirty(p, f)
+        if p.held_above:
+            pool_step_fresh(p)
+    if bit_test(p.dirty, f):
+        pool_zero_frame(p, f)
     pool_hold(p, f)
     p.nfree -= 1
     return f

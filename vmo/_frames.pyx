@@ -2,7 +2,7 @@
 
 from libc.errno cimport errno
 from libc.stdint cimport uint32_t, uint64_t
-from libc.string cimport memcpy, strerror
+from libc.string cimport memcpy, memset, strerror
 
 from vmo._arena cimport vmo_arena_map, vmo_arena_release, vmo_arena_unmap
 
@@ -96,6 +96,20 @@ cdef bint pool_frame_of(const frame_pool *p, uint64_t paddr, uint64_t *frame,
             region_end[0] = p.arenas[i].base + (p.arenas[i].nframes << FRAME_SHIFT)
             return True
     return False
+
+
+cdef void pool_zero_frame(frame_pool *p, uint32_t f) noexcept nogil:
+    """Zero a written frame before it is handed out again."""
+    memset(pool_frame_ptr(p, f), 0, FRAME_SIZE)
+    bit_clear(p.dirty, f)
+    p.zeroed_frames += 1
+
+
+cdef void pool_step_fresh(frame_pool *p) noexcept nogil:
+    """Move the fresh mark over frames a contiguous run holds above it."""
+    while p.held_above and p.next_fresh < p.nframes and bit_test(p.held, p.next_fresh):
+        p.next_fresh += 1
+        p.held_above -= 1
 
 
 cdef void _release_run(frame_pool *p, uint64_t lo, uint64_t n) noexcept nogil:
@@ -192,6 +206,8 @@ cdef void pool_unpin(frame_pool *p, uint32_t f) noexcept nogil:
 
 cdef extern from *:
     int __builtin_ctzll(unsigned long long x) nogil
+    int __builtin_clzll(unsigned long long x) nogil
+    ctypedef unsigned long long u128 "unsigned __int128"
 
 
 cdef uint64_t _next_bit(const uint64_t *bits, uint64_t i, uint64_t end, bint want) noexcept nogil:
@@ -261,20 +277,32 @@ cdef inline uint64_t _align_up_frame(const arena_t *a, uint64_t f, uint64_t alig
     return f + ((align - rem) >> FRAME_SHIFT)
 
 
-cdef long long pool_find_run(const frame_pool *p, uint64_t count,
-                             uint64_t align) noexcept nogil:
-    """First fit: the lowest frame (arenas in order) starting `count` free frames in one
-    arena, at a physical address that is a multiple of `align` (a power of two >= 4096).
-    Returns it, or -1. Cost: one probe per held block met before the fit, each word at a
-    time, with wholly free and wholly held words skipped 4096 frames at a time."""
-    cdef uint32_t ai
-    cdef uint64_t s, end, h
-    cdef const arena_t *a
-    for ai in range(p.narenas):
-        a = &p.arenas[ai]
-        end = a.first + a.nframes
-        if count > a.nframes:
-            continue
+cdef inline uint64_t _free_bits(const frame_pool *p, uint64_t w, uint64_t lo,
+                                uint64_t hi) noexcept nogil:
+    """The free frames of word `w` as bits, limited to frames [lo, hi)."""
+    cdef uint64_t bits, first = w << 6
+    if first >= hi or first + 64 <= lo:
+        return 0
+    bits = ~p.held[w]
+    if lo > first:
+        bits &= ~((<uint64_t>1 << (lo - first)) - 1)
+    if hi < first + 64:
+        bits &= (<uint64_t>1 << (hi - first)) - 1
+    return bits
+
+
+cdef long long _find_short(const frame_pool *p, const arena_t *a, uint64_t count,
+                           uint64_t align) noexcept nogil:
+    """First fit for count <= 64 frames: every word is tested for all its run starts at
+    once (free bits ANDed with themselves shifted, log2(count) steps over a 128-bit window
+    of two words); fully held words are skipped through the summary."""
+    cdef uint64_t end = a.first + a.nframes, w, wlast, lo, hi, cand, mask = 0, step, i
+    cdef uint64_t af = align >> FRAME_SHIFT, r
+    cdef u128 window, m
+    cdef uint64_t length
+    cdef uint64_t s, h
+    if af >= 64:
+        # Few candidates: one per alignment step, each checked over at most two words.
         s = _align_up_frame(a, a.first, align)
         while s < end and end - s >= count:
             h = _next_held(p, s, s + count)
@@ -284,6 +312,84 @@ cdef long long pool_find_run(const frame_pool *p, uint64_t count,
             if s >= end:
                 break
             s = _align_up_frame(a, s, align)
+        return -1
+    # Aligned start positions repeat with period af (which divides 64) in every word.
+    r = (a.first - (a.base >> FRAME_SHIFT)) & (af - 1)
+    i = r
+    while i < 64:
+        mask |= (<uint64_t>1) << i
+        i += af
+    w = a.first >> 6
+    wlast = (end - 1) >> 6
+    while w <= wlast:
+        if bit_test(p.fullheld, w):
+            w = _next_bit(p.fullheld, w, wlast + 1, False)
+            continue
+        lo = _free_bits(p, w, a.first, end)
+        hi = _free_bits(p, w + 1, a.first, end) if w < wlast else 0
+        window = ((<u128>hi) << 64) | lo
+        m = window
+        length = 1
+        while length * 2 <= count:
+            m &= m >> length
+            length *= 2
+        if length < count:
+            m &= m >> (count - length)
+        cand = (<uint64_t>m) & mask
+        if cand:
+            return <long long>((w << 6) + <uint64_t>__builtin_ctzll(cand))
+        w += 1
+    return -1
+
+
+cdef long long _find_long(const frame_pool *p, const arena_t *a, uint64_t count,
+                          uint64_t align) noexcept nogil:
+    """First fit for count > 64 frames: such a run starts in the free tail of some word
+    and runs on through whole free words, so each word is looked at once (its tail), and
+    whole free or whole held words are skipped through the summaries."""
+    cdef uint64_t end = a.first + a.nframes, w, wlast, bits, tail, start, e, s
+    w = a.first >> 6
+    wlast = (end - 1) >> 6
+    while w <= wlast:
+        if bit_test(p.fullheld, w):
+            w = _next_bit(p.fullheld, w, wlast + 1, False)
+            continue
+        bits = _free_bits(p, w, a.first, end)
+        tail = 64 if bits == 0xFFFFFFFFFFFFFFFFULL else <uint64_t>__builtin_clzll(~bits)
+        if tail == 0:
+            w += 1
+            continue
+        start = (w << 6) + 64 - tail
+        e = _next_held(p, (w << 6) + 64, end) if (w << 6) + 64 < end else end
+        s = _align_up_frame(a, start, align)
+        if s < e and e - s >= count:
+            return <long long>s
+        if e >= end:
+            break
+        w = e >> 6
+    return -1
+
+
+cdef long long pool_find_run(const frame_pool *p, uint64_t count,
+                             uint64_t align) noexcept nogil:
+    """First fit: the lowest frame (arenas in order) starting `count` free frames in one
+    arena, at a physical address that is a multiple of `align` (a power of two >= 4096).
+    Returns it, or -1. Cost: at most one look at each 64-frame word of memory, with fully
+    held words skipped 4096 frames at a time through the summaries (and whole free words
+    too for long runs); never a look at each frame."""
+    cdef uint32_t ai
+    cdef long long found
+    cdef const arena_t *a
+    for ai in range(p.narenas):
+        a = &p.arenas[ai]
+        if count > a.nframes:
+            continue
+        if count <= 64:
+            found = _find_short(p, a, count, align)
+        else:
+            found = _find_long(p, a, count, align)
+        if found >= 0:
+            return found
     return -1
 
 
@@ -308,9 +414,7 @@ cdef void pool_take_run(frame_pool *p, uint64_t first, uint64_t count) noexcept 
         pool_zero_if_dirty(p, <uint32_t>f)
         pool_hold(p, f)
         p.nfree -= 1
-    while p.held_above and p.next_fresh < p.nframes and bit_test(p.held, p.next_fresh):
-        p.next_fresh += 1
-        p.held_above -= 1
+    pool_step_fresh(p)
 
 
 cdef class _FramePoolShim:
