@@ -56,6 +56,7 @@ cdef struct frame_pool:
     uint64_t *orphan        # bitmap: pinned and let go by its VMO: freed when unpinned
     uint64_t *anyheld       # summary: held[w] != 0, one bit per 64-frame word
     uint64_t *fullheld      # summary: held[w] == all ones
+    uint64_t host_frames    # frames per host page (1 on 4 KiB hosts; 4 or 16 on larger pages)
     uint64_t released_runs  # statistics: runs given back to the host
     uint64_t zeroed_frames  # statistics: frames zeroed by hand on reuse
 

@@ -1,6 +1,7 @@
 """The frame allocator (see _frames.pxd): O(1) per frame, deterministic, lazily populated."""
 
 from libc.errno cimport errno
+from posix.unistd cimport _SC_PAGESIZE, sysconf
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy, memset, strerror
 
@@ -31,6 +32,7 @@ cdef int pool_init(frame_pool *p, object memory_map) except -1:
         raise ValueError("memory must hold between 1 and %d frames" % MAX_FRAMES)
     p.nframes = nframes
     p.nfree = nframes
+    p.host_frames = max(1, sysconf(_SC_PAGESIZE) >> FRAME_SHIFT)
     nwords = (nframes + 63) >> 6
     p.mem = <uint8_t *>vmo_arena_map(nframes << FRAME_SHIFT)
     p.lnext = <uint32_t *>vmo_arena_map(nframes * sizeof(uint32_t))
@@ -115,8 +117,14 @@ cdef void pool_step_fresh(frame_pool *p) noexcept nogil:
 cdef void _release_run(frame_pool *p, uint64_t lo, uint64_t n) noexcept nogil:
     """Frames [lo, lo+n) were written and are now free: give them back to the host, which
     zeroes them, so they are clean again; if the host refuses, they stay dirty and get
-    zeroed on reuse."""
-    cdef uint64_t i
+    zeroed on reuse. Only whole host pages go back: the host rounds a release outwards, and
+    on a 16 KiB-page host that would wipe neighbouring frames another VMO still holds."""
+    cdef uint64_t i, hi = lo + n, hf = p.host_frames
+    lo = (lo + hf - 1) // hf * hf
+    hi = hi // hf * hf
+    if hi <= lo:
+        return
+    n = hi - lo
     if vmo_arena_release(p.mem + (lo << FRAME_SHIFT), n << FRAME_SHIFT) == 0:
         p.released_runs += 1
         i = lo
