@@ -1,9 +1,13 @@
-# The frame allocator: which frames of physical memory are free, held and written.
+# The frame allocator: which frames of physical memory are free, held, pinned and written.
 #
-# A LIFO stack of freed frames sits on top of the never-used ("fresh") frames, which are
-# handed out in ascending order. All per-frame state lives in arrays reserved with the
-# arena's mmap and populated by the host only where touched, so nothing is materialised
-# up front for the whole of physical memory. See docs/semantics.md "Frames".
+# Frames are numbered 0, 1, ... across the memory map's arenas, in the order the arenas were
+# given, so "ascending frame number" is Magenta's "arenas in order, ascending inside each".
+# A LIFO list of freed frames sits on top of the never-used ("fresh") frames, which are
+# handed out in ascending order. The list is doubly linked through two per-frame arrays so a
+# contiguous allocation can take frames out of its middle in O(1) each, leaving the order of
+# the rest unchanged. Every per-frame array is reserved with the arena's mmap and populated
+# by the host only where touched, so nothing is materialised up front for the whole of
+# physical memory. See docs/semantics.md "Frames".
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memset
 
@@ -13,6 +17,7 @@ cdef enum:
     # Dirty runs at least this long go back to the host when freed; shorter ones are zeroed
     # when handed out again (a memset is cheaper than a syscall for a few pages).
     RELEASE_MIN_FRAMES = 16
+    MAX_ARENAS = 64
 
 cdef extern from "assert.h" nogil:
     # C's assert: compiled in by VMO_DEBUG=1 builds, gone (NDEBUG) in release builds.
@@ -22,27 +27,54 @@ cdef extern from *:
     """
     /* Frame numbers are 32-bit in page tables (frame + 1, 0 = none): at most 2**32 - 2. */
     #define VMO_MAX_FRAMES 0xFFFFFFFEULL
+    #define VMO_NIL 0xFFFFFFFFU
     """
     const uint64_t MAX_FRAMES "VMO_MAX_FRAMES"
+    const uint32_t NIL "VMO_NIL"
+
+cdef struct arena_t:
+    uint64_t base           # physical address of its first frame
+    uint64_t first          # its first frame number
+    uint64_t nframes
 
 cdef struct frame_pool:
-    uint8_t *mem            # host address of frame 0 (the arena)
-    uint64_t paddr_base     # simulated physical address of frame 0
+    uint8_t *mem            # host address of frame 0: one mapping for every arena
     uint64_t nframes
-    uint64_t next_fresh     # frames >= next_fresh were never handed out
-    uint32_t *stack         # freed frames, top at stack[stack_len - 1]
-    uint64_t stack_len
-    uint64_t *held          # bitmap: frame belongs to some VMO
-    uint64_t *dirty         # bitmap: frame may hold nonzero bytes
+    uint32_t narenas
+    arena_t arenas[64]      # in frame order (the order given)
+    uint64_t next_fresh     # no frame >= next_fresh was ever handed out by `pool_take`
+    uint64_t held_above     # frames >= next_fresh held anyway (contiguous runs)
+    uint64_t nfree
+    uint32_t head           # top of the freed list (NIL when empty)
+    uint64_t list_len
+    uint32_t *lnext         # freed list: towards the bottom
+    uint32_t *lprev         # freed list: towards the top
+    uint64_t *held          # bitmap: not free (held by a VMO, or pinned after its VMO let go)
+    uint64_t *dirty         # bitmap: may hold nonzero bytes
+    uint32_t *pincount      # live physical views over each frame
+    uint64_t npinned        # frames with pins
+    uint64_t *orphan        # bitmap: pinned and let go by its VMO: freed when unpinned
+    uint64_t *anyheld       # summary: held[w] != 0, one bit per 64-frame word
+    uint64_t *fullheld      # summary: held[w] == all ones
+    uint64_t host_frames    # frames per host page (1 on 4 KiB hosts; 4 or 16 on larger pages)
     uint64_t released_runs  # statistics: runs given back to the host
     uint64_t zeroed_frames  # statistics: frames zeroed by hand on reuse
 
-cdef int pool_init(frame_pool *p, uint64_t nframes, uint64_t paddr_base) except -1
+cdef int pool_init(frame_pool *p, object memory_map) except -1
 cdef void pool_destroy(frame_pool *p) noexcept nogil
 cdef void pool_give(frame_pool *p, const uint32_t *frames, uint64_t n) noexcept nogil
+cdef void pool_pin(frame_pool *p, uint32_t f) noexcept nogil
+cdef void pool_unpin(frame_pool *p, uint32_t f) noexcept nogil
+cdef long long pool_find_run(const frame_pool *p, uint64_t count,
+                             uint64_t align) noexcept nogil
+cdef void pool_take_run(frame_pool *p, uint64_t first, uint64_t count) noexcept nogil
+cdef bint pool_frame_of(const frame_pool *p, uint64_t paddr, uint64_t *frame,
+                        uint64_t *region_end) noexcept nogil
+cdef uint64_t pool_paddr_slow(const frame_pool *p, uint32_t f) noexcept nogil
+cdef list pool_list(const frame_pool *p)
 
 cdef inline uint64_t pool_free_count(const frame_pool *p) noexcept nogil:
-    return p.nframes - p.next_fresh + p.stack_len
+    return p.nfree
 
 cdef inline bint bit_test(const uint64_t *bits, uint64_t i) noexcept nogil:
     return (bits[i >> 6] >> (i & 63)) & 1
@@ -57,24 +89,56 @@ cdef inline uint8_t *pool_frame_ptr(const frame_pool *p, uint32_t f) noexcept no
     return p.mem + ((<uint64_t>f) << FRAME_SHIFT)
 
 cdef inline uint64_t pool_paddr(const frame_pool *p, uint32_t f) noexcept nogil:
-    return p.paddr_base + ((<uint64_t>f) << FRAME_SHIFT)
+    if p.narenas == 1:
+        return p.arenas[0].base + ((<uint64_t>f) << FRAME_SHIFT)
+    return pool_paddr_slow(p, f)
+
+cdef inline void pool_hold(frame_pool *p, uint64_t f) noexcept nogil:
+    """Mark `f` not free and keep the word summaries in step."""
+    cdef uint64_t w = f >> 6
+    c_assert(not bit_test(p.held, f))
+    p.held[w] |= (<uint64_t>1) << (f & 63)
+    bit_set(p.anyheld, w)
+    if p.held[w] == <uint64_t>0xFFFFFFFFFFFFFFFFULL:
+        bit_set(p.fullheld, w)
+
+cdef inline void pool_unhold(frame_pool *p, uint64_t f) noexcept nogil:
+    cdef uint64_t w = f >> 6
+    c_assert(bit_test(p.held, f))
+    p.held[w] &= ~((<uint64_t>1) << (f & 63))
+    bit_clear(p.fullheld, w)
+    if p.held[w] == 0:
+        bit_clear(p.anyheld, w)
+
+cdef void pool_zero_frame(frame_pool *p, uint32_t f) noexcept nogil
+cdef void pool_step_fresh(frame_pool *p) noexcept nogil
+
+cdef inline void pool_zero_if_dirty(frame_pool *p, uint32_t f) noexcept nogil:
+    if bit_test(p.dirty, f):
+        pool_zero_frame(p, f)
 
 cdef inline uint32_t pool_take(frame_pool *p) noexcept nogil:
-    """Hand out one zero-filled frame. The caller has checked pool_free_count() >= 1."""
-    cdef uint32_t f
-    if p.stack_len:
-        p.stack_len -= 1
-        f = p.stack[p.stack_len]
-        if bit_test(p.dirty, f):
-            memset(pool_frame_ptr(p, f), 0, FRAME_SIZE)
-            bit_clear(p.dirty, f)
-            p.zeroed_frames += 1
+    """Hand out one zero-filled frame: the top of the freed list, else the lowest fresh
+    frame. The caller has checked pool_free_count() >= 1. O(1) amortised. Kept small so
+    it inlines into the page-table fill loop; the rare paths are out of line."""
+    cdef uint32_t f, nxt
+    if p.head != NIL:
+        f = p.head
+        nxt = p.lnext[f]
+        p.head = nxt
+        if nxt != NIL:
+            p.lprev[nxt] = NIL
+        p.list_len -= 1
     else:
         c_assert(p.next_fresh < p.nframes)
         f = <uint32_t>p.next_fresh
         p.next_fresh += 1
-    c_assert(not bit_test(p.held, f))
-    bit_set(p.held, f)
+        if p.held_above:
+            pool_step_fresh(p)
+    if bit_test(p.dirty, f):
+        pool_zero_frame(p, f)
+    pool_hold(p, f)
+    p.nfree -= 1
     return f
 
 cdef inline void pool_mark_dirty(frame_pool *p, uint32_t f) noexcept nogil:

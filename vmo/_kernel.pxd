@@ -1,6 +1,6 @@
 # The kernel: objects, the handle table and the syscall layer over the frame pool and the
 # per-VMO page tables. Declared here so other Cython extensions can cimport the types.
-from libc.stdint cimport uint16_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 from vmo._frames cimport frame_pool
 from vmo._pagetable cimport page_table
@@ -22,11 +22,22 @@ cdef class EventObject:
     cdef readonly uint64_t koid
 
 
+cdef class PhysView:
+    """A pinned window on physical memory (Kernel.phys_view)."""
+    cdef Kernel kernel
+    cdef uint64_t first         # first frame pinned
+    cdef uint64_t count         # frames pinned
+    cdef uint8_t *ptr
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t strides[1]
+
+
 cdef class Kernel:
     cdef frame_pool pool
     cdef bint _closed
     cdef uint64_t _memory_base
     cdef uint64_t _memory_size
+    cdef tuple _memory_map
     cdef uint64_t next_koid
     # handle table: slot -> rights, generation, object
     cdef uint32_t *h_rights
@@ -50,5 +61,28 @@ cdef class Kernel:
     cdef int _write_fault(self, VmoObject v, uint64_t offset, uint32_t *entry) except -2
     cdef uint64_t _fault_cost(self, VmoObject v, uint64_t offset) noexcept
     cdef int _commit(self, VmoObject v, uint64_t start, uint64_t end) except -2
-    cdef int _lookup(self, VmoObject v, uint64_t off, uint64_t c_size, object buffer,
-                     object buffer_size) except -100
+    cdef int _lookup(self, VmoObject v, uint64_t off, uint64_t c_size, uint8_t *buf,
+                     uint64_t bsize) except -1000
+    cdef VmoObject _vmo(self, uint32_t handle, uint32_t need, int *status)
+    cdef int _phys_range(self, uint64_t paddr, uint64_t length, uint64_t *first,
+                         uint64_t *count) except -1000
+    cdef int _phys_args(self, object paddr, object length, uint64_t *c_paddr,
+                        uint64_t *c_length) except -1
+    cdef int _phys_check(self, int status) except -1
+    cdef void _unpin(self, uint64_t first, uint64_t count) noexcept
+
+    # The C-level API: what the syscalls do, with C arguments and no Python objects
+    # created on the way. Each returns a status: 0 (NO_ERROR) or a negative Magenta error.
+    cdef int c_get_size(self, uint32_t handle, uint64_t *size) except -1000
+    cdef int c_read(self, uint32_t handle, void *dst, uint64_t offset, uint64_t length,
+                    uint64_t *actual) except -1000
+    cdef int c_write(self, uint32_t handle, const void *src, uint64_t offset, uint64_t length,
+                     uint64_t *actual) except -1000
+    cdef int c_op_range(self, uint32_t handle, uint32_t op, uint64_t offset, uint64_t size,
+                        void *buffer, uint64_t buffer_size) except -1000
+    cdef int c_commit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000
+    cdef int c_decommit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000
+    cdef int c_lookup(self, uint32_t handle, uint64_t offset, uint64_t size, uint64_t *out,
+                      uint64_t max_entries) except -1000
+    cdef int c_phys_read(self, uint64_t paddr, void *dst, uint64_t length) except -1000
+    cdef int c_phys_write(self, uint64_t paddr, const void *src, uint64_t length) except -1000

@@ -6,7 +6,7 @@ spec this module is tested against; docs/semantics.md fixes what the contract le
 """
 
 cimport cython
-from cpython.buffer cimport (PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release,
+from cpython.buffer cimport (PyBUF_FORMAT, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release,
                              PyObject_CheckBuffer, PyObject_GetBuffer)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_Clear, PyErr_Occurred
@@ -18,15 +18,17 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcpy, memset
 
 from vmo._arena cimport vmo_arena_map, vmo_arena_unmap
-from vmo._frames cimport (FRAME_SIZE, MAX_FRAMES, bit_test, frame_pool, pool_destroy,
-                          pool_frame_ptr, pool_free_count, pool_give, pool_init, pool_mark_dirty,
-                          pool_paddr, pool_take)
+from vmo._frames cimport (FRAME_SIZE, NIL, bit_test, frame_pool, pool_destroy,
+                          pool_find_run, pool_frame_of, pool_frame_ptr, pool_free_count,
+                          pool_give, pool_init, pool_list, pool_mark_dirty, pool_paddr,
+                          pool_pin, pool_take, pool_take_run, pool_unpin)
 from vmo._pagetable cimport (page_table, pt_count, pt_fill, pt_free_nodes, pt_get,
                              pt_init, pt_lookup, pt_next, pt_remove, pt_set)
 
 from vmo.constants import (MX_DEFAULT_EVENT_RIGHTS, MX_DEFAULT_VMO_RIGHTS,
                            MX_OBJ_PROP_WAITABLE, MX_OBJ_TYPE_EVENT, MX_OBJ_TYPE_VMEM)
-from vmo.errors import Status
+from vmo._memmap import memory_map
+from vmo.errors import MxError, Status
 from vmo.records import HandleBasicInfo
 
 cdef extern from "Python.h":
@@ -46,6 +48,7 @@ cdef enum:
     ERR_WRONG_TYPE = -12
     ERR_OUT_OF_RANGE = -14
     ERR_BUFFER_TOO_SMALL = -15
+    ERR_BAD_STATE = -20
     ERR_ACCESS_DENIED = -30
 
 cdef enum:
@@ -210,6 +213,35 @@ cdef class EventObject:
     pass
 
 
+@cython.final
+cdef class PhysView:
+    """The exporter behind `Kernel.phys_view`: pins its frames until the last buffer taken
+    from it is released (bitarray's `ob_exports` rule: no freeing under a live export)."""
+
+    def __getbuffer__(self, Py_buffer *buf, int flags):
+        buf.buf = self.ptr
+        buf.len = self.shape[0]
+        buf.readonly = 0
+        buf.itemsize = 1
+        buf.format = NULL
+        if flags & PyBUF_FORMAT:
+            buf.format = b"B"
+        buf.ndim = 1
+        buf.shape = self.shape
+        buf.strides = self.strides
+        buf.suboffsets = NULL
+        buf.internal = NULL
+        buf.obj = self
+
+    def __releasebuffer__(self, Py_buffer *buf):
+        pass
+
+    def __dealloc__(self):
+        if self.kernel is not None:
+            self.kernel._unpin(self.first, self.count)
+            self.kernel = None
+
+
 cdef inline uint32_t _find_page(VmoObject v, uint64_t offset) noexcept:
     """The page a read at byte `offset` sees: own page, else an ancestor's (spec 3.0 fault
     steps 1-4 without faulting). Returns frame + 1, or 0 (reads as zero)."""
@@ -235,8 +267,10 @@ cdef class Kernel:
 
     ``Kernel(memory_size=1 << 30, *, memory_base=0x100000)``: `memory_size` bytes of
     physical memory (reserved, not populated, so it may exceed the host's RAM) at physical
-    address `memory_base`. Both must be page multiples, `memory_base` nonzero, `memory_size`
-    at most (2**32 - 2) pages and `memory_base + memory_size` at most 2**64; else ValueError.
+    address `memory_base`. ``Kernel(memory=[(base, size), ...])``: a board's memory map,
+    RAM banks with holes between them, allocated in the order given and ascending inside
+    each. Bases and sizes must be page multiples, sizes positive, ranges disjoint, at most
+    2**32 - 2 pages in all (and `memory_base` nonzero); else ValueError.
     Cost: a few mmap reservations, O(1).
     """
 
@@ -247,22 +281,20 @@ cdef class Kernel:
         self.free_slots = NULL
         self.pool.mem = NULL
 
-    def __init__(self, memory_size=1 << 30, *, memory_base=0x100000):
-        cdef uint64_t size, base
-        if not self._closed:
+    def __init__(self, memory_size=None, *, memory_base=None, memory=None):
+        if not self._closed or self.pool.mem != NULL:
             raise RuntimeError("Kernel.__init__ called twice")
-        memory_size = PyNumber_Index(memory_size)
-        memory_base = PyNumber_Index(memory_base)
-        if memory_size <= 0 or memory_size % FRAME_SIZE:
-            raise ValueError("memory_size must be a positive multiple of 4096")
-        if memory_size // FRAME_SIZE > MAX_FRAMES:
-            raise ValueError("memory_size is limited to %d pages" % MAX_FRAMES)
-        if memory_base <= 0 or memory_base % FRAME_SIZE:
-            raise ValueError("memory_base must be a nonzero multiple of 4096")
-        if memory_base + memory_size > (1 << 64):
-            raise ValueError("physical memory must end at or below 2**64")
-        size = memory_size
-        base = memory_base
+        ranges = memory_map(memory_size, memory_base, memory)
+        # Ranges adjacent in both address and order are one arena: physical views and
+        # accesses may then cross from one into the next, as on the board.
+        # (This module runs with wraparound off: no negative indices.)
+        merged = []
+        for base, size in ranges:
+            if merged and merged[len(merged) - 1][0] + (
+                    merged[len(merged) - 1][1] << PAGE_SHIFT) == base:
+                merged[len(merged) - 1][1] += size >> PAGE_SHIFT
+            else:
+                merged.append([base, size >> PAGE_SHIFT])
         self.h_rights = <uint32_t *>vmo_arena_map(MAX_HANDLES * sizeof(uint32_t))
         self.h_gen = <uint16_t *>vmo_arena_map(MAX_HANDLES * sizeof(uint16_t))
         self.free_slots = <uint32_t *>vmo_arena_map(MAX_HANDLES * sizeof(uint32_t))
@@ -270,12 +302,13 @@ cdef class Kernel:
             self._free_tables()
             raise MemoryError("cannot reserve the handle table")
         try:
-            pool_init(&self.pool, size >> PAGE_SHIFT, base)
+            pool_init(&self.pool, [tuple(m) for m in merged])
         except BaseException:
             self._free_tables()
             raise
-        self._memory_base = base
-        self._memory_size = size
+        self._memory_map = tuple(ranges)
+        self._memory_base = ranges[0][0]
+        self._memory_size = self.pool.nframes << PAGE_SHIFT
         self.next_koid = FIRST_KOID
         self.h_objs = []
         self.nslots = 0
@@ -295,10 +328,13 @@ cdef class Kernel:
     def __dealloc__(self):
         if not self._closed:
             self._teardown()
+        if self.pool.mem != NULL:
+            pool_destroy(&self.pool)
 
     cdef void _teardown(self) noexcept:
         """Destroy every object (iteratively, so long clone chains cannot recurse), then give
-        the arena and the tables back to the host."""
+        the arena and the tables back to the host; while physical views are alive the arena
+        stays mapped and the last view to go releases it (no use-after-free from Python)."""
         cdef Py_ssize_t slot
         cdef object obj
         self._closed = True
@@ -311,8 +347,9 @@ cdef class Kernel:
                         self._unref(<VmoObject>obj)
             self.h_objs = None
         self.nhandles = 0
-        pool_destroy(&self.pool)
         self._free_tables()
+        if self.pool.npinned == 0:
+            pool_destroy(&self.pool)
 
     def close(self):
         """Close every handle and release the arena back to the host. Idempotent; any other
@@ -326,13 +363,18 @@ cdef class Kernel:
         return self._closed
 
     @property
+    def memory_map(self):
+        """The RAM ranges, ((base, size), ...), in allocation order."""
+        return self._memory_map
+
+    @property
     def memory_base(self):
-        """Physical address of the first frame."""
+        """Physical address of the first frame (of the first range of a memory map)."""
         return self._memory_base
 
     @property
     def memory_size(self):
-        """Bytes of physical memory."""
+        """Bytes of physical memory (all ranges)."""
         return self._memory_size
 
     cdef int _ensure_open(self) except -1:
@@ -503,6 +545,237 @@ cdef class Kernel:
                 self._write_fault(v, idx << PAGE_SHIFT, &e)
         return 0
 
+    # -- the C-level API ---------------------------------------------------------------------
+    # For other Cython extensions (`from vmo._kernel cimport Kernel`): the same semantics as
+    # the syscalls, with C arguments and no Python objects created on the way. Each returns a
+    # status (0 or a negative Magenta error); a Python exception only for host failures.
+    # The syscall methods below validate their Python arguments and then call these.
+
+    cdef VmoObject _vmo(self, uint32_t handle, uint32_t need, int *status):
+        """The VMO behind `handle`, checked in Magenta's order: it exists (ERR_BAD_HANDLE),
+        has the rights `need` (ERR_ACCESS_DENIED), is a VMO (ERR_WRONG_TYPE)."""
+        cdef uint32_t rights = 0
+        obj = self._get(handle, &rights)
+        if obj is None:
+            status[0] = ERR_BAD_HANDLE
+            return None
+        if (rights & need) != need:
+            status[0] = ERR_ACCESS_DENIED
+            return None
+        if type(obj) is not VmoObject:
+            status[0] = ERR_WRONG_TYPE
+            return None
+        status[0] = NO_ERROR
+        return <VmoObject>obj
+
+    cdef int c_get_size(self, uint32_t handle, uint64_t *size) except -1000:
+        """vmo_get_size."""
+        cdef int status
+        cdef VmoObject v = self._vmo(handle, 0, &status)
+        if v is not None:
+            size[0] = v.size
+        return status
+
+    cdef int c_read(self, uint32_t handle, void *dst, uint64_t offset, uint64_t length,
+                    uint64_t *actual) except -1000:
+        """vmo_read into `dst` (which holds at least `length` bytes)."""
+        cdef int status
+        cdef uint64_t trimmed, pos, chunk, page_off
+        cdef uint32_t e
+        cdef uint8_t *out = <uint8_t *>dst
+        cdef VmoObject v = self._vmo(handle, RIGHT_READ, &status)
+        actual[0] = 0
+        if v is None:
+            return status
+        if not _trim_range(offset, length, v.size, &trimmed):
+            return ERR_OUT_OF_RANGE
+        pos = offset
+        while pos < offset + trimmed:
+            page_off = pos & PAGE_MASK
+            chunk = FRAME_SIZE - page_off
+            if chunk > offset + trimmed - pos:
+                chunk = offset + trimmed - pos
+            e = _find_page(v, pos)
+            if e and bit_test(self.pool.dirty, e - 1):
+                memcpy(out, pool_frame_ptr(&self.pool, e - 1) + page_off, chunk)
+            else:
+                memset(out, 0, chunk)
+            out += chunk
+            pos += chunk
+        actual[0] = trimmed
+        return NO_ERROR
+
+    cdef int c_write(self, uint32_t handle, const void *src, uint64_t offset, uint64_t length,
+                     uint64_t *actual) except -1000:
+        """vmo_write from `src` (which holds at least `length` bytes)."""
+        cdef int status
+        cdef uint64_t trimmed, pos, chunk, page_off
+        cdef uint32_t e
+        cdef const uint8_t *inp = <const uint8_t *>src
+        cdef VmoObject v = self._vmo(handle, RIGHT_WRITE, &status)
+        actual[0] = 0
+        if v is None:
+            return status
+        if not _trim_range(offset, length, v.size, &trimmed):
+            return ERR_OUT_OF_RANGE
+        pos = offset
+        while pos < offset + trimmed:
+            page_off = pos & PAGE_MASK
+            chunk = FRAME_SIZE - page_off
+            if chunk > offset + trimmed - pos:
+                chunk = offset + trimmed - pos
+            e = pt_get(&v.pt, pos >> PAGE_SHIFT)
+            if e == 0:
+                if v.parent is None:
+                    if pool_free_count(&self.pool) == 0:
+                        return ERR_NO_MEMORY
+                    e = pool_take(&self.pool)
+                    self._insert(v, pos >> PAGE_SHIFT, e)
+                    e += 1
+                else:
+                    status = self._write_fault(v, pos, &e)
+                    if status:
+                        return status
+            pool_mark_dirty(&self.pool, e - 1)
+            memcpy(pool_frame_ptr(&self.pool, e - 1) + page_off, inp, chunk)
+            inp += chunk
+            pos += chunk
+        actual[0] = trimmed
+        return NO_ERROR
+
+    cdef int c_op_range(self, uint32_t handle, uint32_t op, uint64_t offset, uint64_t size,
+                        void *buffer, uint64_t buffer_size) except -1000:
+        """vmo_op_range; `buffer` (NULL allowed) holds at least `buffer_size` bytes."""
+        cdef int status
+        cdef uint64_t trimmed
+        cdef VmoObject v = self._vmo(handle, 0, &status)
+        if v is None:
+            return status
+        if op == OP_COMMIT or op == OP_DECOMMIT:
+            if not _trim_range(offset, size, v.size, &trimmed):
+                return ERR_OUT_OF_RANGE
+            if trimmed == 0:
+                return NO_ERROR
+            if op == OP_COMMIT:
+                return self._commit(v, offset >> PAGE_SHIFT, _pages_up(offset + trimmed))
+            pt_remove(&v.pt, offset >> PAGE_SHIFT, _pages_up(offset + trimmed), &self.pool)
+            return NO_ERROR
+        if op == OP_LOOKUP:
+            return self._lookup(v, offset, size, <uint8_t *>buffer, buffer_size)
+        if op == OP_LOCK or op == OP_UNLOCK:
+            return ERR_NOT_SUPPORTED
+        if OP_CACHE_SYNC <= op <= OP_CACHE_CLEAN_INVALIDATE:
+            if size == 0:
+                return ERR_INVALID_ARGS
+            if not _in_range(offset, size, v.size):
+                return ERR_OUT_OF_RANGE
+            # Caches are not modelled yet: uncommitted pages are skipped and committed ones
+            # need no work, so validation is the whole operation.
+            return NO_ERROR
+        return ERR_INVALID_ARGS
+
+    cdef int c_commit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000:
+        """COMMIT (vmo_op_range with MX_VMO_OP_COMMIT)."""
+        return self.c_op_range(handle, OP_COMMIT, offset, size, NULL, 0)
+
+    cdef int c_decommit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000:
+        """DECOMMIT (vmo_op_range with MX_VMO_OP_DECOMMIT)."""
+        return self.c_op_range(handle, OP_DECOMMIT, offset, size, NULL, 0)
+
+    cdef int c_lookup(self, uint32_t handle, uint64_t offset, uint64_t size, uint64_t *out,
+                      uint64_t max_entries) except -1000:
+        """LOOKUP into `out` (room for `max_entries` physical addresses)."""
+        return self.c_op_range(handle, OP_LOOKUP, offset, size, out, max_entries * 8)
+
+    cdef int _lookup(self, VmoObject v, uint64_t off, uint64_t c_size, uint8_t *buf,
+                     uint64_t bsize) except -1000:
+        """LOOKUP (spec 3.6.4) in Magenta's order; entries are native uint64 paddrs."""
+        cdef uint64_t first, end, npages, n, i
+        cdef uint32_t e
+        cdef uint64_t paddr
+        if buf == NULL:
+            return ERR_INVALID_ARGS
+        # Wrapping arithmetic, as Magenta computed it before any range check.
+        first = off & ~(<uint64_t>PAGE_MASK)
+        end = (off + c_size + PAGE_MASK) & ~(<uint64_t>PAGE_MASK)
+        npages = (end - first) >> PAGE_SHIFT
+        if npages * 8 > bsize:
+            return ERR_BUFFER_TOO_SMALL
+        if c_size == 0:
+            return ERR_INVALID_ARGS
+        if not _in_range(off, c_size, v.size):
+            return ERR_OUT_OF_RANGE
+        first >>= PAGE_SHIFT
+        if v.parent is None and ((<uintptr_t>buf) & 7) == 0:
+            n = pt_lookup(&v.pt, first, first + npages, &self.pool, <uint64_t *>buf)
+            return NO_ERROR if n == npages else ERR_NO_MEMORY
+        for i in range(npages):
+            e = _find_page(v, (first + i) << PAGE_SHIFT)
+            if e == 0:
+                return ERR_NO_MEMORY
+            paddr = pool_paddr(&self.pool, e - 1)
+            memcpy(buf + i * 8, &paddr, 8)
+        return NO_ERROR
+
+    cdef int _phys_range(self, uint64_t paddr, uint64_t length, uint64_t *first,
+                         uint64_t *count) except -1000:
+        """Validate a physical range for device access: inside one arena of physical memory
+        (ERR_OUT_OF_RANGE) with every page it touches held by a VMO (ERR_BAD_STATE); gives
+        its first frame and the number of frames it touches. O(frames)."""
+        cdef uint64_t region_end, f, last
+        if not pool_frame_of(&self.pool, paddr, first, &region_end):
+            # A zero-length range may sit at the very end of an arena.
+            if length == 0 and paddr > 0 and pool_frame_of(&self.pool, paddr - 1, first,
+                                                            &region_end):
+                if paddr == region_end:
+                    count[0] = 0
+                    return NO_ERROR
+            return ERR_OUT_OF_RANGE
+        if length > region_end - paddr:
+            return ERR_OUT_OF_RANGE
+        if length == 0:
+            count[0] = 0
+            return NO_ERROR
+        last = first[0] + ((paddr + length - 1 - (paddr & ~(<uint64_t>PAGE_MASK))) >> PAGE_SHIFT)
+        count[0] = last - first[0] + 1
+        for f in range(first[0], last + 1):
+            if not bit_test(self.pool.held, f) or bit_test(self.pool.orphan, f):
+                return ERR_BAD_STATE
+        return NO_ERROR
+
+    cdef int c_phys_read(self, uint64_t paddr, void *dst, uint64_t length) except -1000:
+        """Device read of physical memory into `dst`: ERR_OUT_OF_RANGE, ERR_BAD_STATE."""
+        cdef uint64_t first = 0, count = 0, f, pos, chunk
+        cdef uint8_t *out = <uint8_t *>dst
+        cdef int status = self._phys_range(paddr, length, &first, &count)
+        if status:
+            return status
+        pos = paddr
+        for f in range(first, first + count):
+            chunk = FRAME_SIZE - (pos & PAGE_MASK)
+            if chunk > paddr + length - pos:
+                chunk = paddr + length - pos
+            if bit_test(self.pool.dirty, f):
+                memcpy(out, pool_frame_ptr(&self.pool, <uint32_t>f) + (pos & PAGE_MASK), chunk)
+            else:
+                memset(out, 0, chunk)
+            out += chunk
+            pos += chunk
+        return NO_ERROR
+
+    cdef int c_phys_write(self, uint64_t paddr, const void *src, uint64_t length) except -1000:
+        """Device write of `src` to physical memory: ERR_OUT_OF_RANGE, ERR_BAD_STATE."""
+        cdef uint64_t first = 0, count = 0, f
+        cdef int status = self._phys_range(paddr, length, &first, &count)
+        if status:
+            return status
+        for f in range(first, first + count):
+            pool_mark_dirty(&self.pool, <uint32_t>f)
+        if length:
+            memcpy(pool_frame_ptr(&self.pool, <uint32_t>first) + (paddr & PAGE_MASK), src,
+                   length)
+        return NO_ERROR
+
     # -- syscalls ---------------------------------------------------------------------------
     def vmo_create(self, size, options=0):
         """Create a VMO of `size` bytes (byte-granular, nothing committed), default rights
@@ -522,13 +795,10 @@ cdef class Kernel:
         never commits. Returns (status, actual): ERR_BAD_HANDLE, ERR_ACCESS_DENIED (no
         READ), ERR_WRONG_TYPE, ERR_INVALID_ARGS (read-only buffer or length > buffer),
         ERR_OUT_OF_RANGE (offset > size or offset+length wraps). O(length)."""
-        cdef uint32_t h, rights = 0
-        cdef uint64_t off, n, trimmed, pos, chunk, page_off
-        cdef uint32_t e
-        cdef uint8_t *dst
+        cdef uint32_t h
+        cdef uint64_t off, n = 0, actual = 0
+        cdef int status, held
         cdef Py_buffer view
-        cdef int held
-        cdef VmoObject v
         self._ensure_open()
         if _u32(handle, &h) or _u64(offset, &off):
             return (_invalid_args((handle, offset, length,), buffer), 0)
@@ -536,92 +806,48 @@ cdef class Kernel:
             return (_invalid_args((handle, offset, length,), buffer), 0)
         if buffer is not None and not PyObject_CheckBuffer(buffer):
             raise TypeError("a bytes-like object is required, not %r" % type(buffer).__name__)
-        obj = self._get(h, &rights)
-        if obj is None:
-            return (_st(ERR_BAD_HANDLE), 0)
-        if not (rights & RIGHT_READ):
-            return (_st(ERR_ACCESS_DENIED), 0)
-        if type(obj) is not VmoObject:
-            return (_st(ERR_WRONG_TYPE), 0)
-        v = <VmoObject>obj
+        if self._vmo(h, RIGHT_READ, &status) is None:
+            return (_st(status), 0)
         held = _export(buffer, &view, True, length is None, &n)
         if held < 0:
             return (_st(ERR_INVALID_ARGS), 0)
         try:
-            if not _trim_range(off, n, v.size, &trimmed):
-                return (_st(ERR_OUT_OF_RANGE), 0)
-            dst = <uint8_t *>view.buf
-            pos = off
-            while pos < off + trimmed:
-                page_off = pos & PAGE_MASK
-                chunk = FRAME_SIZE - page_off
-                if chunk > off + trimmed - pos:
-                    chunk = off + trimmed - pos
-                e = _find_page(v, pos)
-                if e and bit_test(self.pool.dirty, e - 1):
-                    memcpy(dst, pool_frame_ptr(&self.pool, e - 1) + page_off, chunk)
-                else:
-                    memset(dst, 0, chunk)
-                dst += chunk
-                pos += chunk
-            return (S_OK, trimmed)
+            status = self.c_read(h, view.buf, off, n, &actual)
         finally:
             if held:
                 PyBuffer_Release(&view)
+        return (_st(status), actual)
 
     def vmo_read_bytes(self, handle, offset, length):
         """Read up to `length` bytes at `offset` and return them: (status, bytes), b"" on
         failure. The checks of vmo_read without the buffer ones. O(bytes returned)."""
-        cdef uint32_t h, rights = 0
-        cdef uint64_t off, n, trimmed, pos, chunk, page_off
-        cdef uint32_t e
-        cdef uint8_t *dst
+        cdef uint32_t h
+        cdef uint64_t off, n, trimmed = 0, actual = 0
+        cdef int status
         cdef VmoObject v
         self._ensure_open()
         if _u32(handle, &h) or _u64(offset, &off) or _u64(length, &n):
             return (_invalid_args((handle, offset, length,)), b"")
-        obj = self._get(h, &rights)
-        if obj is None:
-            return (_st(ERR_BAD_HANDLE), b"")
-        if not (rights & RIGHT_READ):
-            return (_st(ERR_ACCESS_DENIED), b"")
-        if type(obj) is not VmoObject:
-            return (_st(ERR_WRONG_TYPE), b"")
-        v = <VmoObject>obj
+        v = self._vmo(h, RIGHT_READ, &status)
+        if v is None:
+            return (_st(status), b"")
         if not _trim_range(off, n, v.size, &trimmed):
             return (_st(ERR_OUT_OF_RANGE), b"")
         if trimmed > <uint64_t>PY_SSIZE_T_MAX:
             raise MemoryError("cannot return %d bytes" % trimmed)
         data = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>trimmed)
-        dst = <uint8_t *>PyBytes_AS_STRING(data)
-        pos = off
-        while pos < off + trimmed:
-            page_off = pos & PAGE_MASK
-            chunk = FRAME_SIZE - page_off
-            if chunk > off + trimmed - pos:
-                chunk = off + trimmed - pos
-            e = _find_page(v, pos)
-            if e and bit_test(self.pool.dirty, e - 1):
-                memcpy(dst, pool_frame_ptr(&self.pool, e - 1) + page_off, chunk)
-            else:
-                memset(dst, 0, chunk)
-            dst += chunk
-            pos += chunk
-        return (S_OK, data)
+        status = self.c_read(h, PyBytes_AS_STRING(data), off, trimmed, &actual)
+        return (_st(status), data) if status == NO_ERROR else (_st(status), b"")
 
     def vmo_write(self, handle, data, offset, length=None):
         """Write `length` bytes (default: all of `data`) at `offset`, committing the pages it
         touches (copy-on-write in clones). Returns (status, actual): ERR_BAD_HANDLE,
         ERR_ACCESS_DENIED (no WRITE), ERR_WRONG_TYPE, ERR_INVALID_ARGS (length > data),
         ERR_OUT_OF_RANGE, ERR_NO_MEMORY (pages written before it stay). O(length)."""
-        cdef uint32_t h, rights = 0
-        cdef uint64_t off, n, trimmed, pos, chunk, page_off
-        cdef uint32_t e
-        cdef int status
-        cdef const uint8_t *src
+        cdef uint32_t h
+        cdef uint64_t off, n = 0, actual = 0
+        cdef int status, held
         cdef Py_buffer view
-        cdef int held
-        cdef VmoObject v
         self._ensure_open()
         if _u32(handle, &h) or _u64(offset, &off):
             return (_invalid_args((handle, offset, length,), data), 0)
@@ -629,82 +855,46 @@ cdef class Kernel:
             return (_invalid_args((handle, offset, length,), data), 0)
         if data is not None and not PyObject_CheckBuffer(data):
             raise TypeError("a bytes-like object is required, not %r" % type(data).__name__)
-        obj = self._get(h, &rights)
-        if obj is None:
-            return (_st(ERR_BAD_HANDLE), 0)
-        if not (rights & RIGHT_WRITE):
-            return (_st(ERR_ACCESS_DENIED), 0)
-        if type(obj) is not VmoObject:
-            return (_st(ERR_WRONG_TYPE), 0)
-        v = <VmoObject>obj
+        if self._vmo(h, RIGHT_WRITE, &status) is None:
+            return (_st(status), 0)
         held = _export(data, &view, False, length is None, &n)
         if held < 0:
             return (_st(ERR_INVALID_ARGS), 0)
         try:
-            if not _trim_range(off, n, v.size, &trimmed):
-                return (_st(ERR_OUT_OF_RANGE), 0)
-            src = <const uint8_t *>view.buf
-            pos = off
-            while pos < off + trimmed:
-                page_off = pos & PAGE_MASK
-                chunk = FRAME_SIZE - page_off
-                if chunk > off + trimmed - pos:
-                    chunk = off + trimmed - pos
-                e = pt_get(&v.pt, pos >> PAGE_SHIFT)
-                if e == 0:
-                    if v.parent is None:
-                        if pool_free_count(&self.pool) == 0:
-                            return (_st(ERR_NO_MEMORY), 0)
-                        e = pool_take(&self.pool)
-                        self._insert(v, pos >> PAGE_SHIFT, e)
-                        e += 1
-                    else:
-                        status = self._write_fault(v, pos, &e)
-                        if status:
-                            return (_st(status), 0)
-                pool_mark_dirty(&self.pool, e - 1)
-                memcpy(pool_frame_ptr(&self.pool, e - 1) + page_off, src, chunk)
-                src += chunk
-                pos += chunk
-            return (S_OK, trimmed)
+            status = self.c_write(h, view.buf, off, n, &actual)
         finally:
             if held:
                 PyBuffer_Release(&view)
+        return (_st(status), actual)
 
     def vmo_get_size(self, handle):
         """(status, size in bytes): ERR_BAD_HANDLE, ERR_WRONG_TYPE; no rights needed. O(1)."""
-        cdef uint32_t h, rights = 0
+        cdef uint32_t h
+        cdef uint64_t size = 0
+        cdef int status
         self._ensure_open()
         if _u32(handle, &h):
             return (_st(ERR_INVALID_ARGS), 0)
-        obj = self._get(h, &rights)
-        if obj is None:
-            return (_st(ERR_BAD_HANDLE), 0)
-        if type(obj) is not VmoObject:
-            return (_st(ERR_WRONG_TYPE), 0)
-        return (S_OK, (<VmoObject>obj).size)
+        status = self.c_get_size(h, &size)
+        return (_st(status), size)
 
     def vmo_set_size(self, handle, size):
         """Resize to `size` bytes; shrinking frees the pages past ceil(size/4096) but keeps
         the stale bytes of the page holding the new end. Status: ERR_BAD_HANDLE,
         ERR_ACCESS_DENIED (no WRITE), ERR_WRONG_TYPE, ERR_OUT_OF_RANGE (> MX_VMO_MAX_SIZE).
         Cost: the pages freed."""
-        cdef uint32_t h, rights = 0
+        cdef uint32_t h
         cdef uint64_t c_size
+        cdef int status
         cdef VmoObject v
         self._ensure_open()
         if _u32(handle, &h) or _u64(size, &c_size):
             return _invalid_args((handle, size,))
-        obj = self._get(h, &rights)
-        if obj is None:
-            return _st(ERR_BAD_HANDLE)
-        if not (rights & RIGHT_WRITE):
-            return _st(ERR_ACCESS_DENIED)
-        if type(obj) is not VmoObject:
-            return _st(ERR_WRONG_TYPE)
+        v = self._vmo(h, RIGHT_WRITE, &status)
+        if v is None:
+            return _st(status)
         if c_size > MAX_SIZE:
             return _st(ERR_OUT_OF_RANGE)
-        v = <VmoObject>obj
         if c_size < v.size:
             pt_remove(&v.pt, _pages_up(c_size), PAGE_LIMIT, &self.pool)
         v.size = c_size
@@ -718,80 +908,30 @@ cdef class Kernel:
         ERR_OUT_OF_RANGE, ERR_NO_MEMORY (COMMIT short of frames; LOOKUP of an uncommitted
         page). Cost: the pages committed, freed or looked up plus the committed pages in the
         range; never the size of the range."""
-        cdef uint32_t h, c_op, rights = 0
-        cdef uint64_t off, c_size, trimmed
-        cdef VmoObject v
+        cdef uint32_t h, c_op
+        cdef uint64_t off, c_size, bsize = 0
+        cdef int status
+        cdef Py_buffer view
         self._ensure_open()
         if _u32(handle, &h) or _u32(op, &c_op) or _u64(offset, &off) or _u64(size, &c_size):
             return _invalid_args((handle, op, offset, size,))
-        obj = self._get(h, &rights)
-        if obj is None:
-            return _st(ERR_BAD_HANDLE)
-        if type(obj) is not VmoObject:
-            return _st(ERR_WRONG_TYPE)
-        v = <VmoObject>obj
-        if c_op == OP_COMMIT or c_op == OP_DECOMMIT:
-            if not _trim_range(off, c_size, v.size, &trimmed):
-                return _st(ERR_OUT_OF_RANGE)
-            if trimmed == 0:
-                return S_OK
-            if c_op == OP_COMMIT:
-                return _st(self._commit(v, off >> PAGE_SHIFT, _pages_up(off + trimmed)))
-            pt_remove(&v.pt, off >> PAGE_SHIFT, _pages_up(off + trimmed), &self.pool)
-            return S_OK
-        if c_op == OP_LOOKUP:
-            return _st(self._lookup(v, off, c_size, buffer, buffer_size))
-        if c_op == OP_LOCK or c_op == OP_UNLOCK:
-            return _st(ERR_NOT_SUPPORTED)
-        if OP_CACHE_SYNC <= c_op <= OP_CACHE_CLEAN_INVALIDATE:
-            if c_size == 0:
-                return _st(ERR_INVALID_ARGS)
-            if not _in_range(off, c_size, v.size):
-                return _st(ERR_OUT_OF_RANGE)
-            # Caches are not modelled yet: uncommitted pages are skipped and committed ones
-            # need no work, so validation is the whole operation.
-            return S_OK
-        return _st(ERR_INVALID_ARGS)
-
-    cdef int _lookup(self, VmoObject v, uint64_t off, uint64_t c_size, object buffer,
-                     object buffer_size) except -100:
-        """LOOKUP (spec 3.6.4) in Magenta's order; entries are native uint64 paddrs."""
-        cdef Py_buffer view
-        cdef uint64_t bsize, first, end, npages, n, i
-        cdef uint32_t e
-        cdef uint64_t *out
-        cdef uint64_t paddr
-        if buffer is None:
-            return ERR_INVALID_ARGS
-        if _get_buffer(buffer, &view, True):
-            return ERR_INVALID_ARGS
+        if c_op != OP_LOOKUP:
+            return _st(self.c_op_range(h, c_op, off, c_size, NULL, 0))
+        # LOOKUP: the handle first, then the buffer (docs/semantics.md).
+        if buffer_size is not None and _u64(buffer_size, &bsize):
+            return _invalid_args((handle, op, offset, size, buffer_size), buffer)
+        if buffer is not None and not PyObject_CheckBuffer(buffer):
+            raise TypeError("a bytes-like object is required, not %r" % type(buffer).__name__)
+        if self._vmo(h, 0, &status) is None:
+            return _st(status)
+        if buffer is None or _get_buffer(buffer, &view, True):
+            return _st(ERR_INVALID_ARGS)
         try:
             if buffer_size is None:
                 bsize = view.len
-            elif _u64(buffer_size, &bsize) or bsize > <uint64_t>view.len:
-                return ERR_INVALID_ARGS
-            # Wrapping arithmetic, as Magenta computed it before any range check.
-            first = off & ~(<uint64_t>PAGE_MASK)
-            end = (off + c_size + PAGE_MASK) & ~(<uint64_t>PAGE_MASK)
-            npages = (end - first) >> PAGE_SHIFT
-            if npages * 8 > bsize:
-                return ERR_BUFFER_TOO_SMALL
-            if c_size == 0:
-                return ERR_INVALID_ARGS
-            if not _in_range(off, c_size, v.size):
-                return ERR_OUT_OF_RANGE
-            first >>= PAGE_SHIFT
-            if v.parent is None and ((<uintptr_t>view.buf) & 7) == 0:
-                n = pt_lookup(&v.pt, first, first + npages, &self.pool,
-                              <uint64_t *>view.buf)
-                return NO_ERROR if n == npages else ERR_NO_MEMORY
-            for i in range(npages):
-                e = _find_page(v, (first + i) << PAGE_SHIFT)
-                if e == 0:
-                    return ERR_NO_MEMORY
-                paddr = pool_paddr(&self.pool, e - 1)
-                memcpy(<uint8_t *>view.buf + i * 8, &paddr, 8)
-            return NO_ERROR
+            elif bsize > <uint64_t>view.len:
+                return _st(ERR_INVALID_ARGS)
+            return _st(self.c_op_range(h, OP_LOOKUP, off, c_size, view.buf, bsize))
         finally:
             PyBuffer_Release(&view)
 
@@ -940,8 +1080,130 @@ cdef class Kernel:
             return (_st(ERR_WRONG_TYPE), 0)
         return (S_OK, (<VmoObject>obj).pt.npages << PAGE_SHIFT)
 
+    def vmo_create_contiguous(self, size, alignment_log2=0):
+        """Create a VMO of `size` bytes rounded up to pages, committed at once to one
+        physically contiguous run whose address is a multiple of 2**alignment_log2 (0 means
+        12). Returns (status, handle): ERR_INVALID_ARGS (size 0, alignment_log2 not 0 and
+        below 12, or 64 and above), ERR_NO_MEMORY (no such run, size above MX_VMO_MAX_SIZE,
+        handle table full). Spec 3.12 without the resource handle. Cost: the pages, plus the
+        search: one probe per held block met before the first fit."""
+        cdef uint64_t c_size, count
+        cdef uint32_t c_align
+        cdef long long first
+        cdef uint64_t i
+        cdef VmoObject v
+        self._ensure_open()
+        if _u64(size, &c_size) or _u32(alignment_log2, &c_align):
+            return (_invalid_args((size, alignment_log2)), 0)
+        if c_size == 0:
+            return (_st(ERR_INVALID_ARGS), 0)
+        if c_align == 0:
+            c_align = PAGE_SHIFT
+        if c_align < PAGE_SHIFT or c_align >= 64:
+            return (_st(ERR_INVALID_ARGS), 0)
+        if c_size > MAX_SIZE or self.nhandles >= MAX_HANDLES:
+            return (_st(ERR_NO_MEMORY), 0)
+        count = _pages_up(c_size)
+        if count > pool_free_count(&self.pool):
+            return (_st(ERR_NO_MEMORY), 0)
+        first = pool_find_run(&self.pool, count, (<uint64_t>1) << c_align)
+        if first < 0:
+            return (_st(ERR_NO_MEMORY), 0)
+        pool_take_run(&self.pool, <uint64_t>first, count)
+        v = self._new_vmo(count << PAGE_SHIFT)
+        for i in range(count):
+            pt_set(&v.pt, i, <uint32_t>(first + i + 1))
+        return (S_OK, self._install(v, MX_DEFAULT_VMO_RIGHTS))
+
+    # -- physical memory access (device models, DMA) ----------------------------------------
+    cdef int _phys_args(self, object paddr, object length, uint64_t *c_paddr,
+                        uint64_t *c_length) except -1:
+        """Convert phys_* arguments, raising MxError: a negative length is ERR_INVALID_ARGS,
+        any address or length that cannot lie inside physical memory ERR_OUT_OF_RANGE."""
+        self._ensure_open()
+        paddr = PyNumber_Index(paddr)
+        length = PyNumber_Index(length)
+        if length < 0:
+            raise MxError(Status.ERR_INVALID_ARGS, "negative length")
+        if _u64(paddr, c_paddr) or _u64(length, c_length):
+            raise MxError(Status.ERR_OUT_OF_RANGE, "not inside physical memory")
+        return 0
+
+    cdef int _phys_check(self, int status) except -1:
+        if status == ERR_OUT_OF_RANGE:
+            raise MxError(Status.ERR_OUT_OF_RANGE, "not inside physical memory")
+        if status == ERR_BAD_STATE:
+            raise MxError(Status.ERR_BAD_STATE, "a page of the range is not held by any VMO")
+        if status:
+            raise MxError(_st(status))
+        return 0
+
+    def phys_read(self, paddr, length):
+        """What a device reads at physical address `paddr`: `length` bytes. Raises
+        MxError(ERR_OUT_OF_RANGE) if the range is not inside one RAM range of physical
+        memory, ERR_BAD_STATE if a page it touches is not held by some VMO. O(length)."""
+        cdef uint64_t c_paddr, c_length
+        self._phys_args(paddr, length, &c_paddr, &c_length)
+        if c_length > <uint64_t>PY_SSIZE_T_MAX:
+            raise MxError(Status.ERR_OUT_OF_RANGE, "not inside physical memory")
+        first = 0
+        data = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>c_length)
+        self._phys_check(self.c_phys_read(c_paddr, PyBytes_AS_STRING(data), c_length))
+        return data
+
+    def phys_write(self, paddr, data):
+        """A device writes `data` (any buffer) at physical address `paddr`; `vmo_read` then
+        returns it. Raises MxError(ERR_OUT_OF_RANGE), MxError(ERR_BAD_STATE) as phys_read.
+        Returns the number of bytes written. O(len(data))."""
+        cdef uint64_t c_paddr, c_length
+        cdef Py_buffer view
+        if not PyObject_CheckBuffer(data):
+            raise TypeError("a bytes-like object is required, not %r" % type(data).__name__)
+        if _get_buffer(data, &view, False):
+            raise MxError(Status.ERR_INVALID_ARGS, "the data is not a contiguous buffer")
+        try:
+            self._phys_args(paddr, view.len, &c_paddr, &c_length)
+            self._phys_check(self.c_phys_write(c_paddr, view.buf, c_length))
+            return view.len
+        finally:
+            PyBuffer_Release(&view)
+
+    def phys_view(self, paddr, length):
+        """A writable, zero-copy memoryview of physical memory, as a device sees it. While
+        the view (or anything exported from it) lives, its frames are pinned: never handed
+        out again, even if their VMO decommits, shrinks or closes meanwhile; they are zeroed
+        before reuse. Release with ``view.release()`` or by dropping it. Raises
+        MxError(ERR_OUT_OF_RANGE), MxError(ERR_BAD_STATE) as phys_read. O(pages)."""
+        cdef uint64_t c_paddr, c_length, first = 0, count = 0, f
+        cdef PhysView pv
+        self._phys_args(paddr, length, &c_paddr, &c_length)
+        if c_length > <uint64_t>PY_SSIZE_T_MAX:
+            raise MxError(Status.ERR_OUT_OF_RANGE, "not inside physical memory")
+        self._phys_check(self._phys_range(c_paddr, c_length, &first, &count))
+        pv = PhysView.__new__(PhysView)
+        pv.kernel = self
+        pv.first = first
+        pv.count = count
+        pv.ptr = (pool_frame_ptr(&self.pool, <uint32_t>first) + (c_paddr & PAGE_MASK)
+                  if count else NULL)
+        pv.shape[0] = <Py_ssize_t>c_length
+        pv.strides[0] = 1
+        for f in range(first, first + count):
+            # Whatever the device writes is not seen by the dirty bits: count it written.
+            pool_pin(&self.pool, <uint32_t>f)
+            pool_mark_dirty(&self.pool, <uint32_t>f)
+        return memoryview(pv)
+
+    cdef void _unpin(self, uint64_t first, uint64_t count) noexcept:
+        cdef uint64_t f
+        for f in range(first, first + count):
+            pool_unpin(&self.pool, <uint32_t>f)
+        if self._closed and self.pool.npinned == 0 and self.pool.mem != NULL:
+            pool_destroy(&self.pool)
+
     def stats(self):
-        """A dict: total_frames, free_frames, committed_frames, vmos, handles, plus
+        """A dict: total_frames, free_frames, committed_frames (not free: held by VMOs or
+        pinned by a physical view after their VMO let go), vmos, handles, pinned_frames, plus
         memory_base, memory_size and the allocator's zeroing counters. O(1)."""
         self._ensure_open()
         free = pool_free_count(&self.pool)
@@ -953,6 +1215,7 @@ cdef class Kernel:
             "handles": self.nhandles,
             "memory_base": self._memory_base,
             "memory_size": self._memory_size,
+            "pinned_frames": self.pool.npinned,
             "released_runs": self.pool.released_runs,
             "zeroed_frames": self.pool.zeroed_frames,
         }
@@ -974,28 +1237,27 @@ cdef class Kernel:
         return (S_OK, _pages_of(<VmoObject>obj, &self.pool))
 
     def _allocator_state(self):
-        """(next fresh frame, [freed frames, bottom of the LIFO stack first])."""
-        cdef uint64_t i
+        """(next fresh frame, [freed frames, bottom of the LIFO list first])."""
         self._ensure_open()
-        return (self.pool.next_fresh, [self.pool.stack[i] for i in range(self.pool.stack_len)])
+        return (self.pool.next_fresh, pool_list(&self.pool))
 
     def _check(self):
         """Walk every structure and raise AssertionError on the first inconsistency: a frame
-        both free and held, held twice or beyond the fresh mark; counts that disagree;
-        reference counts that do not match handles + children."""
-        cdef uint64_t i, nheld = 0
+        both free and held, held twice, lost or beyond memory; bitmaps, summaries and counts
+        that disagree; reference counts that do not match handles + children; pins."""
+        cdef uint64_t i, w, f, nwords, word
         cdef VmoObject v
         self._ensure_open()
         pool = &self.pool
+        nwords = (pool.nframes + 63) >> 6
         assert pool.next_fresh <= pool.nframes, "fresh mark beyond memory"
-        assert pool.stack_len <= pool.next_fresh, "more freed frames than ever handed out"
-        # Count handle and child references of every object reachable from the table.
+        # Handle and child references of every object reachable from the table.
         refs = {}
-        stack = [self.h_objs[s] for s in range(self.nslots) if self.h_objs[s] is not None]
-        for obj in stack:
+        roots = [self.h_objs[s] for s in range(self.nslots) if self.h_objs[s] is not None]
+        for obj in roots:
             refs[id(obj)] = refs.get(id(obj), 0) + 1
         seen = {}
-        for obj in stack:
+        for obj in roots:
             while obj is not None and id(obj) not in seen:
                 seen[id(obj)] = obj
                 obj = (<VmoObject>obj).parent if type(obj) is VmoObject else None
@@ -1003,8 +1265,7 @@ cdef class Kernel:
             if type(obj) is VmoObject and (<VmoObject>obj).parent is not None:
                 p = (<VmoObject>obj).parent
                 refs[id(p)] = refs.get(id(p), 0) + 1
-        handles = len(stack)
-        assert handles == self.nhandles, "handle count %d != %d" % (handles, self.nhandles)
+        assert len(roots) == self.nhandles, "handle count %d != %d" % (len(roots), self.nhandles)
         nvmos = 0
         held = set()
         for key, obj in seen.items():
@@ -1014,43 +1275,75 @@ cdef class Kernel:
             nvmos += 1
             assert v.alive, "dead VMO reachable"
             assert v.refs == refs[key], "VMO koid %d refs %d != %d" % (v.koid, v.refs, refs[key])
-            pages = _pages_of(v, pool)
-            assert len(pages) == v.pt.npages, "VMO koid %d page count" % v.koid
-            for idx, paddr in pages.items():
-                f = (paddr - pool.paddr_base) >> PAGE_SHIFT
+            frames = _frames_of(v)
+            assert len(frames) == v.pt.npages, "VMO koid %d page count" % v.koid
+            for idx, f in frames.items():
                 assert idx < _pages_up(v.size), "page %d beyond size of koid %d" % (idx, v.koid)
-                assert f < pool.next_fresh, "frame %d beyond the fresh mark" % f
+                assert f < pool.nframes, "frame %d beyond memory" % f
                 assert f not in held, "frame %d held twice" % f
                 assert bit_test(pool.held, f), "frame %d held but not marked" % f
+                assert not bit_test(pool.orphan, f), "frame %d held and orphaned" % f
                 held.add(f)
         assert nvmos == self.nvmos, "vmo count %d != %d" % (nvmos, self.nvmos)
-        free = set()
-        for i in range(pool.stack_len):
-            f = pool.stack[i]
-            assert f < pool.next_fresh, "freed frame %d beyond the fresh mark" % f
-            assert f not in free, "frame %d freed twice" % f
+        free = []
+        f = pool.head
+        while f != NIL:
+            free.append(f)
+            assert len(free) <= pool.list_len, "freed list longer than its count"
+            f = pool.lnext[f]
+        assert len(free) == pool.list_len, "freed list length"
+        assert len(set(free)) == len(free), "a frame freed twice"
+        for f in free:
+            assert f < pool.next_fresh, "freed frame %d at or above the fresh mark" % f
             assert f not in held, "frame %d both free and held" % f
             assert not bit_test(pool.held, f), "free frame %d marked held" % f
-            free.add(f)
-        assert len(held) + len(free) == pool.next_fresh, "frames lost: %d held + %d free != %d" % (
-            len(held), len(free), pool.next_fresh)
-        for i in range((pool.nframes + 63) >> 6):
-            if i * 64 >= pool.next_fresh:
-                break
-            nheld += bin(pool.held[i]).count("1")
-        assert nheld == len(held), "held bitmap counts %d, tables %d" % (nheld, len(held))
-        assert pool_free_count(pool) + len(held) == pool.nframes, "free count"
+        orphans = 0
+        above = 0
+        nheld = 0
+        for w in range(nwords):
+            word = pool.held[w]
+            if word:
+                for i in range(64):
+                    f = (w << 6) + i
+                    if f >= pool.nframes or not (word >> i) & 1:
+                        continue
+                    nheld += 1
+                    if f >= pool.next_fresh:
+                        above += 1
+                    if bit_test(pool.orphan, f):
+                        orphans += 1
+                        assert pool.pincount[f], "orphan frame %d has no pin" % f
+                    else:
+                        assert f in held, "frame %d marked held by nothing" % f
+            assert bit_test(pool.anyheld, w) == (word != 0), "anyheld summary of word %d" % w
+            assert bit_test(pool.fullheld, w) == (word == <uint64_t>0xFFFFFFFFFFFFFFFFULL), (
+                "fullheld summary of word %d" % w)
+        assert nheld == len(held) + orphans, "held bitmap %d != %d + %d orphans" % (
+            nheld, len(held), orphans)
+        assert above == pool.held_above, "held above the mark %d != %d" % (above, pool.held_above)
+        assert pool.nfree == (pool.nframes - pool.next_fresh - pool.held_above) + pool.list_len, (
+            "free count %d" % pool.nfree)
+        assert pool.nfree + nheld == pool.nframes, "frames lost"
+        pinned = sum(1 for f in range(pool.nframes) if pool.pincount[f]) if (
+            pool.nframes <= 1 << 20) else pool.npinned
+        assert pinned == pool.npinned, "pinned count %d != %d" % (pinned, pool.npinned)
         return True
 
 
-cdef dict _pages_of(VmoObject v, frame_pool *pool):
+cdef dict _frames_of(VmoObject v):
+    """{page index: frame} of the pages v itself holds."""
     cdef uint64_t idx = 0, found = 0
     cdef uint32_t e = 0
-    pages = {}
+    frames = {}
     while pt_next(&v.pt, idx, PAGE_LIMIT, &found, &e):
-        pages[found] = pool_paddr(pool, e - 1)
+        frames[found] = e - 1
         idx = found + 1
-    return pages
+    return frames
+
+
+cdef dict _pages_of(VmoObject v, frame_pool *pool):
+    """{page index: paddr} of the pages v itself holds."""
+    return {idx: pool_paddr(pool, f) for idx, f in _frames_of(v).items()}
 
 
 cdef extern from *:

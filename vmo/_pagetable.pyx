@@ -9,7 +9,7 @@ from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 
 from vmo._frames cimport (c_assert, frame_pool, pool_destroy, pool_free_count, pool_give,
-                         pool_init, pool_paddr, pool_take)
+                         pool_init, pool_list, pool_paddr, pool_take)
 
 
 cdef inline uint64_t _span(uint32_t level) noexcept nogil:
@@ -281,14 +281,23 @@ cdef bint _lookup(const void *node, uint32_t level, uint64_t base, uint64_t s, u
         hi = _umin(e, base + PT_FANOUT) - base
         out = c.out
         n = c.n
-        paddr_base = pool_paddr(c.pool, 0)
-        for i in range(lo, hi):
-            entry = leaf.entries[i]
-            if entry == 0:
-                c.n = n
-                return False
-            out[n] = paddr_base + ((<uint64_t>(entry - 1)) << 12)
-            n += 1
+        if c.pool.narenas == 1:
+            paddr_base = c.pool.arenas[0].base
+            for i in range(lo, hi):
+                entry = leaf.entries[i]
+                if entry == 0:
+                    c.n = n
+                    return False
+                out[n] = paddr_base + ((<uint64_t>(entry - 1)) << 12)
+                n += 1
+        else:
+            for i in range(lo, hi):
+                entry = leaf.entries[i]
+                if entry == 0:
+                    c.n = n
+                    return False
+                out[n] = pool_paddr(c.pool, entry - 1)
+                n += 1
         c.n = n
         return True
     inner = <const pt_node *>node
@@ -385,7 +394,7 @@ cdef class _PageTableShim:
     def __cinit__(self, uint64_t nframes=4096):
         pt_init(&self.pt)
         self.pool.mem = NULL
-        pool_init(&self.pool, nframes, 0)
+        pool_init(&self.pool, [(0, nframes)])
 
     def __dealloc__(self):
         pt_free_nodes(&self.pt)
@@ -462,5 +471,4 @@ cdef class _PageTableShim:
 
     @property
     def free_stack(self):
-        cdef uint64_t i
-        return [self.pool.stack[i] for i in range(self.pool.stack_len)]
+        return pool_list(&self.pool)

@@ -234,6 +234,17 @@ class PythonicKernel:
         _check(status, "vmo_create")
         return Vmo(self, handle)
 
+    def create_contiguous_vmo(self, size, alignment_log2=0):
+        """Create a VMO of ``size`` bytes rounded up to pages, committed at once to one
+        physically contiguous run aligned to 2**alignment_log2 bytes (0 means a page).
+
+        Raises MxError(ERR_INVALID_ARGS) for size 0 or an alignment below 12 (other than 0)
+        or 64 and above, ERR_NO_MEMORY when no such run is free. Spec 3.12.
+        """
+        status, handle = self.vmo_create_contiguous(size, alignment_log2)
+        _check(status, "vmo_create_contiguous")
+        return Vmo(self, handle)
+
     def vmo(self, handle):
         """Wrap an existing VMO handle (the `Vmo` then owns it)."""
         return Vmo(self, handle)
