@@ -86,8 +86,10 @@ class Profile:
 
     def __init__(self, name, *, big, ref_big, mem, ref_mem, rounds_big, rounds_call,
                  rounds_sparse, rounds_sweep, call_scale, warmup_call, sweep, host_sweep_max,
-                 ref_sweep_max):
+                 ref_sweep_max, frag=64 * (1 << 30), ref_frag=64 * (1 << 20)):
         self.name = name
+        self.frag = frag                # physical memory fragmented for contiguous runs
+        self.ref_frag = ref_frag
         self.big = big                  # range of COMMIT/DECOMMIT/LOOKUP/cache ops (vmo, host)
         self.ref_big = ref_big          # the same for the reference model
         self.mem = mem                  # bytes committed/written by the memory rows
@@ -119,7 +121,7 @@ PROFILES = {
         rounds_big=(5, 3, 3), rounds_call=(5, 3, 5), rounds_sparse=(9, 5, 5),
         rounds_sweep=(3, 3, 3),
         call_scale=0.1, warmup_call=1, sweep=(),
-        host_sweep_max=GiB, ref_sweep_max=16 * MiB),
+        host_sweep_max=GiB, ref_sweep_max=16 * MiB, frag=4 * GiB, ref_frag=16 * MiB),
 }
 
 # The size sweep of `pytest benchmarks/` (parametrised) and of the default profile.
@@ -539,6 +541,120 @@ def _k_sys_read(K, size, calls):
     return Job(run, calls, close=k.close)
 
 
+# -- embedding: physical access and contiguous runs (issue 4) ---------------------------------
+def _phys_page(K):
+    """A kernel, a one-page contiguous VMO holding data, and the page's physical address."""
+    k = K(memory_size=64 * MiB)
+    status, h = k.vmo_create_contiguous(PAGE)
+    _ok(status, "vmo_create_contiguous")
+    _fill(k, h, PAGE)
+    entry = array("Q", [0])
+    _ok(k.vmo_op_range(h, LOOKUP, 0, PAGE, entry), "LOOKUP")
+    return k, entry[0]
+
+
+def _k_phys_view(K, size, calls):
+    k, paddr = _phys_page(K)
+    r = range(calls)
+
+    def run():
+        t0 = perf_counter_ns()
+        for _ in r:
+            k.phys_view(paddr, size).release()
+        return perf_counter_ns() - t0
+
+    return Job(run, calls, close=k.close)
+
+
+def _k_view_write(K, size, calls):
+    k, paddr = _phys_page(K)
+    view = k.phys_view(paddr, size)
+    data = b"\x5a" * size
+    r = range(calls)
+
+    def run():
+        t0 = perf_counter_ns()
+        for _ in r:
+            view[:] = data
+        return perf_counter_ns() - t0
+
+    def close():
+        view.release()
+        k.close()
+
+    return Job(run, calls, close=close)
+
+
+def _k_phys_write(K, size, calls):
+    k, paddr = _phys_page(K)
+    data = b"\x5a" * size
+    r = range(calls)
+
+    def run():
+        t0 = perf_counter_ns()
+        for _ in r:
+            k.phys_write(paddr, data)
+        return perf_counter_ns() - t0
+
+    return Job(run, calls, close=k.close)
+
+
+def _k_phys_read(K, size, calls):
+    k, paddr = _phys_page(K)
+    r = range(calls)
+
+    def run():
+        t0 = perf_counter_ns()
+        for _ in r:
+            k.phys_read(paddr, size)
+        return perf_counter_ns() - t0
+
+    return Job(run, calls, close=k.close)
+
+
+def _fragmented(K, size):
+    """A kernel of `size` bytes whose memory is all committed to one VMO, then about half
+    decommitted in runs: held runs of 1-8 pages between free runs of 1-8 pages, and one free
+    run in 1024 of 256 pages (a deterministic pseudo-random pattern)."""
+    k = K(memory_size=size)
+    h = _new_vmo(k, size)
+    _ok(k.vmo_op_range(h, COMMIT, 0, size), "COMMIT")
+    pages = size // PAGE
+    x, i, n = 12345, 0, 0
+    while i < pages:
+        x = (x * 1103515245 + 12345) & 0x7FFFFFFF
+        i += 1 + (x >> 4) % 8
+        n += 1
+        free = 256 if n % 1024 == 0 else 1 + (x >> 12) % 8
+        free = min(free, pages - i)
+        if free > 0:
+            _ok(k.vmo_op_range(h, DECOMMIT, i * PAGE, free * PAGE), "DECOMMIT")
+        i += free
+    return k
+
+
+def _k_contiguous(run_bytes, alignment_log2):
+    def make(K, size, calls):
+        k = _fragmented(K, size)
+        r = range(calls)
+
+        def run():
+            t0 = perf_counter_ns()
+            for _ in r:
+                status, h = k.vmo_create_contiguous(run_bytes, alignment_log2)
+                if status == 0:
+                    k.handle_close(h)
+            ns = perf_counter_ns() - t0
+            expect = 0 if run_bytes <= 256 * PAGE else -4  # the longest free run: 256 pages
+            if int(status) != expect:
+                raise BenchError(f"vmo_create_contiguous returned {status!r}")
+            return ns
+
+        return Job(run, calls, close=k.close)
+
+    return make
+
+
 # -- the host helper ----------------------------------------------------------------------------
 _HOST_FUNCS = {
     # name: (restype, argtypes)
@@ -833,6 +949,7 @@ def _h_sys_read(H, size, calls):
 # -- the cases ----------------------------------------------------------------------------------
 _NO_CACHE_SYSCALL = "x86-64 Linux has no cache-maintenance system call"
 _NO_PIB_MAPPING = "no 1 PiB mapping on the host (47-bit user address space)"
+_NO_PHYS = "user space has no access to physical memory on the host"
 
 
 class Case:
@@ -874,6 +991,8 @@ class Case:
             return profile.ref_big if contender == "reference" else profile.big
         if self.scale == "range_all":
             return profile.big
+        if self.scale == "frag":
+            return profile.ref_frag if contender == "reference" else profile.frag
         return self.size
 
     def calls_for(self, contender, profile):
@@ -974,6 +1093,28 @@ _CASE_LIST = [
     Case("sys_read_64", "syscall", "vmo_read", "call", _k_sys_read, _h_sys_read,
          scale="fixed", size=64, calls=(50000, 2000, 10000), rounds="call",
          host_doc="pread of 64 bytes from a memfd", target=Target("<=", 200, "<= 200 ns")),
+    Case("phys_view", "embed", "phys_view + release (pin and unpin a page)", "call",
+         _k_phys_view, host_na=_NO_PHYS, scale="fixed", size=PAGE,
+         calls=(20000, 1000, 0), rounds="call"),
+    Case("view_write", "embed", "device write through a live phys_view", "call",
+         _k_view_write, host_na=_NO_PHYS, scale="fixed", size=PAGE,
+         calls=(50000, 5000, 0), rounds="call"),
+    Case("phys_write", "embed", "phys_write", "call", _k_phys_write, host_na=_NO_PHYS,
+         scale="fixed", size=PAGE, calls=(20000, 1000, 0), rounds="call"),
+    Case("phys_read", "embed", "phys_read", "call", _k_phys_read, host_na=_NO_PHYS,
+         scale="fixed", size=PAGE, calls=(20000, 1000, 0), rounds="call"),
+    Case("contiguous_fit", "contiguous",
+         "create_contiguous 64 KiB, 64 KiB aligned + close, fragmented memory", "call",
+         _k_contiguous(16 * PAGE, 16), host_na=_NO_PHYS, scale="frag",
+         calls=(200, 20, 0), rounds="call"),
+    Case("contiguous_nofit", "contiguous",
+         "create_contiguous 4 MiB: no fit, whole fragmented memory searched", "call",
+         _k_contiguous(1024 * PAGE, 22), host_na=_NO_PHYS, scale="frag",
+         calls=(10, 3, 0), rounds="call"),
+    Case("contiguous_page", "contiguous",
+         "create_contiguous 1 page + close, fragmented memory", "call",
+         _k_contiguous(PAGE, 0), host_na=_NO_PHYS, scale="frag",
+         calls=(2000, 50, 0), rounds="call"),
 ]
 
 
