@@ -15,6 +15,7 @@ from cpython.number cimport PyNumber_Index
 from cpython.object cimport PyObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 from vmo._arena cimport vmo_arena_map, vmo_arena_unmap
@@ -484,40 +485,61 @@ cdef class Kernel:
         the way (nearest to the holder first); else a zero page. Returns 0, or
         ERR_NO_MEMORY when a frame is needed and none is free (copies already made stay)."""
         cdef uint32_t e, f
-        cdef uint64_t off = offset
+        cdef uint64_t off = offset, depth = 0, n, i
+        cdef Py_ssize_t j
         cdef VmoObject level = v
-        cdef Py_ssize_t i
+        # The levels that copy the page, and their offsets: C arrays, so no Python object is
+        # allocated (and no garbage collection can run) between finding and inserting.
+        cdef PyObject *levels_small[16]
+        cdef uint64_t offsets_small[16]
+        cdef PyObject **levels = levels_small
+        cdef uint64_t *offsets = offsets_small
         e = pt_get(&v.pt, offset >> PAGE_SHIFT)
         if e:
             entry[0] = e
             return 0
-        # Walk up until an ancestor holds the page, collecting the levels that will copy it.
-        levels = [v]
-        offsets = [offset]
+        # Walk up until an ancestor holds the page (at `depth`) or the chain ends.
         while level.parent is not None and off <= U64_MAX - level.parent_offset:
             off += level.parent_offset
             level = level.parent
+            depth += 1
             if off >= level.size:
                 break
             e = pt_get(&level.pt, off >> PAGE_SHIFT)
             if e:
                 break
-            levels.append(level)
-            offsets.append(off)
-        if e == 0:
-            del levels[1:]
-            del offsets[1:]
-        for i in range(len(levels) - 1, -1, -1):
-            level = <VmoObject>levels[i]
-            if pool_free_count(&self.pool) == 0:
-                return ERR_NO_MEMORY
-            f = pool_take(&self.pool)
-            if e and bit_test(self.pool.dirty, e - 1):
-                memcpy(pool_frame_ptr(&self.pool, f), pool_frame_ptr(&self.pool, e - 1),
-                       FRAME_SIZE)
-                pool_mark_dirty(&self.pool, f)
-            self._insert(level, <uint64_t>offsets[i] >> PAGE_SHIFT, f)
-            e = f + 1
+        n = depth if e else 1
+        if n > 16:
+            levels = <PyObject **>malloc(n * sizeof(PyObject *))
+            offsets = <uint64_t *>malloc(n * sizeof(uint64_t))
+            if levels == NULL or offsets == NULL:
+                free(levels)
+                free(offsets)
+                raise MemoryError("clone chain of depth %d" % n)
+        try:
+            level = v
+            off = offset
+            for i in range(n):
+                levels[i] = <PyObject *>level
+                offsets[i] = off
+                if i + 1 < n:
+                    off += level.parent_offset
+                    level = level.parent
+            # Copy into each level, the one nearest the holder first.
+            for j in range(<Py_ssize_t>n - 1, -1, -1):
+                if pool_free_count(&self.pool) == 0:
+                    return ERR_NO_MEMORY
+                f = pool_take(&self.pool)
+                if e and bit_test(self.pool.dirty, e - 1):
+                    memcpy(pool_frame_ptr(&self.pool, f), pool_frame_ptr(&self.pool, e - 1),
+                           FRAME_SIZE)
+                    pool_mark_dirty(&self.pool, f)
+                self._insert(<VmoObject>levels[j], offsets[j] >> PAGE_SHIFT, f)
+                e = f + 1
+        finally:
+            if levels != levels_small:
+                free(levels)
+                free(offsets)
         entry[0] = e
         return 0
 
