@@ -575,8 +575,11 @@ cdef class Kernel:
 
     cdef VmoObject _vmo(self, uint32_t handle, uint32_t need, int *status):
         """The VMO behind `handle`, checked in Magenta's order: it exists (ERR_BAD_HANDLE),
-        has the rights `need` (ERR_ACCESS_DENIED), is a VMO (ERR_WRONG_TYPE)."""
+        has the rights `need` (ERR_ACCESS_DENIED), is a VMO (ERR_WRONG_TYPE). Raises
+        ValueError once the kernel is closed (the C-level API checks through here too)."""
         cdef uint32_t rights = 0
+        if self._closed:
+            raise ValueError("kernel is closed")
         obj = self._get(handle, &rights)
         if obj is None:
             status[0] = ERR_BAD_HANDLE
@@ -745,6 +748,7 @@ cdef class Kernel:
         (ERR_OUT_OF_RANGE) with every page it touches held by a VMO (ERR_BAD_STATE); gives
         its first frame and the number of frames it touches. O(frames)."""
         cdef uint64_t region_end, f, last
+        self._ensure_open()
         if not pool_frame_of(&self.pool, paddr, first, &region_end):
             # A zero-length range may sit at the very end of an arena.
             if length == 0 and paddr > 0 and pool_frame_of(&self.pool, paddr - 1, first,
@@ -1179,6 +1183,8 @@ cdef class Kernel:
         Returns the number of bytes written. O(len(data))."""
         cdef uint64_t c_paddr, c_length
         cdef Py_buffer view
+        self._ensure_open()
+        paddr = PyNumber_Index(paddr)
         if not PyObject_CheckBuffer(data):
             raise TypeError("a bytes-like object is required, not %r" % type(data).__name__)
         if _get_buffer(data, &view, False):

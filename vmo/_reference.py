@@ -1,8 +1,9 @@
 """The reference model: a pure-Python implementation of the VMO syscalls, the executable spec.
 
 `Kernel` here has the same API as the compiled core (`vmo._kernel`) and implements exactly what
-`shared/API.md` and `docs/semantics.md` say, with plain dicts, lists and bytearrays, so that it
-can be read as the specification. The state-machine tests run both kernels side by side and
+`shared/API.md` and `docs/semantics.md` say, with plain dicts, sets and lists (and one mmap for
+the bytes of physical memory, so that physical views can be zero copy), so that it can be read
+as the specification. The state-machine tests run both kernels side by side and
 compare every status, byte, handle value, physical address and allocator state after each step.
 
 Clarity comes before speed. The only concessions are that ranges are walked over the pages a
@@ -20,9 +21,14 @@ Conventions used throughout:
     spelled out where the kernel depends on it (TrimRange, InRange, LOOKUP's buffer size).
 """
 
+import ctypes
+import functools
+import mmap
 import operator
 import struct
+import sys
 
+from ._memmap import memory_map
 from ._pythonic import PythonicKernel
 from .constants import (
     MX_DEFAULT_EVENT_RIGHTS,
@@ -40,14 +46,17 @@ from .constants import (
     Op,
     Rights,
 )
-from .errors import Status
+from .errors import MxError, Status
 from .records import HandleBasicInfo
 
 __all__ = ["Kernel"]
 
 _U32_MAX = (1 << 32) - 1
 _U64_MAX = (1 << 64) - 1
-_MAX_FRAMES = (1 << 32) - 2  # frame numbers must fit the core's uint32 with one value to spare
+_ZERO_PAGE = bytes(PAGE_SIZE)
+# Reserve address space only, as the core's arena does (the name is in Python >= 3.13 only;
+# 0x4000 is its value on Linux for x86 and ARM).
+_MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform.startswith("linux") else 0)
 _FIRST_KOID = 1024
 _SLOT_BITS = 18  # 262,144 slots (MX_MAX_HANDLES)
 _SLOT_MASK = (1 << _SLOT_BITS) - 1
@@ -64,6 +73,7 @@ ERR_BAD_HANDLE = Status.ERR_BAD_HANDLE
 ERR_WRONG_TYPE = Status.ERR_WRONG_TYPE
 ERR_OUT_OF_RANGE = Status.ERR_OUT_OF_RANGE
 ERR_BUFFER_TOO_SMALL = Status.ERR_BUFFER_TOO_SMALL
+ERR_BAD_STATE = Status.ERR_BAD_STATE
 ERR_ACCESS_DENIED = Status.ERR_ACCESS_DENIED
 
 _CACHE_OPS = (Op.CACHE_SYNC, Op.CACHE_INVALIDATE, Op.CACHE_CLEAN, Op.CACHE_CLEAN_INVALIDATE)
@@ -178,36 +188,69 @@ def _object_type(obj):
     return MX_OBJ_TYPE_VMEM if isinstance(obj, _VmObject) else MX_OBJ_TYPE_EVENT
 
 
+class _PinnedBytes:
+    """Mixin of the exporters behind `Kernel.phys_view`: a ctypes byte array over the kernel's
+    mapping whose ``unpin`` runs when it dies, that is when the last memoryview taken from it
+    is released or dropped."""
+
+    def __del__(self):
+        unpin = self.__dict__.pop("unpin", None)
+        if unpin is not None:
+            unpin()
+
+
+@functools.lru_cache(maxsize=64)
+def _pinned_bytes_type(length):
+    """The `_PinnedBytes` ctypes array type of ``length`` bytes."""
+    return type(f"_PinnedBytes{length}", (_PinnedBytes, ctypes.c_ubyte * length), {})
+
+
 # -- the kernel ----------------------------------------------------------------------------------
 
 class Kernel(PythonicKernel):
     """One simulated machine: physical memory, its frame allocator and one process's handle table.
 
     ``Kernel(memory_size=1 << 30, *, memory_base=0x100000)``: ``memory_size`` bytes of physical
-    memory starting at physical address ``memory_base``. Both must be positive page multiples
-    (``memory_size`` at most (2**32 - 2) pages, ``memory_base + memory_size`` at most 2**64),
-    else ValueError; TypeError for non-integers.
+    memory starting at physical address ``memory_base``. ``Kernel(memory=[(base, size), ...])``:
+    a memory map, RAM ranges with holes between them, allocated in the order given and
+    ascending inside each. Bases and sizes must be page multiples, sizes positive, ranges
+    disjoint and below 2**64, at most 2**32 - 2 pages in all (and ``memory_base`` nonzero),
+    else ValueError; TypeError for non-integers (`vmo._memmap.memory_map`).
     """
 
-    def __init__(self, memory_size=1 << 30, *, memory_base=0x100000):
-        memory_size = operator.index(memory_size)
-        memory_base = operator.index(memory_base)
-        if memory_size <= 0 or memory_size % PAGE_SIZE or memory_size // PAGE_SIZE > _MAX_FRAMES:
-            raise ValueError(f"memory_size must be a positive multiple of {PAGE_SIZE} "
-                             f"of at most {_MAX_FRAMES} pages")
-        if memory_base <= 0 or memory_base % PAGE_SIZE:
-            raise ValueError(f"memory_base must be a nonzero multiple of {PAGE_SIZE}")
-        if memory_base + memory_size > _U64_MAX + 1:
-            raise ValueError("memory_base + memory_size must not exceed 2**64")
-        self._memory_size = memory_size
-        self._memory_base = memory_base
+    def __init__(self, memory_size=None, *, memory_base=None, memory=None):
+        ranges = memory_map(memory_size, memory_base, memory)
+        # Arenas: ranges that touch (one ends where the next given one starts) are merged, so
+        # that physical accesses may cross the seam. Each is [base, first frame, frames].
+        arenas = []
+        first = 0
+        for base, size in ranges:
+            if arenas and arenas[-1][0] + arenas[-1][2] * PAGE_SIZE == base:
+                arenas[-1][2] += size // PAGE_SIZE
+            else:
+                arenas.append([base, first, size // PAGE_SIZE])
+            first += size // PAGE_SIZE
+        self._memory_map = tuple(ranges)
+        self._arenas = [tuple(arena) for arena in arenas]
+        self._total_frames = first
         self._closed = False
-        # Physical memory: frame -> bytearray(PAGE_SIZE); a frame with no entry reads as zeros.
-        self._memory = {}
-        # Frame allocator: a LIFO stack of freed frames over the fresh region [next_fresh, total).
-        self._total_frames = memory_size // PAGE_SIZE
+        # Physical memory: frame f is bytes [f * PAGE_SIZE, (f + 1) * PAGE_SIZE) of one
+        # anonymous mapping, reserved but populated by the host only where written (so it
+        # may be far larger than the host's RAM). Physical views export slices of it.
+        self._mm = mmap.mmap(-1, self._total_frames * PAGE_SIZE,
+                             flags=mmap.MAP_PRIVATE | _MAP_NORESERVE)
+        self._written = set()  # frames that may hold nonzero bytes; every other frame is zero
+        # Frame allocator (docs/semantics.md "Frames and physical addresses"): a LIFO list of
+        # freed frames (bottom first) over the fresh region, the frames >= next_fresh that
+        # were never handed out, ascending. Contiguous runs may hold fresh frames above the
+        # mark: those are in `_held_above`, and the mark steps over them.
         self._next_fresh = 0
-        self._free_stack = []
+        self._free_list = []
+        self._held_above = set()
+        # Physical views: frame -> number of live views over it; frames a VMO let go of
+        # while pinned (held by no VMO, not free either, freed with their last pin).
+        self._pins = {}
+        self._orphans = set()
         # Handle table: value -> _Handle; slots are taken lowest-first, freed ones reused LIFO.
         self._handles = {}
         self._next_slot = 0
@@ -219,14 +262,19 @@ class Kernel(PythonicKernel):
 
     # -- lifetime ----------------------------------------------------------------------------
     @property
+    def memory_map(self):
+        """The RAM ranges, ((base, size), ...), in allocation order (as given)."""
+        return self._memory_map
+
+    @property
     def memory_size(self):
-        """Bytes of simulated physical memory."""
-        return self._memory_size
+        """Bytes of simulated physical memory (all ranges)."""
+        return self._total_frames * PAGE_SIZE
 
     @property
     def memory_base(self):
-        """Physical address of frame 0."""
-        return self._memory_base
+        """Physical address of frame 0 (the first range's base)."""
+        return self._memory_map[0][0]
 
     @property
     def closed(self):
@@ -234,15 +282,22 @@ class Kernel(PythonicKernel):
         return self._closed
 
     def close(self):
-        """Close every handle and free everything; idempotent. Later calls raise ValueError."""
+        """Close every handle and free everything; idempotent. Later calls raise ValueError.
+
+        Live physical views keep the mapping (they hold it): it goes with the last of them."""
         if self._closed:
             return
         for value in sorted(self._handles):
             self._close_handle(value)
         assert not self._objects and not self._handles
         self._closed = True
-        self._memory = {}
-        self._free_stack = []
+        mm, self._mm = self._mm, None
+        try:
+            mm.close()
+        except BufferError:  # exported to live views: unmapped when the last one goes
+            pass
+        self._written = set()
+        self._free_list = []
 
     def _ensure_open(self):
         if self._closed:
@@ -251,55 +306,105 @@ class Kernel(PythonicKernel):
     def __repr__(self):
         if self._closed:
             return "<vmo._reference.Kernel closed>"
-        return (f"<vmo._reference.Kernel memory_size={self._memory_size:#x} "
-                f"memory_base={self._memory_base:#x}>")
+        return f"<vmo._reference.Kernel memory={[(hex(b), hex(s)) for b, s in self._memory_map]}>"
 
     # -- physical memory ---------------------------------------------------------------------
     def _paddr(self, frame):
-        return self._memory_base + frame * PAGE_SIZE
+        """Physical address of ``frame``: arenas hold consecutive frames, in order."""
+        for base, first, count in self._arenas:
+            if first <= frame < first + count:
+                return base + (frame - first) * PAGE_SIZE
+        raise AssertionError(f"no frame {frame}")
 
     def _read_frame(self, frame, start, length):
-        """``length`` bytes of ``frame`` from byte ``start`` (zeros if never written)."""
-        content = self._memory.get(frame)
-        if content is None:
-            return bytes(length)
-        return bytes(content[start:start + length])
+        """``length`` bytes of ``frame`` from byte ``start``."""
+        offset = frame * PAGE_SIZE + start
+        return self._mm[offset:offset + length]
 
     def _write_frame(self, frame, start, data):
-        content = self._memory.get(frame)
-        if content is None:
-            content = self._memory[frame] = bytearray(PAGE_SIZE)
-        content[start:start + len(data)] = data
+        offset = frame * PAGE_SIZE + start
+        self._mm[offset:offset + len(data)] = data
+        self._written.add(frame)
 
     def _copy_frame(self, source, dest):
         """Copy the whole page ``source`` into the (zero) frame ``dest``."""
-        content = self._memory.get(source)
-        if content is not None:
-            self._memory[dest] = bytearray(content)
+        if source in self._written:
+            self._write_frame(dest, 0, self._read_frame(source, 0, PAGE_SIZE))
 
     # -- frame allocator ---------------------------------------------------------------------
     def _free_frames(self):
-        return self._total_frames - self._next_fresh + len(self._free_stack)
+        fresh = self._total_frames - self._next_fresh - len(self._held_above)
+        return fresh + len(self._free_list)
+
+    def _is_free(self, frame, freed):
+        """True if ``frame`` is free; ``freed`` is ``set(self._free_list)``."""
+        if frame >= self._next_fresh:
+            return frame not in self._held_above
+        return frame in freed
+
+    def _step_fresh_mark(self):
+        """Keep ``next_fresh`` on a free frame (or the end): step over frames held above it."""
+        while self._next_fresh in self._held_above:
+            self._held_above.remove(self._next_fresh)
+            self._next_fresh += 1
 
     def _alloc_frame(self):
         """A zero frame: the last freed one, else the lowest fresh one; None when none is left."""
-        if self._free_stack:
-            return self._free_stack.pop()
+        if self._free_list:
+            return self._free_list.pop()
         if self._next_fresh == self._total_frames:
             return None
         frame = self._next_fresh
         self._next_fresh += 1
+        self._step_fresh_mark()
         return frame
 
     def _free_frame(self, frame):
-        """Give ``frame`` back: its content is dropped (it reads as zero when reused)."""
-        self._memory.pop(frame, None)
-        self._free_stack.append(frame)
+        """Make the unpinned, no longer held ``frame`` free: zeroed (a reused frame reads as
+        zero), then back to the fresh region if at or above the mark, else on the list."""
+        if frame in self._written:
+            self._mm[frame * PAGE_SIZE:(frame + 1) * PAGE_SIZE] = _ZERO_PAGE
+            self._written.remove(frame)
+        if frame >= self._next_fresh:
+            self._held_above.remove(frame)
+        else:
+            self._free_list.append(frame)
+
+    def _let_go(self, frame):
+        """A VMO no longer holds ``frame``: free it, or while a view pins it, orphan it."""
+        if frame in self._pins:
+            self._orphans.add(frame)
+        else:
+            self._free_frame(frame)
 
     def _free_pages(self, vmo, indices):
-        """Free ``vmo``'s own pages at ``indices``, pushed in ascending page-index order."""
+        """Let go of ``vmo``'s own pages at ``indices``, in ascending page-index order."""
         for index in sorted(indices):
-            self._free_frame(vmo.pages.pop(index))
+            self._let_go(vmo.pages.pop(index))
+
+    def _find_run(self, count, alignment):
+        """First fit: the lowest frame (arenas in order) starting ``count`` free frames inside
+        one arena at a physical address that is a multiple of ``alignment``; or None."""
+        freed = set(self._free_list)
+        for base, first, frames in self._arenas:
+            end = first + frames
+            start = first + (-base % alignment) // PAGE_SIZE  # the arena's first aligned frame
+            while start + count <= end:
+                busy = next((f for f in range(start, start + count)
+                             if not self._is_free(f, freed)), None)
+                if busy is None:
+                    return start
+                start = busy + 1  # the next candidate: the first aligned frame past it
+                start += (-(base + (start - first) * PAGE_SIZE) % alignment) // PAGE_SIZE
+        return None
+
+    def _take_run(self, start, count):
+        """Take the free frames ``[start, start+count)`` wherever they are: out of the free
+        list (the rest keeps its order) or out of the fresh region."""
+        run = range(start, start + count)
+        self._free_list = [f for f in self._free_list if f not in run]
+        self._held_above.update(f for f in run if f >= self._next_fresh)
+        self._step_fresh_mark()
 
     # -- handle table ------------------------------------------------------------------------
     def _handle_table_full(self):
@@ -474,6 +579,39 @@ class Kernel(PythonicKernel):
         if self._handle_table_full():
             return ERR_NO_MEMORY, MX_HANDLE_INVALID
         vmo = _VmObject(self._new_koid(), size)
+        self._objects[vmo.koid] = vmo
+        return NO_ERROR, self._new_handle(vmo, MX_DEFAULT_VMO_RIGHTS)
+
+    def vmo_create_contiguous(self, size, alignment_log2=0):
+        """A VMO of ``size`` bytes rounded up to pages, committed at once to one physically
+        contiguous run at a multiple of 2**alignment_log2 bytes (0 means 12) -> (status, handle).
+
+        Spec 3.12 without the resource handle; the run is the first fit (docs/semantics.md
+        "Contiguous VMOs"). Errors: ERR_INVALID_ARGS (size 0, alignment_log2 below 12 but not
+        0, or 64 and above), ERR_NO_MEMORY (size > MX_VMO_MAX_SIZE, full handle table, no
+        such run free). Nothing is created on failure."""
+        self._ensure_open()
+        size = operator.index(size)
+        alignment_log2 = operator.index(alignment_log2)
+        if not (_u64(size) and _u32(alignment_log2)):
+            return ERR_INVALID_ARGS, MX_HANDLE_INVALID
+        if size == 0:
+            return ERR_INVALID_ARGS, MX_HANDLE_INVALID
+        if alignment_log2 == 0:
+            alignment_log2 = 12
+        if not 12 <= alignment_log2 < 64:
+            return ERR_INVALID_ARGS, MX_HANDLE_INVALID
+        if size > MX_VMO_MAX_SIZE or self._handle_table_full():
+            return ERR_NO_MEMORY, MX_HANDLE_INVALID
+        count = _page_ceil(size)
+        if count > self._free_frames():
+            return ERR_NO_MEMORY, MX_HANDLE_INVALID
+        start = self._find_run(count, 1 << alignment_log2)
+        if start is None:
+            return ERR_NO_MEMORY, MX_HANDLE_INVALID
+        self._take_run(start, count)
+        vmo = _VmObject(self._new_koid(), count * PAGE_SIZE)
+        vmo.pages = {index: start + index for index in range(count)}
         self._objects[vmo.koid] = vmo
         return NO_ERROR, self._new_handle(vmo, MX_DEFAULT_VMO_RIGHTS)
 
@@ -812,6 +950,93 @@ class Kernel(PythonicKernel):
         self._objects[event.koid] = event
         return NO_ERROR, self._new_handle(event, MX_DEFAULT_EVENT_RIGHTS)
 
+    # -- physical memory access (device models; docs/semantics.md "Physical access") ---------
+    def _phys_args(self, paddr, length):
+        """Convert the arguments of a physical access (TypeError for non-integers); a
+        negative length is ERR_INVALID_ARGS, anything outside uint64 ERR_OUT_OF_RANGE."""
+        self._ensure_open()
+        paddr = operator.index(paddr)
+        length = operator.index(length)
+        if length < 0:
+            raise MxError(ERR_INVALID_ARGS, "negative length")
+        if not (_u64(paddr) and _u64(length)):
+            raise MxError(ERR_OUT_OF_RANGE, "not inside physical memory")
+        return paddr, length
+
+    def _phys_range(self, paddr, length):
+        """(first frame, frames touched) of ``[paddr, paddr+length)``, which must lie inside
+        one arena (ERR_OUT_OF_RANGE; a zero-length range may sit anywhere from an arena's start
+        to its end) and touch only frames held by a VMO (ERR_BAD_STATE)."""
+        for base, first, frames in self._arenas:
+            end = base + frames * PAGE_SIZE
+            if base <= paddr < end or (length == 0 and paddr == end):
+                break
+        else:
+            raise MxError(ERR_OUT_OF_RANGE, "not inside physical memory")
+        if length > end - paddr:
+            raise MxError(ERR_OUT_OF_RANGE, "not inside physical memory")
+        if length == 0:
+            return first, 0
+        first += (paddr - base) // PAGE_SIZE
+        count = (paddr % PAGE_SIZE + length - 1) // PAGE_SIZE + 1
+        freed = set(self._free_list)
+        for frame in range(first, first + count):
+            if self._is_free(frame, freed) or frame in self._orphans:
+                raise MxError(ERR_BAD_STATE, "a page of the range is not held by any VMO")
+        return first, count
+
+    def phys_read(self, paddr, length):
+        """What a device reads at physical address ``paddr``: ``length`` bytes.
+
+        Raises MxError(ERR_OUT_OF_RANGE) unless the range lies inside one arena of physical
+        memory, ERR_BAD_STATE if a page it touches is not held by a VMO."""
+        paddr, length = self._phys_args(paddr, length)
+        first, _ = self._phys_range(paddr, length)
+        return self._read_frame(first, paddr % PAGE_SIZE, length) if length else b""
+
+    def phys_write(self, paddr, data):
+        """A device writes ``data`` (any contiguous buffer, else ERR_INVALID_ARGS) at physical
+        address ``paddr``; returns the bytes written. Errors as `phys_read`."""
+        self._ensure_open()
+        paddr = operator.index(paddr)
+        with memoryview(data) as view:
+            if not view.c_contiguous:
+                raise MxError(ERR_INVALID_ARGS, "the data is not a contiguous buffer")
+            paddr, length = self._phys_args(paddr, view.nbytes)
+            first, count = self._phys_range(paddr, length)
+            if length:
+                self._write_frame(first, paddr % PAGE_SIZE, view.tobytes())
+            self._written.update(range(first, first + count))
+            return length
+
+    def phys_view(self, paddr, length):
+        """A writable, zero-copy memoryview (format "B") of physical memory, as a device sees
+        it. Until the view is released (``view.release()`` or its last reference dropped),
+        every frame it touches is pinned: never handed out again, even when its VMO lets go of
+        it meanwhile (then it is freed with its last pin). Errors as `phys_read`."""
+        paddr, length = self._phys_args(paddr, length)
+        first, count = self._phys_range(paddr, length)
+        offset = first * PAGE_SIZE + paddr % PAGE_SIZE if length else 0
+        exporter = _pinned_bytes_type(length).from_buffer(self._mm, offset)
+        for frame in range(first, first + count):
+            self._pins[frame] = self._pins.get(frame, 0) + 1
+            self._written.add(frame)  # whatever the device writes is not tracked: count it
+        exporter.unpin = functools.partial(self._unpin, first, count)
+        return memoryview(exporter).cast("B")
+
+    def _unpin(self, first, count):
+        """A physical view over frames ``[first, first+count)`` went (ascending frame order):
+        a frame whose last pin goes and that no VMO holds is freed now."""
+        if self._closed:
+            return
+        for frame in range(first, first + count):
+            self._pins[frame] -= 1
+            if self._pins[frame] == 0:
+                del self._pins[frame]
+                if frame in self._orphans:
+                    self._orphans.remove(frame)
+                    self._free_frame(frame)
+
     # -- additions (the compiled core has the same) --------------------------------------------
     def vmo_read_bytes(self, handle, offset, length):
         """Up to ``length`` bytes at ``offset`` -> (status, bytes), b"" on failure.
@@ -846,7 +1071,9 @@ class Kernel(PythonicKernel):
         return NO_ERROR, len(vmo.pages) * PAGE_SIZE
 
     def stats(self):
-        """A dict: total_frames, free_frames, committed_frames, vmos (live VMO objects), handles."""
+        """A dict: total_frames, free_frames, committed_frames (held by a VMO, or pinned after
+        their VMO let go), vmos (live VMO objects), handles, pinned_frames (frames with at
+        least one live physical view), memory_base, memory_size."""
         self._ensure_open()
         free = self._free_frames()
         return {
@@ -855,6 +1082,9 @@ class Kernel(PythonicKernel):
             "committed_frames": self._total_frames - free,
             "vmos": sum(1 for obj in self._objects.values() if isinstance(obj, _VmObject)),
             "handles": len(self._handles),
+            "memory_base": self.memory_base,
+            "memory_size": self.memory_size,
+            "pinned_frames": len(self._pins),
         }
 
     # -- test hooks ----------------------------------------------------------------------------
@@ -872,28 +1102,35 @@ class Kernel(PythonicKernel):
         return NO_ERROR, {index: self._paddr(vmo.pages[index]) for index in sorted(vmo.pages)}
 
     def _allocator_state(self):
-        """(next_fresh, freed frames from the bottom of the LIFO stack to its top)."""
+        """(next_fresh, freed frames from the bottom of the LIFO list to its top)."""
         self._ensure_open()
-        return self._next_fresh, list(self._free_stack)
+        return self._next_fresh, list(self._free_list)
 
     def _check(self):
         """Walk every invariant; raise AssertionError naming the first one broken."""
         self._ensure_open()
         total = self._total_frames
 
-        # Frames: free stack and held pages partition [0, next_fresh).
+        # Frames: every frame is exactly one of free (on the list below the fresh mark, or
+        # fresh at or above it), held by one VMO, or orphaned (pinned after its VMO let go).
         def fail(message, *args):
             raise AssertionError(message % args)
 
-        if not 0 <= self._next_fresh <= total:
-            fail("next_fresh %d outside [0, %d]", self._next_fresh, total)
+        mark = self._next_fresh
+        if not 0 <= mark <= total:
+            fail("next_fresh %d outside [0, %d]", mark, total)
+        if mark < total and mark in self._held_above:
+            fail("next_fresh %d is held", mark)
         free_set = set()
-        for frame in self._free_stack:
+        for frame in self._free_list:
             if frame in free_set:
-                fail("frame %d is on the free stack twice", frame)
-            if not 0 <= frame < self._next_fresh:
-                fail("free frame %d is not below next_fresh %d", frame, self._next_fresh)
+                fail("frame %d is on the free list twice", frame)
+            if not 0 <= frame < mark:
+                fail("free frame %d is not below next_fresh %d", frame, mark)
             free_set.add(frame)
+        for frame in self._held_above:
+            if not mark <= frame < total:
+                fail("frame %d held above the mark is not in [%d, %d)", frame, mark, total)
         owner = {}
         vmos = [obj for obj in self._objects.values() if isinstance(obj, _VmObject)]
         for vmo in vmos:
@@ -901,20 +1138,38 @@ class Kernel(PythonicKernel):
             for index, frame in vmo.pages.items():
                 if frame in owner:
                     fail("frame %d held twice (koids %d and %d)", frame, owner[frame], vmo.koid)
-                if frame in free_set:
+                if not 0 <= frame < total:
+                    fail("koid %d holds frame %d beyond memory", vmo.koid, frame)
+                if frame in free_set or (frame >= mark and frame not in self._held_above):
                     fail("frame %d is both free and held by koid %d", frame, vmo.koid)
-                if not 0 <= frame < self._next_fresh:
-                    fail("held frame %d is not below next_fresh %d", frame, self._next_fresh)
+                if frame in self._orphans:
+                    fail("frame %d is both orphaned and held by koid %d", frame, vmo.koid)
                 if not 0 <= index < limit:
                     fail("koid %d holds page %d past its size %d", vmo.koid, index, vmo.size)
                 owner[frame] = vmo.koid
-        if len(free_set) + len(owner) != self._next_fresh:
-            fail("free %d + held %d != used region %d", len(free_set), len(owner),
-                 self._next_fresh)
-        if self._free_frames() + len(owner) != total:
-            fail("free count %d + held %d != total %d", self._free_frames(), len(owner), total)
-        for frame in self._memory:
-            if frame not in owner:
+        for frame in self._orphans:
+            if not self._pins.get(frame):
+                fail("orphaned frame %d has no pin", frame)
+            if frame in free_set or (frame >= mark and frame not in self._held_above):
+                fail("orphaned frame %d is free", frame)
+        for frame, pins in self._pins.items():
+            if pins <= 0:
+                fail("frame %d has %d pins", frame, pins)
+            if frame not in owner and frame not in self._orphans:
+                fail("pinned frame %d is neither held nor orphaned", frame)
+        not_free = len(owner) + len(self._orphans)
+        below = sum(1 for frame in owner if frame < mark) + sum(
+            1 for frame in self._orphans if frame < mark)
+        if len(free_set) + below != mark:
+            fail("free %d + not free %d below the mark != %d", len(free_set), below, mark)
+        if not_free - below != len(self._held_above):
+            fail("%d frames held above the mark, %d recorded", not_free - below,
+                 len(self._held_above))
+        if self._free_frames() + not_free != total:
+            fail("free count %d + held %d + orphaned %d != total %d", self._free_frames(),
+                 len(owner), len(self._orphans), total)
+        for frame in self._written:
+            if frame not in owner and frame not in self._orphans:
                 fail("frame %d has content but is not held", frame)
 
         # Objects: references, parent links, acyclic chains.
@@ -984,9 +1239,9 @@ class Kernel(PythonicKernel):
 
         # stats() agrees with what was counted here.
         stats = self.stats()
-        expected = {"total_frames": total, "free_frames": total - len(owner),
-                    "committed_frames": len(owner), "vmos": len(vmos),
-                    "handles": len(self._handles)}
+        expected = {"total_frames": total, "free_frames": total - not_free,
+                    "committed_frames": not_free, "vmos": len(vmos),
+                    "handles": len(self._handles), "pinned_frames": len(self._pins)}
         for key, value in expected.items():
             if stats[key] != value:
                 fail("stats()[%r] is %d, expected %d", key, stats[key], value)
