@@ -6,7 +6,7 @@ spec this module is tested against; docs/semantics.md fixes what the contract le
 """
 
 cimport cython
-from cpython.buffer cimport (PyBUF_FORMAT, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release,
+from cpython.buffer cimport (PyBUF_FORMAT, PyBUF_FULL_RO, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release,
                              PyObject_CheckBuffer, PyObject_GetBuffer)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_Clear, PyErr_Occurred
@@ -183,7 +183,8 @@ cdef int _export(object obj, Py_buffer *view, bint writable, bint default_length
         # harmless, as a C call with a bad pointer and length 0 touches nothing.
         if default_length:
             try:
-                PyObject_GetBuffer(obj, &probe, PyBUF_SIMPLE)
+                # Any layout: only the size matters (a strided view of 0 bytes moves nothing).
+                PyObject_GetBuffer(obj, &probe, PyBUF_FULL_RO)
             except Exception:
                 length[0] = 1
             else:
