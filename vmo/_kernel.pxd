@@ -64,6 +64,8 @@ cdef class Kernel:
     cdef int _lookup(self, VmoObject v, uint64_t off, uint64_t c_size, uint8_t *buf,
                      uint64_t bsize) except -1000
     cdef VmoObject _vmo(self, uint32_t handle, uint32_t need, int *status)
+    cdef object _transfer(self, object handle, object buffer, object offset, object length,
+                          bint write)
     cdef int _phys_range(self, uint64_t paddr, uint64_t length, uint64_t *first,
                          uint64_t *count) except -1000
     cdef int _phys_args(self, object paddr, object length, uint64_t *c_paddr,

@@ -817,33 +817,42 @@ cdef class Kernel:
             return (_st(ERR_NO_MEMORY), 0)
         return (S_OK, self._install(self._new_vmo(c_size), MX_DEFAULT_VMO_RIGHTS))
 
-    def vmo_read(self, handle, buffer, offset, length=None):
-        """Read `length` bytes (default: the buffer's size) at `offset` into `buffer`;
-        never commits. Returns (status, actual): ERR_BAD_HANDLE, ERR_ACCESS_DENIED (no
-        READ), ERR_WRONG_TYPE, ERR_INVALID_ARGS (read-only buffer or length > buffer),
-        ERR_OUT_OF_RANGE (offset > size or offset+length wraps). O(length)."""
+    cdef object _transfer(self, object handle, object buffer, object offset, object length,
+                          bint write):
+        """vmo_read (`write` False: into `buffer`) or vmo_write (from it): the Python
+        arguments checked in Magenta's order, then c_read / c_write."""
         cdef uint32_t h
         cdef uint64_t off, n = 0, actual = 0
         cdef int status, held
         cdef Py_buffer view
         self._ensure_open()
-        if _u32(handle, &h) or _u64(offset, &off):
-            return (_invalid_args((handle, offset, length,), buffer), 0)
-        if length is not None and _u64(length, &n):
+        if (_u32(handle, &h) or _u64(offset, &off)
+                or (length is not None and _u64(length, &n))):
             return (_invalid_args((handle, offset, length,), buffer), 0)
         if buffer is not None and not PyObject_CheckBuffer(buffer):
             raise TypeError("a bytes-like object is required, not %r" % type(buffer).__name__)
-        if self._vmo(h, RIGHT_READ, &status) is None:
+        if self._vmo(h, RIGHT_WRITE if write else RIGHT_READ, &status) is None:
             return (_st(status), 0)
-        held = _export(buffer, &view, True, length is None, &n)
+        # Reading fills the buffer, so it must be writable; writing only reads it.
+        held = _export(buffer, &view, not write, length is None, &n)
         if held < 0:
             return (_st(ERR_INVALID_ARGS), 0)
         try:
-            status = self.c_read(h, view.buf, off, n, &actual)
+            if write:
+                status = self.c_write(h, view.buf, off, n, &actual)
+            else:
+                status = self.c_read(h, view.buf, off, n, &actual)
         finally:
             if held:
                 PyBuffer_Release(&view)
         return (_st(status), actual)
+
+    def vmo_read(self, handle, buffer, offset, length=None):
+        """Read `length` bytes (default: the buffer's size) at `offset` into `buffer`;
+        never commits. Returns (status, actual): ERR_BAD_HANDLE, ERR_ACCESS_DENIED (no
+        READ), ERR_WRONG_TYPE, ERR_INVALID_ARGS (read-only buffer or length > buffer),
+        ERR_OUT_OF_RANGE (offset > size or offset+length wraps). O(length)."""
+        return self._transfer(handle, buffer, offset, length, False)
 
     def vmo_read_bytes(self, handle, offset, length):
         """Read up to `length` bytes at `offset` and return them: (status, bytes), b"" on
@@ -871,28 +880,7 @@ cdef class Kernel:
         touches (copy-on-write in clones). Returns (status, actual): ERR_BAD_HANDLE,
         ERR_ACCESS_DENIED (no WRITE), ERR_WRONG_TYPE, ERR_INVALID_ARGS (length > data),
         ERR_OUT_OF_RANGE, ERR_NO_MEMORY (pages written before it stay). O(length)."""
-        cdef uint32_t h
-        cdef uint64_t off, n = 0, actual = 0
-        cdef int status, held
-        cdef Py_buffer view
-        self._ensure_open()
-        if _u32(handle, &h) or _u64(offset, &off):
-            return (_invalid_args((handle, offset, length,), data), 0)
-        if length is not None and _u64(length, &n):
-            return (_invalid_args((handle, offset, length,), data), 0)
-        if data is not None and not PyObject_CheckBuffer(data):
-            raise TypeError("a bytes-like object is required, not %r" % type(data).__name__)
-        if self._vmo(h, RIGHT_WRITE, &status) is None:
-            return (_st(status), 0)
-        held = _export(data, &view, False, length is None, &n)
-        if held < 0:
-            return (_st(ERR_INVALID_ARGS), 0)
-        try:
-            status = self.c_write(h, view.buf, off, n, &actual)
-        finally:
-            if held:
-                PyBuffer_Release(&view)
-        return (_st(status), actual)
+        return self._transfer(handle, data, offset, length, True)
 
     def vmo_get_size(self, handle):
         """(status, size in bytes): ERR_BAD_HANDLE, ERR_WRONG_TYPE; no rights needed. O(1)."""
