@@ -490,3 +490,19 @@ def test_write_when_memory_is_exhausted(k):
     expect(k.vmo_op_range(c, Op.CACHE_CLEAN, 0, 16 * PAGE), S.NO_ERROR)
     expect(k.vmo_write(a, b"fine", 0), S.NO_ERROR, 4)  # its own pages need nothing
     assert read(k, c, 0, 4) == b"fine"
+
+
+def test_object_pointer_buffers_are_never_written(k):
+    """A buffer of Python object pointers (numpy dtype=object, or a structured dtype with an
+    object field) is refused where bytes would be written into it (vmo_read, LOOKUP):
+    ERR_INVALID_ARGS, never a crash (docs/semantics.md). Reading from one is harmless."""
+    np = pytest.importorskip("numpy")
+    h = make_vmo(k, PAGE)
+    expect(k.vmo_write(h, b"\xff" * PAGE, 0), S.NO_ERROR, PAGE)
+    expect(k.vmo_op_range(h, Op.COMMIT, 0, PAGE), S.NO_ERROR)
+    objects = np.array([None, "x", 3, 4.5], dtype=object)
+    expect(k.vmo_read(h, objects, 0), S.ERR_INVALID_ARGS, 0)
+    expect(k.vmo_op_range(h, Op.LOOKUP, 0, PAGE, objects), S.ERR_INVALID_ARGS)
+    records = np.zeros(2, dtype=[("n", "u8"), ("o", "O")])
+    expect(k.vmo_read(h, records, 0), S.ERR_INVALID_ARGS, 0)
+    assert list(objects) == [None, "x", 3, 4.5]

@@ -16,7 +16,7 @@ from cpython.object cimport PyObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memset, strchr
 
 from vmo._arena cimport vmo_arena_map, vmo_arena_unmap
 from vmo._frames cimport (FRAME_SIZE, NIL, bit_test, frame_pool, pool_destroy,
@@ -152,13 +152,19 @@ cdef inline uint64_t _pages_up(uint64_t nbytes) noexcept:
 
 cdef int _get_buffer(object obj, Py_buffer *view, bint writable) except -1:
     """Export `obj` as a contiguous byte buffer: 0 on success, 1 if the exporter refuses
-    (read-only, non-contiguous: the caller returns ERR_INVALID_ARGS). TypeError if `obj`
-    has no buffer protocol."""
+    (read-only, non-contiguous: the caller returns ERR_INVALID_ARGS), or if it is to be
+    written and holds Python object pointers (format "O", e.g. a numpy object array: raw
+    bytes written there would crash the interpreter). TypeError if `obj` has no buffer
+    protocol."""
     if not PyObject_CheckBuffer(obj):
         raise TypeError("a bytes-like object is required, not %r" % type(obj).__name__)
     try:
-        PyObject_GetBuffer(obj, view, PyBUF_WRITABLE if writable else PyBUF_SIMPLE)
+        PyObject_GetBuffer(obj, view, (PyBUF_WRITABLE | PyBUF_FORMAT) if writable
+                           else PyBUF_SIMPLE)
     except Exception:
+        return 1
+    if writable and view.format != NULL and strchr(view.format, 79) != NULL:  # 79 is "O"
+        PyBuffer_Release(view)
         return 1
     return 0
 

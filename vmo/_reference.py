@@ -129,8 +129,10 @@ def _nbytes(view):
 
 
 def _writable(view):
-    """True if ``view`` can be written as a flat C array of bytes."""
-    return view is not None and not view.readonly and view.c_contiguous
+    """True if ``view`` can be written as a flat C array of bytes: writable, C-contiguous,
+    and not holding Python object pointers (format "O": raw bytes there would crash)."""
+    return (view is not None and not view.readonly and view.c_contiguous
+            and "O" not in view.format)
 
 
 def _readable(view):
