@@ -615,7 +615,8 @@ def _k_phys_read(K, size, calls):
 def _fragmented(K, size):
     """A kernel of `size` bytes whose memory is all committed to one VMO, then about half
     decommitted in runs: held runs of 1-8 pages between free runs of 1-8 pages, and one free
-    run in 1024 of 256 pages (a deterministic pseudo-random pattern)."""
+    run in 1024 of 256 pages, the first after some 450 pages (a deterministic pseudo-random
+    pattern)."""
     k = K(memory_size=size)
     h = _new_vmo(k, size)
     _ok(k.vmo_op_range(h, COMMIT, 0, size), "COMMIT")
@@ -625,7 +626,7 @@ def _fragmented(K, size):
         x = (x * 1103515245 + 12345) & 0x7FFFFFFF
         i += 1 + (x >> 4) % 8
         n += 1
-        free = 256 if n % 1024 == 0 else 1 + (x >> 12) % 8
+        free = 256 if n % 1024 == 50 else 1 + (x >> 12) % 8
         free = min(free, pages - i)
         if free > 0:
             _ok(k.vmo_op_range(h, DECOMMIT, i * PAGE, free * PAGE), "DECOMMIT")
@@ -1364,10 +1365,12 @@ def _specs(profile, only=None):
     return specs
 
 
-def _ratio(results, num, den):
+def _ratio(results, num, den, per_page=True):
     a, b = results.get(num), results.get(den)
     if not a or not b or a.get("status") != "ok" or b.get("status") != "ok":
         return None
+    if not per_page and a.get("size") != b.get("size"):
+        return None  # a per-call cost at two different sizes does not compare
     if a["median"] is None or b["median"] is None or b["median"] <= 0 or a["median"] < 0:
         return None
     return a["median"] / b["median"]
@@ -1379,12 +1382,15 @@ def make_row(case, group, size, results, sweep=False):
     vmo = results.get("vmo", {})
     vmo_value = vmo.get("median") if vmo.get("status") == "ok" else None
     with_ratios = getattr(case, "ratios", True)
+    per_page = getattr(case, "unit", None) == "page" or case.kind == "memory"
     return {
         "key": case.key, "group": group, "operation": case.title, "size": size,
         "kind": case.kind, "unit": case.value_unit, "sweep": sweep,
         "results": results,
-        "ratios": {"host/vmo": _ratio(results, "host", "vmo") if with_ratios else None,
-                   "ref/vmo": _ratio(results, "reference", "vmo") if with_ratios else None},
+        "ratios": {"host/vmo": _ratio(results, "host", "vmo", per_page) if with_ratios
+                   else None,
+                   "ref/vmo": _ratio(results, "reference", "vmo", per_page) if with_ratios
+                   else None},
         "target": target.as_dict() if target else None,
         "met": target.met(vmo_value) if target else None,
     }
