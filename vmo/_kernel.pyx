@@ -6,7 +6,7 @@ spec this module is tested against; docs/semantics.md fixes what the contract le
 """
 
 cimport cython
-from cpython.buffer cimport (PyBUF_FORMAT, PyBUF_FULL_RO, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release,
+from cpython.buffer cimport (PyBUF_FORMAT, PyBUF_FULL_RO, PyBUF_ND, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release,
                              PyObject_CheckBuffer, PyObject_GetBuffer)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_Clear, PyErr_Occurred
@@ -159,7 +159,7 @@ cdef int _get_buffer(object obj, Py_buffer *view, bint writable) except -1:
     if not PyObject_CheckBuffer(obj):
         raise TypeError("a bytes-like object is required, not %r" % type(obj).__name__)
     try:
-        PyObject_GetBuffer(obj, view, (PyBUF_WRITABLE | PyBUF_FORMAT) if writable
+        PyObject_GetBuffer(obj, view, (PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_ND) if writable
                            else PyBUF_SIMPLE)
     except Exception:
         return 1

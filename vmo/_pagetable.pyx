@@ -25,10 +25,34 @@ cdef inline uint64_t _umin(uint64_t a, uint64_t b) noexcept nogil:
     return a if a < b else b
 
 
+# Bytes of page-table nodes alive in this process (all kernels): the page tables' share of
+# the metadata per committed page, reported by `node_bytes()` and the benchmarks.
+cdef uint64_t _node_bytes = 0
+
+
 cdef void *_new_node(uint32_t level) noexcept nogil:
+    global _node_bytes
+    cdef void *node
     if level == 0:
-        return calloc(1, sizeof(pt_leaf))
-    return calloc(1, sizeof(pt_node))
+        node = calloc(1, sizeof(pt_leaf))
+        if node != NULL:
+            _node_bytes += sizeof(pt_leaf)
+        return node
+    node = calloc(1, sizeof(pt_node))
+    if node != NULL:
+        _node_bytes += sizeof(pt_node)
+    return node
+
+
+cdef inline void _free_node(void *node, uint32_t level) noexcept nogil:
+    global _node_bytes
+    _node_bytes -= sizeof(pt_leaf) if level == 0 else sizeof(pt_node)
+    free(node)
+
+
+def node_bytes():
+    """Bytes of page-table nodes currently allocated in this process (every kernel)."""
+    return _node_bytes
 
 
 cdef int _grow(page_table *pt, uint64_t max_idx) except -1:
@@ -40,7 +64,7 @@ cdef int _grow(page_table *pt, uint64_t max_idx) except -1:
             pt.height += 1
         return 0
     while pt.height < PT_MAX_HEIGHT and (max_idx >> (PT_BITS * pt.height)) != 0:
-        top = <pt_node *>calloc(1, sizeof(pt_node))
+        top = <pt_node *>_new_node(1)
         if top == NULL:
             raise MemoryError("page table node")
         top.slots[0] = pt.root
@@ -228,7 +252,7 @@ cdef void _remove(void *node, uint32_t level, uint64_t base, uint64_t s, uint64_
         _remove(child, level - 1, base + i * span, s, e, b)
         # A child emptied by the walk goes at once, so no empty node ever stays in the tree.
         if (<pt_leaf *>child).count == 0:
-            free(child)
+            _free_node(child, level - 1)
             inner.slots[i] = NULL
             inner.count -= 1
             if inner.count == 0:
@@ -253,7 +277,7 @@ cdef uint64_t pt_remove(page_table *pt, uint64_t start, uint64_t end,
     c_assert(pt.npages >= b.removed)
     pt.npages -= b.removed
     if (<pt_leaf *>pt.root).count == 0:
-        free(pt.root)
+        _free_node(pt.root, pt.height - 1)
         pt.root = NULL
         pt.height = 0
     return b.removed
@@ -374,7 +398,7 @@ cdef void _free_subtree(void *node, uint32_t level) noexcept nogil:
         for i in range(PT_FANOUT):
             if inner.slots[i] != NULL:
                 _free_subtree(inner.slots[i], level - 1)
-    free(node)
+    _free_node(node, level)
 
 
 cdef void pt_free_nodes(page_table *pt) noexcept nogil:
