@@ -120,15 +120,13 @@ cdef inline int _u32(object o, uint32_t *out) except -1:
     return 0
 
 
-cdef object _invalid_args(tuple ints, object buffer=None):
-    """ERR_INVALID_ARGS for an out-of-range integer, but only once every argument has been
-    type-checked: a TypeError always wins over a status, whatever the argument order."""
-    for x in ints:
-        if x is not None:
-            PyNumber_Index(x)
-    if buffer is not None and not PyObject_CheckBuffer(buffer):
-        raise TypeError("a bytes-like object is required, not %r" % type(buffer).__name__)
-    return _st(ERR_INVALID_ARGS)
+# Argument conversion happens in signature order, every argument before any status: a
+# TypeError (or whatever an __index__ raises) always wins over ERR_INVALID_ARGS, and the first
+# bad argument in signature order is the one reported. The out-of-range flags are therefore
+# combined with `|`, which (unlike `or`) converts every argument.
+
+
+cdef uint8_t _EMPTY_VIEW_BYTE = 0
 
 
 cdef inline bint _trim_range(uint64_t offset, uint64_t length, uint64_t size,
@@ -815,10 +813,10 @@ cdef class Kernel:
         0x3F. Returns (status, handle): ERR_INVALID_ARGS if options != 0; ERR_NO_MEMORY if
         size > MX_VMO_MAX_SIZE or the handle table is full. O(1)."""
         cdef uint64_t c_size
-        cdef uint32_t c_options
+        cdef uint32_t c_options = 0
         self._ensure_open()
-        if _u64(size, &c_size) or _u32(options, &c_options) or c_options != 0:
-            return (_invalid_args((size, options)), 0)
+        if _u64(size, &c_size) | _u32(options, &c_options) or c_options != 0:
+            return (_st(ERR_INVALID_ARGS), 0)
         if c_size > MAX_SIZE or self.nhandles >= MAX_HANDLES:
             return (_st(ERR_NO_MEMORY), 0)
         return (S_OK, self._install(self._new_vmo(c_size), MX_DEFAULT_VMO_RIGHTS))
@@ -829,14 +827,17 @@ cdef class Kernel:
         arguments checked in Magenta's order, then c_read / c_write."""
         cdef uint32_t h
         cdef uint64_t off, n = 0, actual = 0
-        cdef int status, held
+        cdef int status, held, bad
         cdef Py_buffer view
         self._ensure_open()
-        if (_u32(handle, &h) or _u64(offset, &off)
-                or (length is not None and _u64(length, &n))):
-            return (_invalid_args((handle, offset, length,), buffer), 0)
+        bad = _u32(handle, &h)
         if buffer is not None and not PyObject_CheckBuffer(buffer):
             raise TypeError("a bytes-like object is required, not %r" % type(buffer).__name__)
+        bad |= _u64(offset, &off)
+        if length is not None:
+            bad |= _u64(length, &n)
+        if bad:
+            return (_st(ERR_INVALID_ARGS), 0)
         if self._vmo(h, RIGHT_WRITE if write else RIGHT_READ, &status) is None:
             return (_st(status), 0)
         # Reading fills the buffer, so it must be writable; writing only reads it.
@@ -868,15 +869,16 @@ cdef class Kernel:
         cdef int status
         cdef VmoObject v
         self._ensure_open()
-        if _u32(handle, &h) or _u64(offset, &off) or _u64(length, &n):
-            return (_invalid_args((handle, offset, length,)), b"")
+        if _u32(handle, &h) | _u64(offset, &off) | _u64(length, &n):
+            return (_st(ERR_INVALID_ARGS), b"")
         v = self._vmo(h, RIGHT_READ, &status)
         if v is None:
             return (_st(status), b"")
         if not _trim_range(off, n, v.size, &trimmed):
             return (_st(ERR_OUT_OF_RANGE), b"")
         if trimmed > <uint64_t>PY_SSIZE_T_MAX:
-            raise MemoryError("cannot return %d bytes" % trimmed)
+            # What bytes(n) raises for such an n.
+            raise OverflowError("cannot return %d bytes" % trimmed)
         data = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>trimmed)
         status = self.c_read(h, PyBytes_AS_STRING(data), off, trimmed, &actual)
         return (_st(status), data) if status == NO_ERROR else (_st(status), b"")
@@ -909,8 +911,8 @@ cdef class Kernel:
         cdef int status
         cdef VmoObject v
         self._ensure_open()
-        if _u32(handle, &h) or _u64(size, &c_size):
-            return _invalid_args((handle, size,))
+        if _u32(handle, &h) | _u64(size, &c_size):
+            return _st(ERR_INVALID_ARGS)
         v = self._vmo(h, RIGHT_WRITE, &status)
         if v is None:
             return _st(status)
@@ -929,20 +931,26 @@ cdef class Kernel:
         ERR_OUT_OF_RANGE, ERR_NO_MEMORY (COMMIT short of frames; LOOKUP of an uncommitted
         page). Cost: the pages committed, freed or looked up plus the committed pages in the
         range; never the size of the range."""
-        cdef uint32_t h, c_op
+        cdef uint32_t h, c_op = 0
         cdef uint64_t off, c_size, bsize = 0
-        cdef int status
+        cdef int status, bad, op_bad
         cdef Py_buffer view
         self._ensure_open()
-        if _u32(handle, &h) or _u32(op, &c_op) or _u64(offset, &off) or _u64(size, &c_size):
-            return _invalid_args((handle, op, offset, size,))
+        bad = _u32(handle, &h)
+        op_bad = _u32(op, &c_op)
+        bad |= op_bad | _u64(offset, &off) | _u64(size, &c_size)
+        if not op_bad and c_op == OP_LOOKUP:
+            # Only LOOKUP looks at its buffer and buffer_size (docs/semantics.md).
+            if buffer is not None and not PyObject_CheckBuffer(buffer):
+                raise TypeError("a bytes-like object is required, not %r"
+                                % type(buffer).__name__)
+            if buffer_size is not None:
+                bad |= _u64(buffer_size, &bsize)
+        if bad:
+            return _st(ERR_INVALID_ARGS)
         if c_op != OP_LOOKUP:
             return _st(self.c_op_range(h, c_op, off, c_size, NULL, 0))
-        # LOOKUP: the handle first, then the buffer (docs/semantics.md).
-        if buffer_size is not None and _u64(buffer_size, &bsize):
-            return _invalid_args((handle, op, offset, size, buffer_size), buffer)
-        if buffer is not None and not PyObject_CheckBuffer(buffer):
-            raise TypeError("a bytes-like object is required, not %r" % type(buffer).__name__)
+        # LOOKUP: the handle first, then the buffer.
         if self._vmo(h, 0, &status) is None:
             return _st(status)
         if buffer is None or _get_buffer(buffer, &view, True):
@@ -967,9 +975,8 @@ cdef class Kernel:
         cdef uint64_t off, c_size
         cdef VmoObject v, child
         self._ensure_open()
-        if (_u32(handle, &h) or _u32(options, &c_options) or _u64(offset, &off)
-                or _u64(size, &c_size)):
-            return (_invalid_args((handle, options, offset, size,)), 0)
+        if _u32(handle, &h) | _u32(options, &c_options) | _u64(offset, &off) | _u64(size, &c_size):
+            return (_st(ERR_INVALID_ARGS), 0)
         obj = self._get(h, &rights)
         if obj is None:
             return (_st(ERR_BAD_HANDLE), 0)
@@ -1014,8 +1021,8 @@ cdef class Kernel:
         (no DUPLICATE), ERR_INVALID_ARGS (not a subset), ERR_NO_MEMORY (table full). O(1)."""
         cdef uint32_t h, c_rights, src = 0
         self._ensure_open()
-        if _u32(handle, &h) or _u32(rights, &c_rights):
-            return (_invalid_args((handle, rights,)), 0)
+        if _u32(handle, &h) | _u32(rights, &c_rights):
+            return (_st(ERR_INVALID_ARGS), 0)
         obj = self._get(h, &src)
         if obj is None:
             return (_st(ERR_BAD_HANDLE), 0)
@@ -1037,8 +1044,8 @@ cdef class Kernel:
         stays valid). O(1)."""
         cdef uint32_t h, c_rights, src = 0
         self._ensure_open()
-        if _u32(handle, &h) or _u32(rights, &c_rights):
-            return (_invalid_args((handle, rights,)), 0)
+        if _u32(handle, &h) | _u32(rights, &c_rights):
+            return (_st(ERR_INVALID_ARGS), 0)
         obj = self._get(h, &src)
         if obj is None:
             return (_st(ERR_BAD_HANDLE), 0)
@@ -1055,8 +1062,8 @@ cdef class Kernel:
         this kernel has none of (3-13); ERR_NOT_SUPPORTED for other topics. O(1)."""
         cdef uint32_t h, c_topic, rights = 0
         self._ensure_open()
-        if _u32(handle, &h) or _u32(topic, &c_topic):
-            return (_invalid_args((handle, topic,)), 0)
+        if _u32(handle, &h) | _u32(topic, &c_topic):
+            return (_st(ERR_INVALID_ARGS), 0)
         if c_topic == 0 or c_topic > INFO_LAST_OBJECT_TOPIC:
             return (_st(ERR_NOT_SUPPORTED), 0)
         obj = self._get(h, &rights)
@@ -1114,8 +1121,8 @@ cdef class Kernel:
         cdef uint64_t i
         cdef VmoObject v
         self._ensure_open()
-        if _u64(size, &c_size) or _u32(alignment_log2, &c_align):
-            return (_invalid_args((size, alignment_log2)), 0)
+        if _u64(size, &c_size) | _u32(alignment_log2, &c_align):
+            return (_st(ERR_INVALID_ARGS), 0)
         if c_size == 0:
             return (_st(ERR_INVALID_ARGS), 0)
         if c_align == 0:
@@ -1164,10 +1171,10 @@ cdef class Kernel:
         MxError(ERR_OUT_OF_RANGE) if the range is not inside one RAM range of physical
         memory, ERR_BAD_STATE if a page it touches is not held by some VMO. O(length)."""
         cdef uint64_t c_paddr, c_length
+        cdef uint64_t first = 0, count = 0
         self._phys_args(paddr, length, &c_paddr, &c_length)
-        if c_length > <uint64_t>PY_SSIZE_T_MAX:
-            raise MxError(Status.ERR_OUT_OF_RANGE, "not inside physical memory")
-        first = 0
+        # The range first: a huge length is ERR_OUT_OF_RANGE, not a huge allocation.
+        self._phys_check(self._phys_range(c_paddr, c_length, &first, &count))
         data = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>c_length)
         self._phys_check(self.c_phys_read(c_paddr, PyBytes_AS_STRING(data), c_length))
         return data
@@ -1207,8 +1214,10 @@ cdef class Kernel:
         pv.kernel = self
         pv.first = first
         pv.count = count
+        # An empty view still exports a valid (never dereferenced) pointer, as bytearray()
+        # does: a null one would read as C's null buffer where a buffer is taken.
         pv.ptr = (pool_frame_ptr(&self.pool, <uint32_t>first) + (c_paddr & PAGE_MASK)
-                  if count else NULL)
+                  if count else &_EMPTY_VIEW_BYTE)
         pv.shape[0] = <Py_ssize_t>c_length
         pv.strides[0] = 1
         for f in range(first, first + count):

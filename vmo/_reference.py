@@ -115,12 +115,31 @@ def _in_range(offset, length, size):
     return end <= _U64_MAX and offset <= size and end <= size
 
 
+class _Refused:
+    """An exporter that has the buffer protocol but refuses to export (a released memoryview,
+    a numpy datetime64 array): a bad pointer. Its size is unknown, so a transfer of its
+    default length is taken to be nonempty (ERR_INVALID_ARGS), as in the core."""
+
+    nbytes = 1
+    readonly = True
+    c_contiguous = False
+    format = ""
+
+    def release(self):
+        pass
+
+
 def _buffer(obj):
-    """A memoryview of ``obj`` (None stays None: a null pointer). TypeError without the buffer
-    protocol."""
+    """A memoryview of ``obj`` (None stays None: a null pointer; an exporter that refuses is
+    `_Refused`). TypeError without the buffer protocol."""
     if obj is None:
         return None
-    return memoryview(obj)
+    try:
+        return memoryview(obj)
+    except TypeError:
+        raise
+    except Exception:
+        return _Refused()
 
 
 def _nbytes(view):
@@ -1001,9 +1020,11 @@ class Kernel(PythonicKernel):
         address ``paddr``; returns the bytes written. Errors as `phys_read`."""
         self._ensure_open()
         paddr = operator.index(paddr)
-        with memoryview(data) as view:
-            if not view.c_contiguous:
-                raise MxError(ERR_INVALID_ARGS, "the data is not a contiguous buffer")
+        view = memoryview(data) if data is None else _buffer(data)  # None: TypeError
+        if isinstance(view, _Refused) or not view.c_contiguous:
+            view.release()
+            raise MxError(ERR_INVALID_ARGS, "the data is not a contiguous buffer")
+        with view:
             paddr, length = self._phys_args(paddr, view.nbytes)
             first, count = self._phys_range(paddr, length)
             if length:
