@@ -66,6 +66,9 @@ cdef class Kernel:
     cdef VmoObject _vmo(self, uint32_t handle, uint32_t need, int *status)
     cdef object _transfer(self, object handle, object buffer, object offset, object length,
                           bint write)
+    cdef bint _aliases_memory(self, const uint8_t *buf, uint64_t n) noexcept
+    cdef int _transfer_bounced(self, uint32_t h, uint8_t *buf, uint64_t off, uint64_t n,
+                               uint64_t *actual, bint write) except -1000
     cdef int _phys_range(self, uint64_t paddr, uint64_t length, uint64_t *first,
                          uint64_t *count) except -1000
     cdef int _phys_args(self, object paddr, object length, uint64_t *c_paddr,

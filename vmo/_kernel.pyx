@@ -16,7 +16,7 @@ from cpython.object cimport PyObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy, memset, strchr
+from libc.string cimport memcpy, memmove, memset, strchr
 
 from vmo._arena cimport vmo_arena_map, vmo_arena_unmap
 from vmo._frames cimport (FRAME_SIZE, NIL, bit_test, frame_pool, pool_destroy,
@@ -803,8 +803,9 @@ cdef class Kernel:
         for f in range(first, first + count):
             pool_mark_dirty(&self.pool, <uint32_t>f)
         if length:
-            memcpy(pool_frame_ptr(&self.pool, <uint32_t>first) + (paddr & PAGE_MASK), src,
-                   length)
+            # memmove: `src` may itself be a view of physical memory.
+            memmove(pool_frame_ptr(&self.pool, <uint32_t>first) + (paddr & PAGE_MASK), src,
+                    length)
         return NO_ERROR
 
     # -- syscalls ---------------------------------------------------------------------------
@@ -845,7 +846,10 @@ cdef class Kernel:
         if held < 0:
             return (_st(ERR_INVALID_ARGS), 0)
         try:
-            if write:
+            if n and self._aliases_memory(<uint8_t *>view.buf, n):
+                status = self._transfer_bounced(h, <uint8_t *>view.buf, off, n, &actual,
+                                                write)
+            elif write:
                 status = self.c_write(h, view.buf, off, n, &actual)
             else:
                 status = self.c_read(h, view.buf, off, n, &actual)
@@ -853,6 +857,34 @@ cdef class Kernel:
             if held:
                 PyBuffer_Release(&view)
         return (_st(status), actual)
+
+    cdef bint _aliases_memory(self, const uint8_t *buf, uint64_t n) noexcept:
+        """True if [buf, buf+n) overlaps simulated physical memory (a phys_view passed as
+        the buffer of a read or write)."""
+        cdef const uint8_t *lo = self.pool.mem
+        cdef const uint8_t *hi = lo + (self.pool.nframes << PAGE_SHIFT)
+        return lo != NULL and buf < hi and buf + n > lo
+
+    cdef int _transfer_bounced(self, uint32_t h, uint8_t *buf, uint64_t off, uint64_t n,
+                               uint64_t *actual, bint write) except -1000:
+        """A read or write whose buffer is physical memory itself: through a copy, so the
+        result is as if the whole source were copied first (as the reference model does),
+        whatever the overlap."""
+        cdef int status
+        cdef uint8_t *tmp = <uint8_t *>malloc(n)
+        if tmp == NULL:
+            raise MemoryError("bounce buffer of %d bytes" % n)
+        try:
+            if write:
+                memcpy(tmp, buf, n)
+                status = self.c_write(h, tmp, off, n, actual)
+            else:
+                status = self.c_read(h, tmp, off, n, actual)
+                if status == NO_ERROR:
+                    memcpy(buf, tmp, actual[0])
+        finally:
+            free(tmp)
+        return status
 
     def vmo_read(self, handle, buffer, offset, length=None):
         """Read `length` bytes (default: the buffer's size) at `offset` into `buffer`;

@@ -1,0 +1,89 @@
+"""Coverage-guided fuzzing of the vmo API with atheris (not collected by pytest).
+
+The engine is `tests/test_fuzz.py`'s: each input is decoded (through atheris's
+FuzzedDataProvider) into a machine (memory size or map) and a sequence of calls, run on a
+compiled `vmo.Kernel` and a `vmo._reference.Kernel` side by side with exactly the comparison of
+that file (same results, same exception types, `_check()`, stats() and the allocator's state
+after every step, every frame back at the end). The pure-Python parts of `vmo` (the reference
+model, the Pythonic layer, argument handling) are instrumented, so atheris steers towards new
+branches of the specification; the compiled core is not instrumented (it is a Cython
+extension built without sanitizer coverage) but is checked against the reference on every call.
+
+    pip install atheris                          # not a dependency of the project
+    python tests/fuzz_atheris.py -atheris_runs=100000
+    python tests/fuzz_atheris.py -max_total_time=600 /tmp/vmo-corpus   # keep a corpus
+    python tests/fuzz_atheris.py -atheris_runs=100000 -max_len=4096     # long call sequences
+
+(libFuzzer starts with tiny inputs and lengthens them slowly; every choice takes a byte or more,
+so -max_len / -len_control=0 make long call sequences appear sooner.)
+
+A divergence raises AssertionError with a standalone reproducer script in its message; atheris
+prints it and writes the input as ./crash-<sha1>. Environment: VMO_FUZZ_TOLERATE_KNOWN=1 as in
+test_fuzz.py (known, reported divergences end an input instead of failing it);
+VMO_FUZZ_MAX_STEPS (default 60) bounds the calls per input.
+"""
+
+import atexit
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(HERE), HERE]
+
+import atheris  # noqa: E402
+
+import numpy  # noqa: E402,F401  (imported before instrumentation: not worth instrumenting)
+import hypothesis  # noqa: E402,F401
+
+with atheris.instrument_imports(include=["vmo"]):
+    import vmo  # noqa: E402,F401
+    import vmo._reference  # noqa: E402,F401
+
+import test_fuzz as engine  # noqa: E402
+
+MAX_STEPS = int(os.environ.get("VMO_FUZZ_MAX_STEPS", "60"))
+TOLERATE = engine.TOLERATE
+
+
+class FuzzedChooser(engine.Chooser):
+    """Choices decoded from atheris's bytes; once they run out every choice is its lowest."""
+
+    def __init__(self, fdp):
+        self.fdp = fdp
+
+    def int(self, lo, hi):
+        return self.fdp.ConsumeIntInRange(lo, hi)
+
+
+tally = engine.Tally()
+
+
+def test_one_input(data):
+    fdp = atheris.FuzzedDataProvider(data)
+    chooser = FuzzedChooser(fdp)
+    case = engine.Case(chooser, tolerate=TOLERATE)
+    try:
+        steps = 0
+        while fdp.remaining_bytes() and steps < MAX_STEPS:
+            case.step()
+            steps += 1
+        case.finish()
+    except engine.KnownDivergence as known:
+        case.known = known.key
+    finally:
+        case.dispose()
+    tally.add(case)
+
+
+@atexit.register
+def _summary():
+    print("\n" + tally.summary().replace("vmo fuzz", "vmo atheris fuzz"), flush=True)
+
+
+def main():
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
