@@ -6,7 +6,8 @@ spec this module is tested against; docs/semantics.md fixes what the contract le
 """
 
 cimport cython
-from cpython.buffer cimport (PyBUF_FORMAT, PyBUF_FULL_RO, PyBUF_ND, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release,
+from cpython.buffer cimport (PyBUF_FORMAT, PyBUF_FULL, PyBUF_FULL_RO, PyBUF_ND, PyBUF_SIMPLE,
+                             PyBuffer_IsContiguous, PyBUF_WRITABLE, PyBuffer_Release,
                              PyObject_CheckBuffer, PyObject_GetBuffer)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_Clear, PyErr_Occurred
@@ -156,12 +157,14 @@ cdef int _get_buffer(object obj, Py_buffer *view, bint writable) except -1:
     protocol."""
     if not PyObject_CheckBuffer(obj):
         raise TypeError("a bytes-like object is required, not %r" % type(obj).__name__)
+    # Ask for everything (shape, strides, format) as memoryview() does, then accept only a
+    # C-contiguous result: both kernels then accept exactly the same exporters.
     try:
-        PyObject_GetBuffer(obj, view, (PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_ND) if writable
-                           else PyBUF_SIMPLE)
+        PyObject_GetBuffer(obj, view, PyBUF_FULL if writable else PyBUF_FULL_RO)
     except Exception:
         return 1
-    if writable and view.format != NULL and strchr(view.format, 79) != NULL:  # 79 is "O"
+    if not PyBuffer_IsContiguous(view, b'C') or (
+            writable and view.format != NULL and strchr(view.format, 79) != NULL):  # "O"
         PyBuffer_Release(view)
         return 1
     return 0

@@ -5,6 +5,7 @@ syscall layer (plus the additions `vmo_read_bytes` and `vmo_committed_bytes`), s
 kernels behave identically here by construction.
 """
 
+import operator
 from array import array
 
 from .constants import (
@@ -139,6 +140,9 @@ class Vmo:
         """Return the physical address of every page touching ``[offset, offset+size)`` as an
         ``array('Q')``. Raises MxError(ERR_INVALID_ARGS) for size 0, ERR_OUT_OF_RANGE past the
         end, ERR_NO_MEMORY if any page is not committed. O(pages)."""
+        offset = operator.index(offset)
+        if size is not None:
+            size = operator.index(size)
         vmo_size = self.size  # raises the handle errors first, as the syscall would
         size = self._range_size(offset, size)
         if size == 0:
@@ -203,7 +207,8 @@ class Vmo:
 
     @property
     def closed(self):
-        return self.handle == MX_HANDLE_INVALID
+        """True once this `Vmo` closed (or replaced) its handle."""
+        return bool(self.handle == MX_HANDLE_INVALID)
 
     def close(self):
         """Close the handle (idempotent). Frees the VMO's pages if it was the last reference."""

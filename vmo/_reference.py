@@ -150,13 +150,19 @@ def _nbytes(view):
 def _writable(view):
     """True if ``view`` can be written as a flat C array of bytes: writable, C-contiguous,
     and not holding Python object pointers (format "O": raw bytes there would crash)."""
-    return (view is not None and not view.readonly and view.c_contiguous
+    return (view is not None and not view.readonly and _contiguous(view)
             and "O" not in view.format)
 
 
 def _readable(view):
     """True if ``view`` can be read as a flat C array of bytes."""
-    return view is not None and view.c_contiguous
+    return view is not None and _contiguous(view)
+
+
+def _contiguous(view):
+    """C-contiguous as CPython's PyBuffer_IsContiguous says: an empty buffer always is (a
+    memoryview's own flag says no for an empty strided slice)."""
+    return view.c_contiguous or view.nbytes == 0
 
 
 def _bytes_view(view):
@@ -1021,7 +1027,7 @@ class Kernel(PythonicKernel):
         self._ensure_open()
         paddr = operator.index(paddr)
         view = memoryview(data) if data is None else _buffer(data)  # None: TypeError
-        if isinstance(view, _Refused) or not view.c_contiguous:
+        if isinstance(view, _Refused) or not _contiguous(view):
             view.release()
             raise MxError(ERR_INVALID_ARGS, "the data is not a contiguous buffer")
         with view:
