@@ -1586,6 +1586,31 @@ def test_fuzz_integer_likes_behave_as_their_int(impl):
               .replace("on both kernels", "as given and with plain ints"))
 
 
+@pytest.mark.parametrize("impl", ["core", "reference"])
+@pytest.mark.parametrize("wrap", ["np.int64", "np.uint64", "Idx", "IntSub"])
+@pytest.mark.parametrize("method", ["commit", "decommit", "lookup", "clone"])
+def test_integer_like_offset_with_default_size(impl, wrap, method):
+    """The metamorphic property above, made deterministic for the case it found: a `Vmo`
+    method whose size defaults to "to the end" (API.md: size=None) must treat an integer-like
+    offset as the int it indexes to (semantics: numpy integers work wherever an integer is
+    due). (Open at a691102: `_to_end` tests isinstance(offset, int), so the size becomes 0.)"""
+    cls = vmo.Kernel if impl == "core" else ReferenceKernel
+    results = []
+    for offset in (PAGE, eval("%s(%d)" % (wrap, PAGE), NS)):
+        with cls(memory_size=64 * PAGE) as k, k.create_vmo(4 * PAGE) as v:
+            # COMMIT starts from page 0 only; DECOMMIT and LOOKUP from every page committed.
+            v.commit(0, PAGE if method == "commit" else 4 * PAGE)
+            try:
+                value = getattr(v, method)(offset)
+                value = (value.size, value.close())[0] if isinstance(value, Vmo) else value
+                outcome = ("ok", _norm(value), v.committed_bytes)
+            except MxError as exc:
+                outcome = ("MxError", exc.status, v.committed_bytes)
+            results.append(outcome)
+    assert results[0] == results[1], "v.%s(%s(%d)) gave %r, v.%s(%d) gave %r" % (
+        method, wrap, PAGE, results[1], method, PAGE, results[0])
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_fuzz_seeded_smoke(seed):
     """A few fixed-seed cases, so that the engine itself is exercised deterministically. These

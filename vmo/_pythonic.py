@@ -29,9 +29,10 @@ def _check(status, what):
 
 
 def _to_end(size, offset):
-    """Bytes from ``offset`` to ``size``; 0 when the offset is past the end (the call then
-    reports ERR_OUT_OF_RANGE itself)."""
-    if isinstance(offset, int) and 0 <= offset <= size:
+    """Bytes from ``offset`` (any integer-like) to ``size``; 0 when the offset is past the
+    end (the call then reports ERR_OUT_OF_RANGE itself)."""
+    offset = operator.index(offset)
+    if 0 <= offset <= size:
         return size - offset
     return 0
 
