@@ -233,13 +233,14 @@ cdef uint64_t _next_bit(const uint64_t *bits, uint64_t i, uint64_t end, bint wan
     return end
 
 
-cdef uint64_t _next_free(const frame_pool *p, uint64_t f, uint64_t end) noexcept nogil:
-    """First free frame in [f, end); fully held words are skipped through the summary, 64
-    words (4096 frames) per step."""
+cdef uint64_t _next_frame(const frame_pool *p, uint64_t f, uint64_t end, bint held) noexcept nogil:
+    """First frame in [f, end) that is held (`held` True) or free (False); words that cannot
+    hold one are skipped through their summary (anyheld / fullheld), 4096 frames per step."""
     cdef uint64_t w, wend, r
+    cdef const uint64_t *summary = p.anyheld if held else p.fullheld
     while f < end:
         if f & 63 == 0:
-            w = _next_bit(p.fullheld, f >> 6, (end + 63) >> 6, False)
+            w = _next_bit(summary, f >> 6, (end + 63) >> 6, held)
             if (w << 6) >= end:
                 return end
             if (w << 6) > f:
@@ -247,31 +248,19 @@ cdef uint64_t _next_free(const frame_pool *p, uint64_t f, uint64_t end) noexcept
         wend = (f | 63) + 1
         if wend > end:
             wend = end
-        r = _next_bit(p.held, f, wend, False)
+        r = _next_bit(p.held, f, wend, held)
         if r < wend:
             return r
         f = wend
     return end
 
 
-cdef uint64_t _next_held(const frame_pool *p, uint64_t f, uint64_t end) noexcept nogil:
-    """First held frame in [f, end); wholly free words are skipped through the summary."""
-    cdef uint64_t w, wend, r
-    while f < end:
-        if f & 63 == 0:
-            w = _next_bit(p.anyheld, f >> 6, (end + 63) >> 6, True)
-            if (w << 6) >= end:
-                return end
-            if (w << 6) > f:
-                f = w << 6
-        wend = (f | 63) + 1
-        if wend > end:
-            wend = end
-        r = _next_bit(p.held, f, wend, True)
-        if r < wend:
-            return r
-        f = wend
-    return end
+cdef inline uint64_t _next_free(const frame_pool *p, uint64_t f, uint64_t end) noexcept nogil:
+    return _next_frame(p, f, end, False)
+
+
+cdef inline uint64_t _next_held(const frame_pool *p, uint64_t f, uint64_t end) noexcept nogil:
+    return _next_frame(p, f, end, True)
 
 
 cdef inline uint64_t _align_up_frame(const arena_t *a, uint64_t f, uint64_t align) noexcept nogil:
