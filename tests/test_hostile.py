@@ -495,7 +495,7 @@ def test_write_when_memory_is_exhausted(k):
 def test_object_pointer_buffers_are_never_written(k):
     """A buffer of Python object pointers (numpy dtype=object, or a structured dtype with an
     object field) is refused where bytes would be written into it (vmo_read, LOOKUP):
-    ERR_INVALID_ARGS, never a crash (docs/semantics.md). Reading from one is harmless."""
+    ERR_INVALID_ARGS, never a crash (docs/semantics.md)."""
     np = pytest.importorskip("numpy")
     h = make_vmo(k, PAGE)
     expect(k.vmo_write(h, b"\xff" * PAGE, 0), S.NO_ERROR, PAGE)
@@ -506,3 +506,62 @@ def test_object_pointer_buffers_are_never_written(k):
     records = np.zeros(2, dtype=[("n", "u8"), ("o", "O")])
     expect(k.vmo_read(h, records, 0), S.ERR_INVALID_ARGS, 0)
     assert list(objects) == [None, "x", 3, 4.5]
+
+
+OBJECT_BUFFERS = [
+    "np.array([None, 'x', 3, 4.5], dtype=object)",
+    "np.zeros(2, dtype=[('n', 'u8'), ('o', 'O')])",
+    "memoryview(np.array([None] * 4, dtype=object))",
+]
+
+
+@pytest.mark.parametrize("source", OBJECT_BUFFERS)
+def test_object_pointer_buffers_are_never_read_into_memory(k, source):
+    """The other direction: bytes taken from a buffer of Python object pointers would be the
+    host's heap addresses, which must never reach simulated memory (two runs of one program
+    would differ, and a device, a trace or a snapshot would carry them on). Every call that
+    takes data refuses them with ERR_INVALID_ARGS where it checks its buffer, after the
+    handle checks, and changes nothing (docs/semantics.md "Python-specific argument
+    rules")."""
+    np = pytest.importorskip("numpy")
+    objects = eval(source, {"np": np})
+    h = make_vmo(k, 2 * PAGE)
+    ro = make_vmo(k, PAGE)
+    ro = expect(k.handle_replace(ro, vmo.MX_RIGHT_READ), S.NO_ERROR)
+    before = stats(k)
+    # vmo_write: the handle checks come first, then the buffer, then the range.
+    expect(k.vmo_write(h, objects, 0), S.ERR_INVALID_ARGS, 0)
+    expect(k.vmo_write(h, objects, 0, 8), S.ERR_INVALID_ARGS, 0)
+    expect(k.vmo_write(h, objects, 1 << 40), S.ERR_INVALID_ARGS, 0)
+    expect(k.vmo_write(0x7FFF_FFFF, objects, 0), S.ERR_BAD_HANDLE, 0)
+    expect(k.vmo_write(ro, objects, 0), S.ERR_ACCESS_DENIED, 0)
+    # A zero-length write touches no byte of the buffer: nothing to refuse (as for reads).
+    expect(k.vmo_write(h, objects, 0, 0), S.NO_ERROR, 0)
+    assert stats(k) == before
+    assert read(k, h, 0, 2 * PAGE) == bytes(2 * PAGE)
+    # The Pythonic layer raises it.
+    v = k.vmo(h)
+    with pytest.raises(vmo.MxError) as info:
+        v.write(objects, 0)
+    assert info.value.status is S.ERR_INVALID_ARGS
+    # phys_write: the device side refuses them too, and writes nothing.
+    write(k, h, b"\x5a" * PAGE, 0)
+    paddr = lookup(k, h, 0, PAGE)[1][0]
+    with pytest.raises(vmo.MxError) as info:
+        k.phys_write(paddr, objects)
+    assert info.value.status is S.ERR_INVALID_ARGS
+    assert k.phys_read(paddr, PAGE) == b"\x5a" * PAGE
+    assert read(k, h, 0, PAGE) == b"\x5a" * PAGE
+
+
+def test_object_pointer_refusal_reads_field_names_right(k):
+    """Only the item codes count: a structured dtype whose field *name* holds an "O" is plain
+    bytes and is accepted both ways."""
+    np = pytest.importorskip("numpy")
+    plain = np.zeros(4, dtype=[("Obj", "u8")])
+    plain["Obj"] = [0, 1, 2, 3]
+    h = make_vmo(k, PAGE)
+    expect(k.vmo_write(h, plain, 0), S.NO_ERROR, 32)
+    back = np.zeros(4, dtype=[("Obj", "u8")])
+    expect(k.vmo_read(h, back, 0), S.NO_ERROR, 32)
+    assert list(back["Obj"]) == [0, 1, 2, 3]

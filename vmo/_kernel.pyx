@@ -17,7 +17,7 @@ from cpython.object cimport PyObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy, memmove, memset, strchr
+from libc.string cimport memcpy, memmove, memset
 
 from vmo._arena cimport vmo_arena_map, vmo_arena_unmap
 from vmo._frames cimport (FRAME_SIZE, NIL, bit_test, frame_pool, pool_destroy,
@@ -149,12 +149,28 @@ cdef inline uint64_t _pages_up(uint64_t nbytes) noexcept:
     return (nbytes >> PAGE_SHIFT) + ((nbytes & PAGE_MASK) != 0)
 
 
+cdef bint _holds_objects(const char *fmt) noexcept:
+    """True if a struct-module buffer format holds Python object pointers ("O"), outside
+    the field names that structured formats put between colons ("T{<u8:n:O:o:}")."""
+    cdef bint in_name = False
+    if fmt == NULL:
+        return False
+    while fmt[0] != 0:
+        if fmt[0] == 58:  # ":"
+            in_name = not in_name
+        elif fmt[0] == 79 and not in_name:  # "O"
+            return True
+        fmt += 1
+    return False
+
+
 cdef int _get_buffer(object obj, Py_buffer *view, bint writable) except -1:
     """Export `obj` as a contiguous byte buffer: 0 on success, 1 if the exporter refuses
-    (read-only, non-contiguous: the caller returns ERR_INVALID_ARGS), or if it is to be
-    written and holds Python object pointers (format "O", e.g. a numpy object array: raw
-    bytes written there would crash the interpreter). TypeError if `obj` has no buffer
-    protocol."""
+    (read-only where it is to be written, non-contiguous: the caller returns
+    ERR_INVALID_ARGS), or if it holds Python object pointers (format "O", e.g. a numpy
+    object array), in either direction: raw bytes written there would crash the
+    interpreter, and the pointers read from there are host addresses that must not reach
+    simulated memory. TypeError if `obj` has no buffer protocol."""
     if not PyObject_CheckBuffer(obj):
         raise TypeError("a bytes-like object is required, not %r" % type(obj).__name__)
     # Ask for everything (shape, strides, format) as memoryview() does, then accept only a
@@ -163,8 +179,7 @@ cdef int _get_buffer(object obj, Py_buffer *view, bint writable) except -1:
         PyObject_GetBuffer(obj, view, PyBUF_FULL if writable else PyBUF_FULL_RO)
     except Exception:
         return 1
-    if not PyBuffer_IsContiguous(view, b'C') or (
-            writable and view.format != NULL and strchr(view.format, 79) != NULL):  # "O"
+    if not PyBuffer_IsContiguous(view, b'C') or _holds_objects(view.format):
         PyBuffer_Release(view)
         return 1
     return 0
@@ -279,7 +294,7 @@ cdef class Kernel:
     address `memory_base`. ``Kernel(memory=[(base, size), ...])``: a board's memory map,
     RAM banks with holes between them, allocated in the order given and ascending inside
     each. Bases and sizes must be page multiples, sizes positive, ranges disjoint, at most
-    2**32 - 2 pages in all (and `memory_base` nonzero); else ValueError.
+    2**32 - 2 pages in all; else ValueError. A base of 0 is allowed (a PC has RAM at 0).
     Cost: a few mmap reservations, O(1).
     """
 
@@ -1225,7 +1240,8 @@ cdef class Kernel:
         if not PyObject_CheckBuffer(data):
             raise TypeError("a bytes-like object is required, not %r" % type(data).__name__)
         if _get_buffer(data, &view, False):
-            raise MxError(Status.ERR_INVALID_ARGS, "the data is not a contiguous buffer")
+            raise MxError(Status.ERR_INVALID_ARGS,
+                          "the data is not a contiguous buffer of plain bytes")
         try:
             self._phys_args(paddr, view.len, &c_paddr, &c_length)
             self._phys_check(self.c_phys_write(c_paddr, view.buf, c_length))

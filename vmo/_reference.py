@@ -147,16 +147,23 @@ def _nbytes(view):
     return 0 if view is None else view.nbytes
 
 
+def _holds_objects(fmt):
+    """True if a struct-module buffer format holds Python object pointers ("O"), outside the
+    field names that structured formats put between colons (``"T{<Q:n:O:o:}"``)."""
+    return "O" in "".join(fmt.split(":")[0::2])
+
+
 def _writable(view):
     """True if ``view`` can be written as a flat C array of bytes: writable, C-contiguous,
-    and not holding Python object pointers (format "O": raw bytes there would crash)."""
+    and not holding Python object pointers (raw bytes there would crash the interpreter)."""
     return (view is not None and not view.readonly and _contiguous(view)
-            and "O" not in view.format)
+            and not _holds_objects(view.format))
 
 
 def _readable(view):
-    """True if ``view`` can be read as a flat C array of bytes."""
-    return view is not None and _contiguous(view)
+    """True if ``view`` can be read as a flat C array of plain bytes: C-contiguous and not
+    holding Python object pointers (host addresses must never reach simulated memory)."""
+    return view is not None and _contiguous(view) and not _holds_objects(view.format)
 
 
 def _contiguous(view):
@@ -241,7 +248,7 @@ class Kernel(PythonicKernel):
     memory starting at physical address ``memory_base``. ``Kernel(memory=[(base, size), ...])``:
     a memory map, RAM ranges with holes between them, allocated in the order given and
     ascending inside each. Bases and sizes must be page multiples, sizes positive, ranges
-    disjoint and below 2**64, at most 2**32 - 2 pages in all (and ``memory_base`` nonzero),
+    disjoint and below 2**64, at most 2**32 - 2 pages in all (a base of 0 is allowed),
     else ValueError; TypeError for non-integers (`vmo._memmap.memory_map`).
     """
 
@@ -1027,9 +1034,9 @@ class Kernel(PythonicKernel):
         self._ensure_open()
         paddr = operator.index(paddr)
         view = memoryview(data) if data is None else _buffer(data)  # None: TypeError
-        if isinstance(view, _Refused) or not _contiguous(view):
+        if isinstance(view, _Refused) or not _readable(view):
             view.release()
-            raise MxError(ERR_INVALID_ARGS, "the data is not a contiguous buffer")
+            raise MxError(ERR_INVALID_ARGS, "the data is not a contiguous buffer of plain bytes")
         with view:
             paddr, length = self._phys_args(paddr, view.nbytes)
             first, count = self._phys_range(paddr, length)
