@@ -155,7 +155,6 @@ def test_memory_map_of_the_single_range_forms(kernel_cls, make_kernel):
     dict(memory=[(0x100000, PAGE)], memory_base=0x100000),
     dict(memory_size=0),
     dict(memory_size=PAGE + 1),
-    dict(memory_size=PAGE, memory_base=0),
     dict(memory_size=PAGE, memory_base=0x100001),
 ])
 def test_memory_map_value_errors(kernel_cls, kwargs):
@@ -174,9 +173,27 @@ def test_memory_map_type_errors(kernel_cls, kwargs):
         kernel_cls(**kwargs)
 
 
+def test_ram_at_address_zero_in_both_forms(make_kernel):
+    """A PC has RAM at 0: `memory_base=0` and `memory=[(0, size)]` build the same machine,
+    and a LOOKUP of the page in frame 0 returns physical address 0, an address like any
+    other (docs/semantics.md "RAM at address 0")."""
+    for k in (make_kernel(memory_size=4 * PAGE, memory_base=0),
+              make_kernel(memory_size=None, memory=[(0, 4 * PAGE)])):
+        assert k.memory_map == ((0, 4 * PAGE),)
+        assert (k.memory_base, k.stats()["memory_base"]) == (0, 0)
+        h = make_vmo(k, 2 * PAGE)
+        commit(k, h, 0, 2 * PAGE)
+        assert lookup(k, h, 0, 2 * PAGE) == (S.NO_ERROR, [0, PAGE])
+        write(k, h, b"at zero", 0)
+        assert k.phys_read(0, 7) == b"at zero"
+        k.phys_write(PAGE, b"dev")
+        assert read(k, h, PAGE, 3) == b"dev"
+        with k.phys_view(0, PAGE) as view:
+            assert bytes(view[:7]) == b"at zero"
+
+
 def test_memory_map_edges_are_accepted(make_kernel):
-    """A range at physical address 0 (only `memory_base` must be nonzero) and one ending
-    exactly at 2**64."""
+    """A range at physical address 0 and one ending exactly at 2**64."""
     k = make_kernel(memory_size=None, memory=[(0, 2 * PAGE), ((1 << 64) - 2 * PAGE, 2 * PAGE)])
     h = make_vmo(k, 4 * PAGE)
     commit(k, h, 0, 4 * PAGE)

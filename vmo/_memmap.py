@@ -15,8 +15,8 @@ DEFAULT_MEMORY_BASE = 0x100000
 def memory_map(memory_size=None, memory_base=None, memory=None):
     """The list of (base, size) RAM ranges of a kernel, in allocation order.
 
-    Either ``memory_size``/``memory_base`` (one range; defaults 1 GiB at 0x100000; the base
-    must be nonzero) or ``memory``, a sequence of (base, size) ranges: the arenas, allocated
+    Either ``memory_size``/``memory_base`` (one range; defaults 1 GiB at 0x100000; a base of
+    0 is allowed, as a PC has RAM at 0) or ``memory``, a sequence of (base, size) ranges: the arenas, allocated
     in the order given and ascending inside each. Every base and size must be a multiple of
     4096, every size positive, ranges must not overlap and must end at or below 2**64, and
     the total is at most 2**32 - 2 pages. Raises ValueError otherwise, TypeError for
@@ -37,8 +37,6 @@ def memory_map(memory_size=None, memory_base=None, memory=None):
     else:
         size = DEFAULT_MEMORY_SIZE if memory_size is None else operator.index(memory_size)
         base = DEFAULT_MEMORY_BASE if memory_base is None else operator.index(memory_base)
-        if base == 0:
-            raise ValueError("memory_base must be nonzero")
         ranges = [(base, size)]
     total = 0
     for base, size in ranges:
