@@ -29,7 +29,7 @@ from vmo._pagetable cimport (page_table, pt_count, pt_fill, pt_free_nodes, pt_ge
 
 from vmo.constants import (MX_DEFAULT_EVENT_RIGHTS, MX_DEFAULT_VMO_RIGHTS,
                            MX_OBJ_PROP_WAITABLE, MX_OBJ_TYPE_EVENT, MX_OBJ_TYPE_VMEM)
-from vmo._memmap import memory_map
+from vmo._memmap import memory_map, merge_arenas
 from vmo.errors import MxError, Status
 from vmo.records import HandleBasicInfo
 
@@ -309,16 +309,6 @@ cdef class Kernel:
         if not self._closed or self.pool.mem != NULL:
             raise RuntimeError("Kernel.__init__ called twice")
         ranges = memory_map(memory_size, memory_base, memory)
-        # Ranges adjacent in both address and order are one arena: physical views and
-        # accesses may then cross from one into the next, as on the board.
-        # (This module runs with wraparound off: no negative indices.)
-        merged = []
-        for base, size in ranges:
-            if merged and merged[len(merged) - 1][0] + (
-                    merged[len(merged) - 1][1] << PAGE_SHIFT) == base:
-                merged[len(merged) - 1][1] += size >> PAGE_SHIFT
-            else:
-                merged.append([base, size >> PAGE_SHIFT])
         self.h_rights = <uint32_t *>vmo_arena_map(MAX_HANDLES * sizeof(uint32_t))
         self.h_gen = <uint16_t *>vmo_arena_map(MAX_HANDLES * sizeof(uint16_t))
         self.free_slots = <uint32_t *>vmo_arena_map(MAX_HANDLES * sizeof(uint32_t))
@@ -326,7 +316,7 @@ cdef class Kernel:
             self._free_tables()
             raise MemoryError("cannot reserve the handle table")
         try:
-            pool_init(&self.pool, [tuple(m) for m in merged])
+            pool_init(&self.pool, [(base, count) for base, _, count in merge_arenas(ranges)])
         except BaseException:
             self._free_tables()
             raise

@@ -4,7 +4,7 @@ import operator
 
 from .constants import PAGE_SIZE
 
-__all__ = ["memory_map"]
+__all__ = ["memory_map", "merge_arenas"]
 
 #: Frame numbers are 32-bit in the page tables (frame + 1, 0 = no page).
 MAX_FRAMES = (1 << 32) - 2
@@ -56,3 +56,22 @@ def memory_map(memory_size=None, memory_base=None, memory=None):
     if len(ranges) > 64:
         raise ValueError("at most 64 memory ranges")
     return ranges
+
+
+def merge_arenas(ranges):
+    """The arenas of a validated memory map: ``[(base, first_frame, nframes), ...]``.
+
+    Frames are numbered consecutively across the ranges in the order given. Ranges adjacent
+    in both address and order (one ends where the next given one starts) form one arena, so
+    physical accesses and views may cross from one into the next, as on the board.
+    """
+    arenas = []
+    first = 0
+    for base, size in ranges:
+        count = size // PAGE_SIZE
+        if arenas and arenas[-1][0] + arenas[-1][2] * PAGE_SIZE == base:
+            arenas[-1][2] += count
+        else:
+            arenas.append([base, first, count])
+        first += count
+    return [tuple(arena) for arena in arenas]

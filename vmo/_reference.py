@@ -28,7 +28,7 @@ import operator
 import struct
 import sys
 
-from ._memmap import memory_map
+from ._memmap import memory_map, merge_arenas
 from ._pythonic import PythonicKernel
 from .constants import (
     MX_DEFAULT_EVENT_RIGHTS,
@@ -254,19 +254,11 @@ class Kernel(PythonicKernel):
 
     def __init__(self, memory_size=None, *, memory_base=None, memory=None):
         ranges = memory_map(memory_size, memory_base, memory)
-        # Arenas: ranges that touch (one ends where the next given one starts) are merged, so
-        # that physical accesses may cross the seam. Each is [base, first frame, frames].
-        arenas = []
-        first = 0
-        for base, size in ranges:
-            if arenas and arenas[-1][0] + arenas[-1][2] * PAGE_SIZE == base:
-                arenas[-1][2] += size // PAGE_SIZE
-            else:
-                arenas.append([base, first, size // PAGE_SIZE])
-            first += size // PAGE_SIZE
+        # Arenas, (base, first frame, frames): ranges that touch are one arena, so that
+        # physical accesses may cross the seam.
         self._memory_map = tuple(ranges)
-        self._arenas = [tuple(arena) for arena in arenas]
-        self._total_frames = first
+        self._arenas = merge_arenas(ranges)
+        self._total_frames = sum(size for _, size in ranges) // PAGE_SIZE
         self._closed = False
         # Physical memory: frame f is bytes [f * PAGE_SIZE, (f + 1) * PAGE_SIZE) of one
         # anonymous mapping, reserved but populated by the host only where written (so it
