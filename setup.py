@@ -29,15 +29,12 @@ directives = {
     "binding": False,
 }
 
-compile_args = ["-O0", "-g3"] if DEBUG else ["-O2", "-UNDEBUG"]
-if not DEBUG:
-    compile_args = ["-O2", "-DNDEBUG"]
+# Debug: C asserts on (-UNDEBUG) and VMO_DEBUG defined; release: asserts compiled out.
+compile_args = ["-O0", "-g3", "-UNDEBUG", "-DVMO_DEBUG=1"] if DEBUG else ["-O2", "-DNDEBUG"]
 link_args = []
 if ASAN:
     compile_args += ["-fsanitize=address", "-fno-omit-frame-pointer", "-g"]
     link_args += ["-fsanitize=address"]
-if DEBUG:
-    compile_args += ["-UNDEBUG", "-DVMO_DEBUG=1"]
 
 common = dict(
     include_dirs=["src_c"],
