@@ -42,10 +42,17 @@ common = dict(
     extra_link_args=link_args,
 )
 
+# One extension per layer, bottom to top (docs/architecture.md); _status.pxd, _state.pxd and
+# api.pxd are declarations only. arena.c goes into the modules that map memory.
 extensions = [
     Extension("vmo._frames", ["vmo/_frames.pyx", "src_c/arena.c"], **common),
     Extension("vmo._pagetable", ["vmo/_pagetable.pyx"], **common),
-    Extension("vmo._kernel", ["vmo/_kernel.pyx", "src_c/arena.c"], **common),
+    Extension("vmo._handles", ["vmo/_handles.pyx", "src_c/arena.c"], **common),
+    Extension("vmo._args", ["vmo/_args.pyx"], **common),
+    Extension("vmo._vmobject", ["vmo/_vmobject.pyx"], **common),
+    Extension("vmo._physmem", ["vmo/_physmem.pyx"], **common),
+    Extension("vmo._invariants", ["vmo/_invariants.pyx"], **common),
+    Extension("vmo._kernel", ["vmo/_kernel.pyx"], **common),
 ]
 
 setup(

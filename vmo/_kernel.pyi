@@ -1,20 +1,12 @@
-"""Type stubs for the compiled kernel (vmo/_kernel.pyx)."""
+"""Type stubs for the syscall layer (vmo/_kernel.pyx).
+
+The C-level API (`c_*` methods) is declared in _kernel.pxd.
+"""
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .errors import Status
 from .records import HandleBasicInfo
-
-class VmoObject:
-    @property
-    def koid(self) -> int: ...
-
-class EventObject:
-    @property
-    def koid(self) -> int: ...
-
-class PhysView:
-    """The exporter behind `Kernel.phys_view` (pins its frames while exported)."""
 
 class Kernel:
     def __init__(self, memory_size: Optional[int] = ..., *, memory_base: Optional[int] = ...,
