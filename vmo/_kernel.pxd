@@ -1,5 +1,6 @@
 # The syscall layer: `Kernel`, one simulated machine, and its C-level API (the `c_*`
-# methods). Declared here so other Cython extensions can cimport it.
+# methods). Declared here so other Cython extensions can cimport it; the public, stable
+# spelling is `from vmo.api cimport Kernel, ...` (vmo/api.pxd documents every method).
 #
 # The contract of every c_* method (docs/api.md):
 #   - the same semantics as the syscall it twins, with C arguments: statuses in the same
@@ -31,7 +32,11 @@ cdef class Kernel:
     cdef tuple _memory_map
 
     # -- VMOs
+    cdef int c_create(self, uint64_t size, uint32_t options, uint32_t *out) except -1000
+    cdef int c_create_contiguous(self, uint64_t size, uint32_t alignment_log2,
+                                 uint32_t *out) except -1000
     cdef int c_get_size(self, uint32_t handle, uint64_t *size) except -1000
+    cdef int c_set_size(self, uint32_t handle, uint64_t size) except -1000
     cdef int c_read(self, uint32_t handle, void *dst, uint64_t offset, uint64_t length,
                     uint64_t *actual) except -1000
     cdef int c_write(self, uint32_t handle, const void *src, uint64_t offset, uint64_t length,
@@ -42,7 +47,18 @@ cdef class Kernel:
     cdef int c_decommit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000
     cdef int c_lookup(self, uint32_t handle, uint64_t offset, uint64_t size, uint64_t *out,
                       uint64_t max_entries) except -1000
+    cdef int c_clone(self, uint32_t handle, uint32_t options, uint64_t offset, uint64_t size,
+                     uint32_t *out) except -1000
+    cdef int c_committed_bytes(self, uint32_t handle, uint64_t *out) except -1000
     # -- handles and other objects
+    cdef int c_handle_close(self, uint32_t handle) except -1000
+    cdef int c_handle_duplicate(self, uint32_t handle, uint32_t rights,
+                                uint32_t *out) except -1000
+    cdef int c_handle_replace(self, uint32_t handle, uint32_t rights,
+                              uint32_t *out) except -1000
+    cdef int c_get_info(self, uint32_t handle, uint32_t topic,
+                        handle_basic_info *info) except -1000
+    cdef int c_event_create(self, uint32_t options, uint32_t *out) except -1000
     # -- physical memory, as devices see it
     cdef int c_phys_read(self, uint64_t paddr, void *dst, uint64_t length) except -1000
     cdef int c_phys_write(self, uint64_t paddr, const void *src, uint64_t length) except -1000

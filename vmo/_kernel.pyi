@@ -1,6 +1,7 @@
 """Type stubs for the syscall layer (vmo/_kernel.pyx).
 
-The C-level API (`c_*` methods) is declared in _kernel.pxd.
+The C-level API (`c_*` methods, one per syscall) is declared in _kernel.pxd and documented
+in vmo/api.pxd, the public spelling for cimport.
 """
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple

@@ -4,7 +4,7 @@ Each call converts its arguments (in signature order, every one before any statu
 _args.pxd), checks in Magenta's order (docs/magenta.md section 3), validating its handle
 once, and calls the object layer (_vmobject, _physmem). The checked cores (`sys_*`) take the
 kernel's shared C state and serve both the Python syscalls and their C-level twins (the
-`c_*` methods, contract in _kernel.pxd). `vmo._reference` is the executable
+`c_*` methods, contract in _kernel.pxd and vmo/api.pxd). `vmo._reference` is the executable
 spec this module is tested against; docs/semantics.md fixes what the contract leaves open.
 """
 
@@ -455,10 +455,23 @@ cdef class Kernel:
             "zeroed_frames": self.ks.pool.zeroed_frames,
         }
 
-    # -- the C-level API (contract: _kernel.pxd) --------------------------------------------
+    # -- the C-level API (contract: _kernel.pxd; documented in vmo/api.pxd) ----------------
+    cdef int c_create(self, uint64_t size, uint32_t options, uint32_t *out) except -1000:
+        _open(self)
+        return sys_create(&self.ks, size, options, out)
+
+    cdef int c_create_contiguous(self, uint64_t size, uint32_t alignment_log2,
+                                 uint32_t *out) except -1000:
+        _open(self)
+        return sys_create_contiguous(&self.ks, size, alignment_log2, out)
+
     cdef int c_get_size(self, uint32_t handle, uint64_t *size) except -1000:
         _open(self)
         return sys_get_size(&self.ks, handle, size)
+
+    cdef int c_set_size(self, uint32_t handle, uint64_t size) except -1000:
+        _open(self)
+        return sys_set_size(&self.ks, handle, size)
 
     cdef int c_read(self, uint32_t handle, void *dst, uint64_t offset, uint64_t length,
                     uint64_t *actual) except -1000:
@@ -488,6 +501,38 @@ cdef class Kernel:
         _open(self)
         return sys_op_range(&self.ks, handle, MX_VMO_OP_LOOKUP, offset, size, out,
                             max_entries * 8)
+
+    cdef int c_clone(self, uint32_t handle, uint32_t options, uint64_t offset, uint64_t size,
+                     uint32_t *out) except -1000:
+        _open(self)
+        return sys_clone(&self.ks, handle, options, offset, size, out)
+
+    cdef int c_committed_bytes(self, uint32_t handle, uint64_t *out) except -1000:
+        _open(self)
+        return sys_committed_bytes(&self.ks, handle, out)
+
+    cdef int c_handle_close(self, uint32_t handle) except -1000:
+        _open(self)
+        return sys_handle_close(&self.ks, handle)
+
+    cdef int c_handle_duplicate(self, uint32_t handle, uint32_t rights,
+                                uint32_t *out) except -1000:
+        _open(self)
+        return sys_handle_duplicate(&self.ks, handle, rights, out)
+
+    cdef int c_handle_replace(self, uint32_t handle, uint32_t rights,
+                              uint32_t *out) except -1000:
+        _open(self)
+        return sys_handle_replace(&self.ks, handle, rights, out)
+
+    cdef int c_get_info(self, uint32_t handle, uint32_t topic,
+                        handle_basic_info *info) except -1000:
+        _open(self)
+        return sys_get_info(&self.ks, handle, topic, info)
+
+    cdef int c_event_create(self, uint32_t options, uint32_t *out) except -1000:
+        _open(self)
+        return sys_event_create(&self.ks, options, out)
 
     cdef int c_phys_read(self, uint64_t paddr, void *dst, uint64_t length) except -1000:
         _open(self)
