@@ -49,5 +49,18 @@ class Kernel:
     def _vmo_pages(self, handle: int) -> Tuple[Status, Dict[int, int]]: ...
     def _allocator_state(self) -> Tuple[int, List[int]]: ...
     def _check(self) -> bool: ...
+    # Benchmark instruments: the call floor. Each does exactly the argument conversion (and
+    # buffer export and release, and the closed check) of its twin, with the same inline
+    # helpers, then returns a result of the same shape without doing the work, so the gap
+    # between a syscall and its floor is the work itself. Invalid arguments give the
+    # twin's ERR_INVALID_ARGS result.
+    def _floor_get_size(self, handle: int) -> Tuple[Status, int]:
+        """vmo_get_size's floor: (NO_ERROR, 0)."""
+    def _floor_op_range(self, handle: int, op: int, offset: int, size: int, buffer: Any = ...,
+                        buffer_size: Optional[int] = ...) -> Status:
+        """vmo_op_range's floor (LOOKUP's buffer exported and released): NO_ERROR."""
+    def _floor_read(self, handle: int, buffer: Any, offset: int,
+                    length: Optional[int] = ...) -> Tuple[Status, int]:
+        """vmo_read's floor (the buffer exported writable and released): (NO_ERROR, 0)."""
 
 BUILD: Dict[str, bool]

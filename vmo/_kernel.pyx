@@ -542,6 +542,48 @@ cdef class Kernel:
         _open(self)
         return phys_write(&self.ks, paddr, src, length)
 
+    # -- benchmark instruments: the call floor (see _kernel.pyi) ---------------------------
+    def _floor_get_size(self, handle):
+        """vmo_get_size's argument conversion and closed check, then (NO_ERROR, 0)."""
+        cdef uint32_t h
+        _open(self)
+        if arg_u32(handle, &h):
+            return (_st(ERR_INVALID_ARGS), 0)
+        return (S_OK, 0)
+
+    def _floor_op_range(self, handle, op, offset, size, buffer=None, buffer_size=None):
+        """vmo_op_range's argument conversion (LOOKUP's buffer exported and released) and
+        closed check, then NO_ERROR."""
+        cdef uint32_t h, c_op = 0
+        cdef uint64_t off, c_size, bsize = 0
+        cdef Py_buffer view
+        _open(self)
+        if _op_range_args(handle, op, offset, size, buffer, buffer_size, &h, &c_op, &off,
+                          &c_size, &bsize):
+            return _st(ERR_INVALID_ARGS)
+        if c_op == MX_VMO_OP_LOOKUP:
+            if _lookup_buffer(buffer, buffer_size, &view, &bsize):
+                return _st(ERR_INVALID_ARGS)
+            PyBuffer_Release(&view)
+        return S_OK
+
+    def _floor_read(self, handle, buffer, offset, length=None):
+        """vmo_read's argument conversion, buffer export and release and closed check, then
+        (NO_ERROR, 0)."""
+        cdef uint32_t h
+        cdef uint64_t off, n = 0
+        cdef int held
+        cdef Py_buffer view
+        _open(self)
+        if _transfer_args(handle, buffer, offset, length, &h, &off, &n):
+            return (_st(ERR_INVALID_ARGS), 0)
+        held = arg_transfer_buffer(buffer, &view, True, length is None, &n)
+        if held < 0:
+            return (_st(ERR_INVALID_ARGS), 0)
+        if held:
+            PyBuffer_Release(&view)
+        return (S_OK, 0)
+
     # -- test shims (docs/semantics.md; compared with the reference model): see _invariants
     def _vmo_pages(self, handle):
         """(status, {page index: paddr}) of the pages the VMO itself holds."""
