@@ -64,3 +64,5 @@ class Kernel:
         """vmo_read's floor (the buffer exported writable and released): (NO_ERROR, 0)."""
 
 BUILD: Dict[str, bool]
+#: The C constants of _status.pxd by their Python names (tests/test_status_constants.py).
+_C_CONSTANTS: Dict[str, int]

@@ -635,3 +635,4 @@ cdef extern from *:
 BUILD = {"debug": bool(VMO_BUILD_DEBUG), "asan": bool(VMO_BUILD_ASAN),
          "c_asserts": bool(VMO_BUILD_ASSERTS)}
 
+include "_status_values.pxi"

@@ -1,7 +1,7 @@
 # The constants of the contract, for C: statuses, ops, rights, clone/info/object-type values,
 # page geometry and size limits. Declarations only (no .pyx, no runtime module): every other
 # compiled module takes its constants from here. The values equal `vmo.errors.Status` and
-# `vmo.constants`.
+# `vmo.constants` (tests/test_status_constants.py checks them through `_kernel._C_CONSTANTS`).
 #
 # The C names carry a VMO_ prefix (`NO_ERROR` here is `VMO_NO_ERROR` in the generated C), so
 # no platform macro (PAGE_SIZE in <limits.h> on some libcs, NO_ERROR on Windows) can collide.
