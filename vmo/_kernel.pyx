@@ -47,6 +47,13 @@ cdef inline int _open(Kernel k) except -1:
     return 0
 
 
+cdef inline kernel_state *_open_state(Kernel k) except NULL:
+    """The kernel's state, for a c_* method: ValueError once the kernel is closed."""
+    if k.ks.closed:
+        raise ValueError("kernel is closed")
+    return &k.ks
+
+
 cdef void _teardown(kernel_state *ks) noexcept:
     """Destroy every object (iteratively, so long clone chains cannot recurse), then give
     the arena and the tables back to the host; while physical views are alive the arena
@@ -221,7 +228,7 @@ cdef class Kernel:
         """Create a VMO of `size` bytes (byte-granular, nothing committed), default rights
         0x3F. Returns (status, handle): ERR_INVALID_ARGS if options != 0; ERR_NO_MEMORY if
         size > MX_VMO_MAX_SIZE or the handle table is full. O(1)."""
-        cdef uint64_t c_size
+        cdef uint64_t c_size = 0
         cdef uint32_t c_options = 0, out = 0
         _open(self)
         if arg_u64(size, &c_size) | arg_u32(options, &c_options):
@@ -239,7 +246,7 @@ cdef class Kernel:
         """Read up to `length` bytes at `offset` and return them: (status, bytes), b"" on
         failure. The checks of vmo_read without the buffer ones. O(bytes returned)."""
         cdef uint32_t h, rights
-        cdef uint64_t off, n, trimmed = 0, actual = 0
+        cdef uint64_t off = 0, n = 0, trimmed = 0, actual = 0
         cdef int status
         cdef VmoObject v
         _open(self)
@@ -324,7 +331,7 @@ cdef class Kernel:
         ERR_OUT_OF_RANGE (size > MX_VMO_MAX_SIZE, offset+size wraps), ERR_NO_MEMORY (handle
         table full). O(1)."""
         cdef uint32_t h, c_options, out = 0
-        cdef uint64_t off, c_size
+        cdef uint64_t off = 0, c_size = 0
         _open(self)
         if (arg_u32(handle, &h) | arg_u32(options, &c_options) | arg_u64(offset, &off)
                 | arg_u64(size, &c_size)):
@@ -405,7 +412,7 @@ cdef class Kernel:
         below 12, or 64 and above), ERR_NO_MEMORY (no such run, size above MX_VMO_MAX_SIZE,
         handle table full). docs/magenta.md 3.12 without the resource handle. Cost: the
         pages, plus the search: one probe per held block met before the first fit."""
-        cdef uint64_t c_size
+        cdef uint64_t c_size = 0
         cdef uint32_t c_align, out = 0
         _open(self)
         if arg_u64(size, &c_size) | arg_u32(alignment_log2, &c_align):
@@ -457,90 +464,73 @@ cdef class Kernel:
 
     # -- the C-level API (contract: _kernel.pxd; documented in vmo/api.pxd) ----------------
     cdef int c_create(self, uint64_t size, uint32_t options, uint32_t *out) except -1000:
-        _open(self)
-        return sys_create(&self.ks, size, options, out)
+        return sys_create(_open_state(self), size, options, out)
 
     cdef int c_create_contiguous(self, uint64_t size, uint32_t alignment_log2,
                                  uint32_t *out) except -1000:
-        _open(self)
-        return sys_create_contiguous(&self.ks, size, alignment_log2, out)
+        return sys_create_contiguous(_open_state(self), size, alignment_log2, out)
 
     cdef int c_get_size(self, uint32_t handle, uint64_t *size) except -1000:
-        _open(self)
-        return sys_get_size(&self.ks, handle, size)
+        return sys_get_size(_open_state(self), handle, size)
 
     cdef int c_set_size(self, uint32_t handle, uint64_t size) except -1000:
-        _open(self)
-        return sys_set_size(&self.ks, handle, size)
+        return sys_set_size(_open_state(self), handle, size)
 
     cdef int c_read(self, uint32_t handle, void *dst, uint64_t offset, uint64_t length,
                     uint64_t *actual) except -1000:
-        _open(self)
-        return sys_transfer(&self.ks, handle, <uint8_t *>dst, offset, length, actual, False)
+        return sys_transfer(_open_state(self), handle, <uint8_t *>dst, offset, length, actual,
+                            False)
 
     cdef int c_write(self, uint32_t handle, const void *src, uint64_t offset, uint64_t length,
                      uint64_t *actual) except -1000:
-        _open(self)
-        return sys_transfer(&self.ks, handle, <uint8_t *>src, offset, length, actual, True)
+        return sys_transfer(_open_state(self), handle, <uint8_t *>src, offset, length, actual,
+                            True)
 
     cdef int c_op_range(self, uint32_t handle, uint32_t op, uint64_t offset, uint64_t size,
                         void *buffer, uint64_t buffer_size) except -1000:
-        _open(self)
-        return sys_op_range(&self.ks, handle, op, offset, size, buffer, buffer_size)
+        return sys_op_range(_open_state(self), handle, op, offset, size, buffer, buffer_size)
 
     cdef int c_commit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000:
-        _open(self)
-        return sys_op_range(&self.ks, handle, MX_VMO_OP_COMMIT, offset, size, NULL, 0)
+        return sys_op_range(_open_state(self), handle, MX_VMO_OP_COMMIT, offset, size, NULL, 0)
 
     cdef int c_decommit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000:
-        _open(self)
-        return sys_op_range(&self.ks, handle, MX_VMO_OP_DECOMMIT, offset, size, NULL, 0)
+        return sys_op_range(_open_state(self), handle, MX_VMO_OP_DECOMMIT, offset, size, NULL, 0)
 
     cdef int c_lookup(self, uint32_t handle, uint64_t offset, uint64_t size, uint64_t *out,
                       uint64_t max_entries) except -1000:
-        _open(self)
-        return sys_op_range(&self.ks, handle, MX_VMO_OP_LOOKUP, offset, size, out,
+        return sys_op_range(_open_state(self), handle, MX_VMO_OP_LOOKUP, offset, size, out,
                             max_entries * 8)
 
     cdef int c_clone(self, uint32_t handle, uint32_t options, uint64_t offset, uint64_t size,
                      uint32_t *out) except -1000:
-        _open(self)
-        return sys_clone(&self.ks, handle, options, offset, size, out)
+        return sys_clone(_open_state(self), handle, options, offset, size, out)
 
     cdef int c_committed_bytes(self, uint32_t handle, uint64_t *out) except -1000:
-        _open(self)
-        return sys_committed_bytes(&self.ks, handle, out)
+        return sys_committed_bytes(_open_state(self), handle, out)
 
     cdef int c_handle_close(self, uint32_t handle) except -1000:
-        _open(self)
-        return sys_handle_close(&self.ks, handle)
+        return sys_handle_close(_open_state(self), handle)
 
     cdef int c_handle_duplicate(self, uint32_t handle, uint32_t rights,
                                 uint32_t *out) except -1000:
-        _open(self)
-        return sys_handle_duplicate(&self.ks, handle, rights, out)
+        return sys_handle_duplicate(_open_state(self), handle, rights, out)
 
     cdef int c_handle_replace(self, uint32_t handle, uint32_t rights,
                               uint32_t *out) except -1000:
-        _open(self)
-        return sys_handle_replace(&self.ks, handle, rights, out)
+        return sys_handle_replace(_open_state(self), handle, rights, out)
 
     cdef int c_get_info(self, uint32_t handle, uint32_t topic,
                         handle_basic_info *info) except -1000:
-        _open(self)
-        return sys_get_info(&self.ks, handle, topic, info)
+        return sys_get_info(_open_state(self), handle, topic, info)
 
     cdef int c_event_create(self, uint32_t options, uint32_t *out) except -1000:
-        _open(self)
-        return sys_event_create(&self.ks, options, out)
+        return sys_event_create(_open_state(self), options, out)
 
     cdef int c_phys_read(self, uint64_t paddr, void *dst, uint64_t length) except -1000:
-        _open(self)
-        return phys_read(&self.ks, paddr, dst, length)
+        return phys_read(_open_state(self), paddr, dst, length)
 
     cdef int c_phys_write(self, uint64_t paddr, const void *src, uint64_t length) except -1000:
-        _open(self)
-        return phys_write(&self.ks, paddr, src, length)
+        return phys_write(_open_state(self), paddr, src, length)
 
     # -- benchmark instruments: the call floor (see _kernel.pyi) ---------------------------
     def _floor_get_size(self, handle):
