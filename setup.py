@@ -29,15 +29,12 @@ directives = {
     "binding": False,
 }
 
-compile_args = ["-O0", "-g3"] if DEBUG else ["-O2", "-UNDEBUG"]
-if not DEBUG:
-    compile_args = ["-O2", "-DNDEBUG"]
+# Debug: C asserts on (-UNDEBUG) and VMO_DEBUG defined; release: asserts compiled out.
+compile_args = ["-O0", "-g3", "-UNDEBUG", "-DVMO_DEBUG=1"] if DEBUG else ["-O2", "-DNDEBUG"]
 link_args = []
 if ASAN:
     compile_args += ["-fsanitize=address", "-fno-omit-frame-pointer", "-g"]
     link_args += ["-fsanitize=address"]
-if DEBUG:
-    compile_args += ["-UNDEBUG", "-DVMO_DEBUG=1"]
 
 common = dict(
     include_dirs=["src_c"],
@@ -45,10 +42,17 @@ common = dict(
     extra_link_args=link_args,
 )
 
+# One extension per layer, bottom to top (docs/architecture.md); _status.pxd, _state.pxd and
+# api.pxd are declarations only. arena.c goes into the modules that map memory.
 extensions = [
     Extension("vmo._frames", ["vmo/_frames.pyx", "src_c/arena.c"], **common),
     Extension("vmo._pagetable", ["vmo/_pagetable.pyx"], **common),
-    Extension("vmo._kernel", ["vmo/_kernel.pyx", "src_c/arena.c"], **common),
+    Extension("vmo._handles", ["vmo/_handles.pyx", "src_c/arena.c"], **common),
+    Extension("vmo._args", ["vmo/_args.pyx"], **common),
+    Extension("vmo._vmobject", ["vmo/_vmobject.pyx"], **common),
+    Extension("vmo._physmem", ["vmo/_physmem.pyx"], **common),
+    Extension("vmo._invariants", ["vmo/_invariants.pyx"], **common),
+    Extension("vmo._kernel", ["vmo/_kernel.pyx"], **common),
 ]
 
 setup(

@@ -157,7 +157,7 @@ cdef inline void _free_one(frame_pool *p, uint32_t f) noexcept nogil:
 
 cdef void pool_give(frame_pool *p, const uint32_t *frames, uint64_t n) noexcept nogil:
     """Free `n` held frames in the order given (the last one is reused first). A pinned
-    frame is not freed: it waits, orphaned, for its last pin to go (pool_release_orphan).
+    frame is not freed: it waits, orphaned, for its last pin to go (pool_unpin frees it).
 
     Written frames that form runs of consecutive frame numbers (ascending or descending) of
     at least RELEASE_MIN_FRAMES go back to the host at once. Cost: O(n) plus one madvise per

@@ -1,20 +1,13 @@
-"""Type stubs for the compiled kernel (vmo/_kernel.pyx)."""
+"""Type stubs for the syscall layer (vmo/_kernel.pyx).
+
+The C-level API (`c_*` methods, one per syscall) is declared in _kernel.pxd and documented
+in vmo/api.pxd, the public spelling for cimport.
+"""
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .errors import Status
 from .records import HandleBasicInfo
-
-class VmoObject:
-    @property
-    def koid(self) -> int: ...
-
-class EventObject:
-    @property
-    def koid(self) -> int: ...
-
-class PhysView:
-    """The exporter behind `Kernel.phys_view` (pins its frames while exported)."""
 
 class Kernel:
     def __init__(self, memory_size: Optional[int] = ..., *, memory_base: Optional[int] = ...,
@@ -56,5 +49,20 @@ class Kernel:
     def _vmo_pages(self, handle: int) -> Tuple[Status, Dict[int, int]]: ...
     def _allocator_state(self) -> Tuple[int, List[int]]: ...
     def _check(self) -> bool: ...
+    # Benchmark instruments: the call floor. Each does exactly the argument conversion (and
+    # buffer export and release, and the closed check) of its twin, with the same inline
+    # helpers, then returns a result of the same shape without doing the work, so the gap
+    # between a syscall and its floor is the work itself. Invalid arguments give the
+    # twin's ERR_INVALID_ARGS result.
+    def _floor_get_size(self, handle: int) -> Tuple[Status, int]:
+        """vmo_get_size's floor: (NO_ERROR, 0)."""
+    def _floor_op_range(self, handle: int, op: int, offset: int, size: int, buffer: Any = ...,
+                        buffer_size: Optional[int] = ...) -> Status:
+        """vmo_op_range's floor (LOOKUP's buffer exported and released): NO_ERROR."""
+    def _floor_read(self, handle: int, buffer: Any, offset: int,
+                    length: Optional[int] = ...) -> Tuple[Status, int]:
+        """vmo_read's floor (the buffer exported writable and released): (NO_ERROR, 0)."""
 
 BUILD: Dict[str, bool]
+#: The C constants of _status.pxd by their Python names (tests/test_status_constants.py).
+_C_CONSTANTS: Dict[str, int]

@@ -1,0 +1,133 @@
+"""The invariant walker (`check`) and the test shims that list a VMO's pages and the
+allocator's state (docs/semantics.md; compared with the reference model by the tests)."""
+
+from cpython.object cimport PyObject
+from libc.stdint cimport uint32_t, uint64_t
+
+from vmo._frames cimport NIL, bit_test, frame_pool, pool_list, pool_paddr
+from vmo._pagetable cimport pt_next
+from vmo._status cimport PAGE_LIMIT, PAGE_MASK, PAGE_SHIFT
+
+
+cdef dict _frames_of(VmoObject v):
+    """{page index: frame} of the pages v itself holds."""
+    cdef uint64_t idx = 0, found = 0
+    cdef uint32_t e = 0
+    frames = {}
+    while pt_next(&v.pt, idx, PAGE_LIMIT, &found, &e):
+        frames[found] = e - 1
+        idx = found + 1
+    return frames
+
+
+cdef dict vmo_pages(kernel_state *ks, VmoObject v):
+    """{page index: paddr} of the pages v itself holds."""
+    return {idx: pool_paddr(&ks.pool, f) for idx, f in _frames_of(v).items()}
+
+
+cdef tuple allocator_state(kernel_state *ks):
+    """(next fresh frame, [freed frames, bottom of the LIFO list first])."""
+    return (ks.pool.next_fresh, pool_list(&ks.pool))
+
+
+cdef inline uint64_t _pages_up(uint64_t nbytes) noexcept:
+    return (nbytes >> PAGE_SHIFT) + ((nbytes & PAGE_MASK) != 0)
+
+
+cdef bint check(kernel_state *ks) except 0:
+    """Walk every structure and raise AssertionError on the first inconsistency: a frame
+    both free and held, held twice, lost or beyond memory; bitmaps, summaries and counts
+    that disagree; reference counts that do not match handles + children; pins."""
+    cdef uint64_t i, w, f, nwords, word
+    cdef uint32_t s
+    cdef PyObject *p
+    cdef VmoObject v
+    cdef frame_pool *pool = &ks.pool
+    nwords = (pool.nframes + 63) >> 6
+    assert pool.next_fresh <= pool.nframes, "fresh mark beyond memory"
+    # Handle and child references of every object reachable from the table.
+    refs = {}
+    roots = []
+    for s in range(ks.handles.nslots):
+        p = ks.handles.objs[s]
+        if p != NULL:
+            roots.append(<object>p)
+    for obj in roots:
+        refs[id(obj)] = refs.get(id(obj), 0) + 1
+    seen = {}
+    for obj in roots:
+        while obj is not None and id(obj) not in seen:
+            seen[id(obj)] = obj
+            obj = (<VmoObject>obj).parent if type(obj) is VmoObject else None
+    for obj in seen.values():
+        if type(obj) is VmoObject and (<VmoObject>obj).parent is not None:
+            parent = (<VmoObject>obj).parent
+            refs[id(parent)] = refs.get(id(parent), 0) + 1
+    assert len(roots) == ks.handles.count, "handle count %d != %d" % (
+        len(roots), ks.handles.count)
+    nvmos = 0
+    held = set()
+    for key, obj in seen.items():
+        if type(obj) is not VmoObject:
+            continue
+        v = <VmoObject>obj
+        nvmos += 1
+        assert v.alive, "dead VMO reachable"
+        assert v.refs == refs[key], "VMO koid %d refs %d != %d" % (v.koid, v.refs, refs[key])
+        frames = _frames_of(v)
+        assert <uint64_t>len(frames) == v.pt.npages, "VMO koid %d page count" % v.koid
+        for idx, f in frames.items():
+            assert idx < _pages_up(v.size), "page %d beyond size of koid %d" % (idx, v.koid)
+            assert f < pool.nframes, "frame %d beyond memory" % f
+            assert f not in held, "frame %d held twice" % f
+            assert bit_test(pool.held, f), "frame %d held but not marked" % f
+            assert not bit_test(pool.orphan, f), "frame %d held and orphaned" % f
+            held.add(f)
+    assert nvmos == ks.nvmos, "vmo count %d != %d" % (nvmos, ks.nvmos)
+    free = []
+    f = pool.head
+    while f != NIL:
+        free.append(f)
+        assert <uint64_t>len(free) <= pool.list_len, "freed list longer than its count"
+        f = pool.lnext[f]
+    assert <uint64_t>len(free) == pool.list_len, "freed list length"
+    assert len(set(free)) == len(free), "a frame freed twice"
+    for f in free:
+        assert f < pool.next_fresh, "freed frame %d at or above the fresh mark" % f
+        assert f not in held, "frame %d both free and held" % f
+        assert not bit_test(pool.held, f), "free frame %d marked held" % f
+    orphans = 0
+    above = 0
+    nheld = 0
+    for w in range(nwords):
+        word = pool.held[w]
+        if word:
+            for i in range(64):
+                f = (w << 6) + i
+                if f >= pool.nframes or not (word >> i) & 1:
+                    continue
+                nheld += 1
+                if f >= pool.next_fresh:
+                    above += 1
+                if bit_test(pool.orphan, f):
+                    orphans += 1
+                    assert pool.pincount[f], "orphan frame %d has no pin" % f
+                else:
+                    assert f in held, "frame %d marked held by nothing" % f
+        assert bit_test(pool.anyheld, w) == (word != 0), "anyheld summary of word %d" % w
+        assert bit_test(pool.fullheld, w) == (word == <uint64_t>0xFFFFFFFFFFFFFFFFULL), (
+            "fullheld summary of word %d" % w)
+    assert nheld == len(held) + orphans, "held bitmap %d != %d + %d orphans" % (
+        nheld, len(held), orphans)
+    assert above == pool.held_above, "held above the mark %d != %d" % (above, pool.held_above)
+    assert pool.nfree == (pool.nframes - pool.next_fresh - pool.held_above) + pool.list_len, (
+        "free count %d" % pool.nfree)
+    assert pool.nfree + nheld == pool.nframes, "frames lost"
+    pinned = pool.npinned
+    if pool.nframes <= 1 << 20:
+        pinned = 0
+        for f in range(pool.nframes):
+            if pool.pincount[f]:
+                pinned += 1
+    assert pinned == pool.npinned, "pinned count %d != %d" % (pinned, pool.npinned)
+    return True

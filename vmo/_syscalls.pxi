@@ -1,0 +1,200 @@
+# Included by _kernel.pyx: the checked cores of the syscalls (`sys_*`), one per syscall.
+# Each takes the kernel's shared state and C arguments, checks in Magenta's order (the
+# handle once, through _vmo or ht_get), calls the object layer and returns a status; the
+# Python syscalls and their C-level twins (the c_* methods) both call them.
+
+cdef int sys_create(kernel_state *ks, uint64_t size, uint32_t options,
+                    uint32_t *out) except -1000:
+    out[0] = MX_HANDLE_INVALID
+    if options != 0:
+        return ERR_INVALID_ARGS
+    if size > MX_VMO_MAX_SIZE or ht_full(&ks.handles):
+        return ERR_NO_MEMORY
+    out[0] = ht_install(&ks.handles, vmo_new(ks, size, None, 0), MX_DEFAULT_VMO_RIGHTS)
+    return NO_ERROR
+
+
+cdef int sys_create_contiguous(kernel_state *ks, uint64_t size, uint32_t align,
+                               uint32_t *out) except -1000:
+    cdef VmoObject v
+    out[0] = MX_HANDLE_INVALID
+    if size == 0:
+        return ERR_INVALID_ARGS
+    if align == 0:
+        align = PAGE_SHIFT
+    if align < PAGE_SHIFT or align >= 64:
+        return ERR_INVALID_ARGS
+    if size > MX_VMO_MAX_SIZE or ht_full(&ks.handles):
+        return ERR_NO_MEMORY
+    v = vmo_new_contiguous(ks, (size >> PAGE_SHIFT) + ((size & PAGE_MASK) != 0), align)
+    if v is None:
+        return ERR_NO_MEMORY
+    out[0] = ht_install(&ks.handles, v, MX_DEFAULT_VMO_RIGHTS)
+    return NO_ERROR
+
+
+cdef int sys_get_size(kernel_state *ks, uint32_t handle, uint64_t *size) except -1000:
+    cdef uint32_t rights
+    cdef int status
+    cdef VmoObject v = _vmo(ks, handle, 0, &rights, &status)
+    if v is not None:
+        size[0] = v.size
+    return status
+
+
+cdef int sys_set_size(kernel_state *ks, uint32_t handle, uint64_t size) except -1000:
+    cdef uint32_t rights
+    cdef int status
+    cdef VmoObject v = _vmo(ks, handle, MX_RIGHT_WRITE, &rights, &status)
+    if v is None:
+        return status
+    return vmo_resize(ks, v, size)
+
+
+cdef int sys_transfer(kernel_state *ks, uint32_t handle, uint8_t *buf, uint64_t offset,
+                      uint64_t length, uint64_t *actual, bint write) except -1000:
+    cdef uint32_t rights
+    cdef int status
+    cdef VmoObject v = _vmo(ks, handle, MX_RIGHT_WRITE if write else MX_RIGHT_READ, &rights,
+                            &status)
+    actual[0] = 0
+    if v is None:
+        return status
+    return vmo_transfer(ks, v, buf, offset, length, actual, write)
+
+
+cdef int sys_op_range(kernel_state *ks, uint32_t handle, uint32_t op, uint64_t offset,
+                      uint64_t size, void *buffer, uint64_t buffer_size) except -1000:
+    """vmo_op_range (docs/magenta.md 3.6): no rights checked."""
+    cdef uint32_t rights
+    cdef int status
+    cdef VmoObject v = _vmo(ks, handle, 0, &rights, &status)
+    if v is None:
+        return status
+    if op == MX_VMO_OP_COMMIT:
+        return vmo_commit(ks, v, offset, size)
+    if op == MX_VMO_OP_DECOMMIT:
+        return vmo_decommit(ks, v, offset, size)
+    if op == MX_VMO_OP_LOOKUP:
+        return vmo_lookup(ks, v, offset, size, <uint8_t *>buffer, buffer_size)
+    if op == MX_VMO_OP_LOCK or op == MX_VMO_OP_UNLOCK:
+        return ERR_NOT_SUPPORTED
+    if MX_VMO_OP_CACHE_SYNC <= op <= MX_VMO_OP_CACHE_CLEAN_INVALIDATE:
+        return vmo_cache_op(ks, v, op, offset, size)
+    return ERR_INVALID_ARGS
+
+
+cdef int sys_clone(kernel_state *ks, uint32_t handle, uint32_t options, uint64_t offset,
+                   uint64_t size, uint32_t *out) except -1000:
+    cdef uint32_t rights = 0
+    cdef int status
+    cdef VmoObject v = _vmo(ks, handle, MX_RIGHT_DUPLICATE | MX_RIGHT_READ, &rights, &status)
+    out[0] = MX_HANDLE_INVALID
+    if v is None:
+        return status
+    if not (options & MX_VMO_CLONE_COPY_ON_WRITE):
+        return ERR_INVALID_ARGS
+    if size > MX_VMO_MAX_SIZE:
+        return ERR_OUT_OF_RANGE
+    if offset & PAGE_MASK:
+        return ERR_INVALID_ARGS
+    if offset > U64_MAX - size:
+        return ERR_OUT_OF_RANGE
+    if ht_full(&ks.handles):
+        return ERR_NO_MEMORY
+    out[0] = ht_install(&ks.handles, vmo_new(ks, size, v, offset),
+                        rights | MX_RIGHT_WRITE | MX_RIGHT_EXECUTE | MX_RIGHT_MAP)
+    return NO_ERROR
+
+
+cdef int sys_committed_bytes(kernel_state *ks, uint32_t handle, uint64_t *out) except -1000:
+    cdef uint32_t rights
+    cdef int status
+    cdef VmoObject v = _vmo(ks, handle, 0, &rights, &status)
+    out[0] = 0
+    if v is not None:
+        out[0] = v.pt.npages << PAGE_SHIFT
+    return status
+
+
+cdef int sys_handle_close(kernel_state *ks, uint32_t handle) except -1000:
+    cdef uint32_t rights
+    if ht_get(&ks.handles, handle, &rights) == NULL:
+        return ERR_BAD_HANDLE
+    obj = ht_uninstall(&ks.handles, handle)
+    if type(obj) is VmoObject:
+        vmo_unref(ks, <VmoObject>obj)
+    return NO_ERROR
+
+
+cdef int sys_handle_duplicate(kernel_state *ks, uint32_t handle, uint32_t rights,
+                              uint32_t *out) except -1000:
+    cdef uint32_t src = 0
+    cdef PyObject *p = ht_get(&ks.handles, handle, &src)
+    out[0] = MX_HANDLE_INVALID
+    if p == NULL:
+        return ERR_BAD_HANDLE
+    if not (src & MX_RIGHT_DUPLICATE):
+        return ERR_ACCESS_DENIED
+    if rights == MX_RIGHT_SAME_RIGHTS:
+        rights = src
+    elif rights & ~src:
+        return ERR_INVALID_ARGS
+    if ht_full(&ks.handles):
+        return ERR_NO_MEMORY
+    if type(<object>p) is VmoObject:
+        (<VmoObject>p).refs += 1
+    out[0] = ht_install(&ks.handles, <object>p, rights)
+    return NO_ERROR
+
+
+cdef int sys_handle_replace(kernel_state *ks, uint32_t handle, uint32_t rights,
+                            uint32_t *out) except -1000:
+    cdef uint32_t src = 0
+    out[0] = MX_HANDLE_INVALID
+    if ht_get(&ks.handles, handle, &src) == NULL:
+        return ERR_BAD_HANDLE
+    if rights == MX_RIGHT_SAME_RIGHTS:
+        rights = src
+    elif rights & ~src:
+        return ERR_INVALID_ARGS
+    # The old slot is freed first, so the new handle normally reuses it (docs/semantics.md).
+    out[0] = ht_install(&ks.handles, ht_uninstall(&ks.handles, handle), rights)
+    return NO_ERROR
+
+
+cdef int sys_get_info(kernel_state *ks, uint32_t handle, uint32_t topic,
+                      handle_basic_info *info) except -1000:
+    """object_get_info: ERR_NOT_SUPPORTED for unknown topics, ERR_BAD_HANDLE; ERR_WRONG_TYPE
+    for the topics of objects this kernel has none of (3-13). HANDLE_VALID fills nothing."""
+    cdef uint32_t rights = 0
+    cdef PyObject *p
+    if topic == MX_INFO_NONE or topic > MX_INFO_LAST_OBJECT_TOPIC:
+        return ERR_NOT_SUPPORTED
+    p = ht_get(&ks.handles, handle, &rights)
+    if p == NULL:
+        return ERR_BAD_HANDLE
+    if topic == MX_INFO_HANDLE_VALID:
+        return NO_ERROR
+    if topic != MX_INFO_HANDLE_BASIC:
+        return ERR_WRONG_TYPE
+    if type(<object>p) is VmoObject:
+        info.koid = (<VmoObject>p).koid
+        info.type = MX_OBJ_TYPE_VMEM
+    else:
+        info.koid = (<EventObject>p).koid
+        info.type = MX_OBJ_TYPE_EVENT
+    info.rights = rights
+    info.related_koid = 0
+    info.props = MX_OBJ_PROP_WAITABLE
+    return NO_ERROR
+
+
+cdef int sys_event_create(kernel_state *ks, uint32_t options, uint32_t *out) except -1000:
+    out[0] = MX_HANDLE_INVALID
+    if options != 0:
+        return ERR_INVALID_ARGS
+    if ht_full(&ks.handles):
+        return ERR_NO_MEMORY
+    out[0] = ht_install(&ks.handles, event_new(ks), MX_DEFAULT_EVENT_RIGHTS)
+    return NO_ERROR
