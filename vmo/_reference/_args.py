@@ -59,8 +59,9 @@ class Arguments:
             if arg.out_of_range:
                 return ERR_INVALID_ARGS, 0
 
-    Handles, options, ops, rights, topics and alignment_log2 are uint32; sizes, offsets and
-    lengths uint64.
+    A call that takes no buffer has nothing to release and just makes one (``arg =
+    Arguments()``). Handles, options, ops, rights, topics and alignment_log2 are uint32; sizes,
+    offsets and lengths uint64.
     """
 
     __slots__ = ("_views", "out_of_range")
@@ -69,19 +70,19 @@ class Arguments:
         self.out_of_range = False  # an integer lies outside its C type: ERR_INVALID_ARGS
         self._views = []
 
-    def _int(self, value, limit):
+    def u32(self, value):
+        """An integer argument of C type uint32."""
         value = operator.index(value)
-        if not 0 <= value <= limit:
+        if not 0 <= value <= U32_MAX:
             self.out_of_range = True
         return value
 
-    def u32(self, value):
-        """An integer argument of C type uint32."""
-        return self._int(value, U32_MAX)
-
     def u64(self, value):
         """An integer argument of C type uint64."""
-        return self._int(value, U64_MAX)
+        value = operator.index(value)
+        if not 0 <= value <= U64_MAX:
+            self.out_of_range = True
+        return value
 
     def buffer(self, obj):
         """A buffer argument as a memoryview (None stays None: a null pointer; an exporter

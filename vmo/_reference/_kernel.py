@@ -63,6 +63,10 @@ ERR_WRONG_TYPE = Status.ERR_WRONG_TYPE
 ERR_OUT_OF_RANGE = Status.ERR_OUT_OF_RANGE
 ERR_ACCESS_DENIED = Status.ERR_ACCESS_DENIED
 
+# Rights as plain ints (an IntFlag operand would send every `&` through the enum machinery).
+_READ = int(Rights.READ)
+_WRITE = int(Rights.WRITE)
+_DUPLICATE = int(Rights.DUPLICATE)
 _CLONE_EXTRA_RIGHTS = int(Rights.WRITE | Rights.EXECUTE | Rights.MAP)  # W@HEAD's clone rights
 _WRONG_TYPE_TOPICS = range(3, 14)  # process, job, thread, resource, vmar, task topics
 _CACHE_OPS = (Op.CACHE_SYNC, Op.CACHE_INVALIDATE, Op.CACHE_CLEAN, Op.CACHE_CLEAN_INVALIDATE)
@@ -168,8 +172,8 @@ class Kernel(PythonicKernel):
         Errors: ERR_INVALID_ARGS (options != 0), ERR_NO_MEMORY (size > MX_VMO_MAX_SIZE, full
         handle table). docs/magenta.md 3.1."""
         self._ensure_open()
-        with Arguments() as arg:
-            size, options = arg.u64(size), arg.u32(options)
+        arg = Arguments()
+        size, options = arg.u64(size), arg.u32(options)
         if arg.out_of_range or options != 0:
             return ERR_INVALID_ARGS, MX_HANDLE_INVALID
         if size > MX_VMO_MAX_SIZE or ht_full(self._state.handles):
@@ -185,8 +189,8 @@ class Kernel(PythonicKernel):
         alignment_log2 below 12 but not 0, or 64 and above), ERR_NO_MEMORY (size >
         MX_VMO_MAX_SIZE, full handle table, no such run free). Nothing is created on failure."""
         self._ensure_open()
-        with Arguments() as arg:
-            size, alignment_log2 = arg.u64(size), arg.u32(alignment_log2)
+        arg = Arguments()
+        size, alignment_log2 = arg.u64(size), arg.u32(alignment_log2)
         if arg.out_of_range or size == 0:
             return ERR_INVALID_ARGS, MX_HANDLE_INVALID
         if alignment_log2 == 0:
@@ -231,7 +235,7 @@ class Kernel(PythonicKernel):
             length = arg.buffer_size(length, view)
             if arg.out_of_range:
                 return ERR_INVALID_ARGS, 0
-            status, entry = self._vmo(handle, Rights.WRITE if write else Rights.READ)
+            status, entry = self._vmo(handle, _WRITE if write else _READ)
             if status:
                 return status, 0
             if not arg_transfer_buffer(view, length, write):
@@ -257,8 +261,8 @@ class Kernel(PythonicKernel):
 
         Errors: ERR_BAD_HANDLE, ERR_WRONG_TYPE. docs/magenta.md 3.4."""
         self._ensure_open()
-        with Arguments() as arg:
-            handle = arg.u32(handle)
+        arg = Arguments()
+        handle = arg.u32(handle)
         if arg.out_of_range:
             return ERR_INVALID_ARGS, 0
         status, entry = self._vmo(handle)
@@ -272,11 +276,11 @@ class Kernel(PythonicKernel):
         Errors: ERR_BAD_HANDLE, ERR_ACCESS_DENIED (WRITE), ERR_WRONG_TYPE, ERR_OUT_OF_RANGE
         (size > MX_VMO_MAX_SIZE). docs/magenta.md 3.5."""
         self._ensure_open()
-        with Arguments() as arg:
-            handle, size = arg.u32(handle), arg.u64(size)
+        arg = Arguments()
+        handle, size = arg.u32(handle), arg.u64(size)
         if arg.out_of_range:
             return ERR_INVALID_ARGS
-        status, entry = self._vmo(handle, Rights.WRITE)
+        status, entry = self._vmo(handle, _WRITE)
         if status:
             return status
         return vmo_resize(self._state, entry.obj, size)
@@ -322,12 +326,12 @@ class Kernel(PythonicKernel):
         ERR_INVALID_ARGS (no COW flag, unaligned offset), ERR_OUT_OF_RANGE (size > max,
         offset+size wraps), ERR_NO_MEMORY (full handle table). docs/magenta.md 3.7."""
         self._ensure_open()
-        with Arguments() as arg:
-            handle, options = arg.u32(handle), arg.u32(options)
-            offset, size = arg.u64(offset), arg.u64(size)
+        arg = Arguments()
+        handle, options = arg.u32(handle), arg.u32(options)
+        offset, size = arg.u64(offset), arg.u64(size)
         if arg.out_of_range:
             return ERR_INVALID_ARGS, MX_HANDLE_INVALID
-        status, entry = self._vmo(handle, Rights.DUPLICATE | Rights.READ)
+        status, entry = self._vmo(handle, _DUPLICATE | _READ)
         if status:
             return status, MX_HANDLE_INVALID
         if not options & MX_VMO_CLONE_COPY_ON_WRITE:  # other option bits are ignored
@@ -349,8 +353,8 @@ class Kernel(PythonicKernel):
 
         Errors: ERR_BAD_HANDLE (also for 0). docs/magenta.md 3.8."""
         self._ensure_open()
-        with Arguments() as arg:
-            handle = arg.u32(handle)
+        arg = Arguments()
+        handle = arg.u32(handle)
         if arg.out_of_range:
             return ERR_INVALID_ARGS
         status, _ = self._handle(handle)
@@ -365,11 +369,11 @@ class Kernel(PythonicKernel):
         Errors: ERR_BAD_HANDLE, ERR_ACCESS_DENIED (DUPLICATE), ERR_INVALID_ARGS (rights not a
         subset), ERR_NO_MEMORY (full handle table). docs/magenta.md 3.9."""
         self._ensure_open()
-        with Arguments() as arg:
-            handle, rights = arg.u32(handle), arg.u32(rights)
+        arg = Arguments()
+        handle, rights = arg.u32(handle), arg.u32(rights)
         if arg.out_of_range:
             return ERR_INVALID_ARGS, MX_HANDLE_INVALID
-        status, entry = self._handle(handle, Rights.DUPLICATE)
+        status, entry = self._handle(handle, _DUPLICATE)
         if status:
             return status, MX_HANDLE_INVALID
         new_rights = _derived_rights(entry, rights)
@@ -386,8 +390,8 @@ class Kernel(PythonicKernel):
         Errors: ERR_BAD_HANDLE, ERR_INVALID_ARGS (rights not a subset; the old handle stays).
         docs/magenta.md 3.10."""
         self._ensure_open()
-        with Arguments() as arg:
-            handle, rights = arg.u32(handle), arg.u32(rights)
+        arg = Arguments()
+        handle, rights = arg.u32(handle), arg.u32(rights)
         if arg.out_of_range:
             return ERR_INVALID_ARGS, MX_HANDLE_INVALID
         status, entry = self._handle(handle)
@@ -407,8 +411,8 @@ class Kernel(PythonicKernel):
         Errors: ERR_BAD_HANDLE, ERR_WRONG_TYPE (topics 3-13), ERR_NOT_SUPPORTED (any other
         topic, before the handle is looked up). docs/magenta.md 3.11."""
         self._ensure_open()
-        with Arguments() as arg:
-            handle, topic = arg.u32(handle), arg.u32(topic)
+        arg = Arguments()
+        handle, topic = arg.u32(handle), arg.u32(topic)
         if arg.out_of_range:
             return ERR_INVALID_ARGS, 0
         if topic != MX_INFO_HANDLE_VALID and topic != MX_INFO_HANDLE_BASIC \
@@ -431,8 +435,8 @@ class Kernel(PythonicKernel):
 
         Errors: ERR_INVALID_ARGS (options != 0), ERR_NO_MEMORY (full handle table)."""
         self._ensure_open()
-        with Arguments() as arg:
-            options = arg.u32(options)
+        arg = Arguments()
+        options = arg.u32(options)
         if arg.out_of_range or options != 0:
             return ERR_INVALID_ARGS, MX_HANDLE_INVALID
         if ht_full(self._state.handles):
@@ -474,11 +478,11 @@ class Kernel(PythonicKernel):
         vmo_read's checks without the buffer ones. Errors: ERR_BAD_HANDLE, ERR_ACCESS_DENIED
         (READ), ERR_WRONG_TYPE, ERR_OUT_OF_RANGE."""
         self._ensure_open()
-        with Arguments() as arg:
-            handle, offset, length = arg.u32(handle), arg.u64(offset), arg.u64(length)
+        arg = Arguments()
+        handle, offset, length = arg.u32(handle), arg.u64(offset), arg.u64(length)
         if arg.out_of_range:
             return ERR_INVALID_ARGS, b""
-        status, entry = self._vmo(handle, Rights.READ)
+        status, entry = self._vmo(handle, _READ)
         if status:
             return status, b""
         actual = trim_range(offset, length, entry.obj.size)
@@ -493,8 +497,8 @@ class Kernel(PythonicKernel):
 
         Errors: ERR_BAD_HANDLE, ERR_WRONG_TYPE."""
         self._ensure_open()
-        with Arguments() as arg:
-            handle = arg.u32(handle)
+        arg = Arguments()
+        handle = arg.u32(handle)
         if arg.out_of_range:
             return ERR_INVALID_ARGS, 0
         status, entry = self._vmo(handle)
@@ -527,8 +531,8 @@ class Kernel(PythonicKernel):
 
         Errors: ERR_BAD_HANDLE, ERR_WRONG_TYPE."""
         self._ensure_open()
-        with Arguments() as arg:
-            handle = arg.u32(handle)
+        arg = Arguments()
+        handle = arg.u32(handle)
         if arg.out_of_range:
             return ERR_INVALID_ARGS, {}
         status, entry = self._vmo(handle)

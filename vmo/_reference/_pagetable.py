@@ -13,14 +13,12 @@ __all__ = ["PAGE_LIMIT", "pt_count", "pt_get", "pt_remove", "pt_set"]
 PAGE_LIMIT = 1 << 52
 
 
-def pt_get(pt, index):
-    """The frame at page ``index``, or None."""
-    return pt.get(index)
+#: ``pt_get(pt, index)``: the frame at page ``index``, or None (dict.get itself: it is called
+#: for every level of every fault, and a Python wrapper would only add a frame).
+pt_get = dict.get
 
-
-def pt_set(pt, index, frame):
-    """Put ``frame`` at page ``index`` (which holds none)."""
-    pt[index] = frame
+#: ``pt_set(pt, index, frame)``: put ``frame`` at page ``index`` (which holds none).
+pt_set = dict.__setitem__
 
 
 def pt_count(pt, start, end):
