@@ -1,6 +1,11 @@
 """`Kernel`, the syscall layer only: convert the arguments (`_args.Arguments`), check them in
 Magenta's order (each handle once, through `Kernel._vmo` or `Kernel._handle`), call the
-object layer (`_vmobject`, `_physmem`)."""
+object layer (`_vmobject`, `_physmem`).
+
+`Kernel` holds the syscalls and what goes through a handle; its base `_Machine` holds the
+rest of the public class: construction and lifetime, the device-model calls, `stats`, and
+the test hooks that need no handle.
+"""
 
 import operator
 
@@ -81,16 +86,10 @@ def _derived_rights(entry, rights):
     return rights
 
 
-class Kernel(PythonicKernel):
-    """One simulated machine: physical memory, its frame allocator and one process's handle table.
-
-    ``Kernel(memory_size=1 << 30, *, memory_base=0x100000)``: ``memory_size`` bytes of physical
-    memory starting at physical address ``memory_base``. ``Kernel(memory=[(base, size), ...])``:
-    a memory map, RAM ranges with holes between them, allocated in the order given and
-    ascending inside each. Bases and sizes must be page multiples, sizes positive, ranges
-    disjoint and below 2**64, at most 2**32 - 2 pages in all (a base of 0 is allowed),
-    else ValueError; TypeError for non-integers (`vmo._memmap.memory_map`).
-    """
+class _Machine(PythonicKernel):
+    """What a `Kernel` is around its syscalls: construction and lifetime, the device-model
+    calls (they raise `MxError` rather than return a status), `stats` and the test hooks
+    that need no handle."""
 
     def __init__(self, memory_size=None, *, memory_base=None, memory=None):
         ranges = memory_map(memory_size, memory_base, memory)
@@ -140,6 +139,77 @@ class Kernel(PythonicKernel):
         if self._state.closed:
             return "<vmo._reference.Kernel closed>"
         return f"<vmo._reference.Kernel memory={[(hex(b), hex(s)) for b, s in self._memory_map]}>"
+
+    # -- physical memory access (device models; docs/semantics.md "Physical access") ---------
+    def phys_read(self, paddr, length):
+        """What a device reads at physical address ``paddr``: ``length`` bytes.
+
+        Raises MxError(ERR_OUT_OF_RANGE) unless the range lies inside one arena of physical
+        memory, ERR_BAD_STATE if a page it touches is not held by a VMO."""
+        self._ensure_open()
+        paddr, length = phys_args(paddr, length)
+        return _physmem.phys_read(self._state.pool, paddr, length)
+
+    def phys_write(self, paddr, data):
+        """A device writes ``data`` (any contiguous buffer, else ERR_INVALID_ARGS) at physical
+        address ``paddr``; returns the bytes written. Errors as `phys_read`."""
+        self._ensure_open()
+        paddr = operator.index(paddr)  # before the data: its TypeError wins
+        with phys_data(data) as view:
+            paddr, _ = phys_args(paddr, view.nbytes)
+            return _physmem.phys_write(self._state.pool, paddr, view.tobytes())
+
+    def phys_view(self, paddr, length):
+        """A writable, zero-copy memoryview (format "B") of physical memory, as a device sees
+        it. Until the view is released (``view.release()`` or its last reference dropped),
+        every frame it touches is pinned: never handed out again, even when its VMO lets go of
+        it meanwhile (then it is freed with its last pin). Errors as `phys_read`."""
+        self._ensure_open()
+        paddr, length = phys_args(paddr, length)
+        return _physmem.phys_view(self._state, paddr, length)
+
+    # -- counts ------------------------------------------------------------------------------
+    def stats(self):
+        """A dict: total_frames, free_frames, committed_frames (held by a VMO, or pinned after
+        their VMO let go), vmos (live VMO objects), handles, pinned_frames (frames with at
+        least one live physical view), memory_base, memory_size."""
+        self._ensure_open()
+        state = self._state
+        total = state.pool.nframes
+        free = pool_free_count(state.pool)
+        return {
+            "total_frames": total,
+            "free_frames": free,
+            "committed_frames": total - free,
+            "vmos": sum(1 for obj in state.objects.values() if isinstance(obj, VmoObject)),
+            "handles": len(state.handles.entries),
+            "memory_base": self.memory_base,
+            "memory_size": self.memory_size,
+            "pinned_frames": len(state.pool.pins),
+        }
+
+    # -- test hooks ----------------------------------------------------------------------------
+    def _allocator_state(self):
+        """(next_fresh, freed frames from the bottom of the LIFO list to its top)."""
+        self._ensure_open()
+        return _invariants.allocator_state(self._state)
+
+    def _check(self):
+        """Walk every invariant; raise AssertionError naming the first one broken."""
+        self._ensure_open()
+        _invariants.check(self._state, self.stats())
+
+
+class Kernel(_Machine):
+    """One simulated machine: physical memory, its frame allocator and one process's handle table.
+
+    ``Kernel(memory_size=1 << 30, *, memory_base=0x100000)``: ``memory_size`` bytes of physical
+    memory starting at physical address ``memory_base``. ``Kernel(memory=[(base, size), ...])``:
+    a memory map, RAM ranges with holes between them, allocated in the order given and
+    ascending inside each. Bases and sizes must be page multiples, sizes positive, ranges
+    disjoint and below 2**64, at most 2**32 - 2 pages in all (a base of 0 is allowed),
+    else ValueError; TypeError for non-integers (`vmo._memmap.memory_map`).
+    """
 
     # -- the handle checks, in Magenta's order ---------------------------------------------------
     def _handle(self, value, rights=0):
@@ -443,34 +513,6 @@ class Kernel(PythonicKernel):
             return ERR_NO_MEMORY, MX_HANDLE_INVALID
         return NO_ERROR, self._install(event_new(self._state), MX_DEFAULT_EVENT_RIGHTS)
 
-    # -- physical memory access (device models; docs/semantics.md "Physical access") ---------
-    def phys_read(self, paddr, length):
-        """What a device reads at physical address ``paddr``: ``length`` bytes.
-
-        Raises MxError(ERR_OUT_OF_RANGE) unless the range lies inside one arena of physical
-        memory, ERR_BAD_STATE if a page it touches is not held by a VMO."""
-        self._ensure_open()
-        paddr, length = phys_args(paddr, length)
-        return _physmem.phys_read(self._state.pool, paddr, length)
-
-    def phys_write(self, paddr, data):
-        """A device writes ``data`` (any contiguous buffer, else ERR_INVALID_ARGS) at physical
-        address ``paddr``; returns the bytes written. Errors as `phys_read`."""
-        self._ensure_open()
-        paddr = operator.index(paddr)  # before the data: its TypeError wins
-        with phys_data(data) as view:
-            paddr, _ = phys_args(paddr, view.nbytes)
-            return _physmem.phys_write(self._state.pool, paddr, view.tobytes())
-
-    def phys_view(self, paddr, length):
-        """A writable, zero-copy memoryview (format "B") of physical memory, as a device sees
-        it. Until the view is released (``view.release()`` or its last reference dropped),
-        every frame it touches is pinned: never handed out again, even when its VMO lets go of
-        it meanwhile (then it is freed with its last pin). Errors as `phys_read`."""
-        self._ensure_open()
-        paddr, length = phys_args(paddr, length)
-        return _physmem.phys_view(self._state, paddr, length)
-
     # -- additions (the compiled core has the same) --------------------------------------------
     def vmo_read_bytes(self, handle, offset, length):
         """Up to ``length`` bytes at ``offset`` -> (status, bytes), b"" on failure.
@@ -506,25 +548,6 @@ class Kernel(PythonicKernel):
             return status, 0
         return NO_ERROR, len(entry.obj.pages) * PAGE_SIZE
 
-    def stats(self):
-        """A dict: total_frames, free_frames, committed_frames (held by a VMO, or pinned after
-        their VMO let go), vmos (live VMO objects), handles, pinned_frames (frames with at
-        least one live physical view), memory_base, memory_size."""
-        self._ensure_open()
-        state = self._state
-        total = state.pool.nframes
-        free = pool_free_count(state.pool)
-        return {
-            "total_frames": total,
-            "free_frames": free,
-            "committed_frames": total - free,
-            "vmos": sum(1 for obj in state.objects.values() if isinstance(obj, VmoObject)),
-            "handles": len(state.handles.entries),
-            "memory_base": self.memory_base,
-            "memory_size": self.memory_size,
-            "pinned_frames": len(state.pool.pins),
-        }
-
     # -- test hooks ----------------------------------------------------------------------------
     def _vmo_pages(self, handle):
         """The VMO's own pages -> (status, {page_index: paddr}) ascending, {} on failure.
@@ -539,13 +562,3 @@ class Kernel(PythonicKernel):
         if status:
             return status, {}
         return NO_ERROR, _invariants.vmo_pages(self._state, entry.obj)
-
-    def _allocator_state(self):
-        """(next_fresh, freed frames from the bottom of the LIFO list to its top)."""
-        self._ensure_open()
-        return _invariants.allocator_state(self._state)
-
-    def _check(self):
-        """Walk every invariant; raise AssertionError naming the first one broken."""
-        self._ensure_open()
-        _invariants.check(self._state, self.stats())
