@@ -272,6 +272,7 @@ def vmo_lookup(state, vmo, offset, size, view, buffer_size):
         return ERR_INVALID_ARGS
     if not in_range(offset, size, vmo.size):
         return ERR_OUT_OF_RANGE
+    # Flat bytes only now, past the checks: casting an empty strided view would raise.
     out = view if view.ndim == 1 and view.format == "B" else view.cast("B")
     for i in range(pages):
         frame = vmo_find_page(vmo, first + i * PAGE_SIZE)
