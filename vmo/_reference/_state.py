@@ -1,0 +1,25 @@
+"""The kernel's shared state, which every layer above takes as its first argument."""
+
+from ._frames import FramePool
+from ._handles import HandleTable
+
+__all__ = ["FIRST_KOID", "KernelState"]
+
+FIRST_KOID = 1024  # docs/semantics.md "Objects": one koid counter per kernel, from 1024
+
+
+class KernelState:
+    """Physical memory and its allocator, the handle table, and the live objects.
+
+    ``objects`` maps the koid of every live object (VMOs, clones, parents kept alive by their
+    clones, events) to it; ``next_koid`` is the koid the next object takes.
+    """
+
+    __slots__ = ("closed", "handles", "next_koid", "objects", "pool")
+
+    def __init__(self, arenas):
+        self.pool = FramePool(arenas)
+        self.handles = HandleTable()
+        self.objects = {}
+        self.next_koid = FIRST_KOID
+        self.closed = False
