@@ -1,9 +1,15 @@
 """The benchmarked operations: each Case says how the compiled core, the reference model and
 the host kernel set up, run and tear down one round of it (the Job builders), its unit and
-the project's target; CASES holds every row, the memory rows included, in table order."""
+the project's target; CASES holds every row, the memory rows included, in table order.
+
+The Job builders are few and parametrised: `_k_range` (one op_range over a whole VMO per
+round), `_k_sparse` (whole-range ops on a huge VMO holding 16 pages), `_k_loop` (a call
+repeated N times per round), and on the host side `_h_mapping` and `_h_memfd`."""
 
 import ctypes
+import textwrap
 from array import array
+from functools import cache
 from time import perf_counter_ns
 
 from ..constants import Op
@@ -32,119 +38,70 @@ from .memory import MEMORY_CASES
 
 
 # -- kernel jobs (vmo and reference: the same syscall API) ------------------------------------
-def _k_commit_fresh(K, size, calls):
-    st = State()
+def _k_range(*ops, fresh=None, prepare=(), entries=False):
+    """The builder of a job timing `ops` (vmo_op_range over the whole VMO, back to back; one
+    or two) per round, on a VMO of the row's size in a kernel of twice that memory.
 
-    def setup():
-        st.k = K(memory_size=kernel_memory(size))
-        st.h = new_vmo(st.k, size)
-
-    def run():
-        ns, status = timed(st.k.vmo_op_range, st.h, COMMIT, 0, size)
-        ok(status, "COMMIT")
-        return ns
-
-    def teardown():
-        st.k.close()
-
-    return Job(run, size // PAGE, setup, teardown)
-
-
-def _k_recommit(K, size, calls):
-    st = State()
-    st.k = K(memory_size=kernel_memory(size))
-
-    def setup():
-        st.h = new_vmo(st.k, size)
-        ok(st.k.vmo_op_range(st.h, COMMIT, 0, size), "COMMIT")
-        ok(st.k.vmo_op_range(st.h, DECOMMIT, 0, size), "DECOMMIT")
-
-    def run():
-        ns, status = timed(st.k.vmo_op_range, st.h, COMMIT, 0, size)
-        ok(status, "COMMIT")
-        return ns
-
-    def teardown():
-        ok(st.k.handle_close(st.h), "handle_close")
-
-    return Job(run, size // PAGE, setup, teardown, st.k.close)
-
-
-def _k_decommit_clean(K, size, calls):
-    st = State()
-    st.k = K(memory_size=kernel_memory(size))
-
-    def setup():
-        st.h = new_vmo(st.k, size)
-        ok(st.k.vmo_op_range(st.h, COMMIT, 0, size), "COMMIT")
-
-    def run():
-        ns, status = timed(st.k.vmo_op_range, st.h, DECOMMIT, 0, size)
-        ok(status, "DECOMMIT")
-        return ns
-
-    def teardown():
-        ok(st.k.handle_close(st.h), "handle_close")
-
-    return Job(run, size // PAGE, setup, teardown, st.k.close)
-
-
-def _k_decommit_commit_1in64(K, size, calls):
-    st = State()
-    st.k = K(memory_size=kernel_memory(size))
-    one = b"\x01"
-
-    def setup():
-        k = st.k
-        st.h = h = new_vmo(k, size)
-        ok(k.vmo_op_range(h, COMMIT, 0, size), "COMMIT")
-        for off in range(0, size, 64 * PAGE):
-            ok(k.vmo_write(h, one, off)[0], "vmo_write")
-
-    def run():
-        k, h = st.k, st.h
-        t0 = perf_counter_ns()
-        s1 = k.vmo_op_range(h, DECOMMIT, 0, size)
-        s2 = k.vmo_op_range(h, COMMIT, 0, size)
-        ns = perf_counter_ns() - t0
-        ok(s1, "DECOMMIT")
-        ok(s2, "COMMIT")
-        return ns
-
-    def teardown():
-        ok(st.k.handle_close(st.h), "handle_close")
-
-    return Job(run, size // PAGE, setup, teardown, st.k.close)
-
-
-def _k_lookup(K, size, calls):
-    k = K(memory_size=kernel_memory(size))
-    h = new_vmo(k, size)
-    ok(k.vmo_op_range(h, COMMIT, 0, size), "COMMIT")
-    buf = array("Q", bytes(8 * (size // PAGE)))
-
-    def run():
-        ns, status = timed(k.vmo_op_range, h, LOOKUP, 0, size, buf)
-        ok(status, "LOOKUP")
-        return ns
-
-    return Job(run, size // PAGE, close=k.close)
-
-
-def _k_cache(op):
-    op = int(op)
-
+    fresh: "kernel" (a new kernel and VMO every round), "vmo" (a new VMO every round in one
+    kernel) or None (one VMO for the whole job). prepare: what is done to each new VMO before
+    it is timed, in order: "commit", "decommit", "write_1in64" (one byte every 64 pages).
+    entries: LOOKUP's output, an array('Q') of one entry per page, is passed.
+    """
     def make(K, size, calls):
-        k = K(memory_size=kernel_memory(size))
-        h = new_vmo(k, size)
-        ok(k.vmo_op_range(h, COMMIT, 0, size), "COMMIT")
+        st = State()
 
-        def run():
-            ns, status = timed(k.vmo_op_range, h, op, 0, size)
-            ok(status, Op(op).name)
-            return ns
+        def new_vmo_prepared():
+            k = st.k
+            st.h = h = new_vmo(k, size)
+            for step in prepare:
+                if step == "write_1in64":
+                    for off in range(0, size, 64 * PAGE):
+                        ok(k.vmo_write(h, b"\x01", off)[0], "vmo_write")
+                else:
+                    op = COMMIT if step == "commit" else DECOMMIT
+                    ok(k.vmo_op_range(h, op, 0, size), Op(op).name)
 
-        return Job(run, size // PAGE, close=k.close)
+        def new_kernel():
+            st.k = K(memory_size=kernel_memory(size))
+
+        if len(ops) == 1:
+            op, = ops
+            what = Op(op).name
+            buf = (array("Q", bytes(8 * (size // PAGE))),) if entries else ()
+
+            def run():
+                ns, status = timed(st.k.vmo_op_range, st.h, op, 0, size, *buf)
+                ok(status, what)
+                return ns
+        else:
+            first, second = ops
+
+            def run():
+                k, h = st.k, st.h
+                t0 = perf_counter_ns()
+                s1 = k.vmo_op_range(h, first, 0, size)
+                s2 = k.vmo_op_range(h, second, 0, size)
+                ns = perf_counter_ns() - t0
+                ok(s1, Op(first).name)
+                ok(s2, Op(second).name)
+                return ns
+
+        units = size // PAGE
+        if fresh == "kernel":
+            def setup():
+                new_kernel()
+                new_vmo_prepared()
+            return Job(run, units, setup, lambda: st.k.close())
+        new_kernel()
+        if fresh == "vmo":
+            return Job(run, units, new_vmo_prepared,
+                       lambda: ok(st.k.handle_close(st.h), "handle_close"), st.k.close)
+        try:
+            new_vmo_prepared()
+        except BaseException:
+            st.k.close()
+            raise
+        return Job(run, units, close=st.k.close)
 
     return make
 
@@ -152,268 +109,154 @@ def _k_cache(op):
 _SPARSE_PAGES = 16
 
 
-def _sparse_vmo(K, size):
-    """A kernel and a VMO of `size` bytes holding 16 pages spread evenly over it."""
-    k = K(memory_size=64 * MiB)
-    h = new_vmo(k, size)
-    offsets = [i * (size // _SPARSE_PAGES) // PAGE * PAGE for i in range(_SPARSE_PAGES)]
+def _k_sparse(op):
+    """The builder of a job timing one whole-range call on a VMO of the row's size (1 PiB)
+    holding 16 pages spread evenly over it: `op` is an op_range op or "shrink" (vmo_set_size
+    to one page). The pages are committed once for a cache op, before every round for the
+    others (they drop them)."""
+    def make(K, size, calls):
+        k = K(memory_size=64 * MiB)
+        h = new_vmo(k, size)
+        offsets = [i * (size // _SPARSE_PAGES) // PAGE * PAGE for i in range(_SPARSE_PAGES)]
 
-    def commit_pages():
-        for off in offsets:
-            ok(k.vmo_op_range(h, COMMIT, off, PAGE), "COMMIT")
+        def commit_pages():
+            for off in offsets:
+                ok(k.vmo_op_range(h, COMMIT, off, PAGE), "COMMIT")
 
-    return k, h, commit_pages
+        setup = commit_pages
+        if op == "shrink":
+            fn, args, what = k.vmo_set_size, (h, PAGE), "vmo_set_size"
+
+            def setup():
+                ok(k.vmo_set_size(h, size), "vmo_set_size")
+                commit_pages()
+        else:
+            fn, args, what = k.vmo_op_range, (h, op, 0, size), Op(op).name
+            if op != DECOMMIT:
+                commit_pages()
+                setup = None
+
+        def run():
+            ns, status = timed(fn, *args)
+            ok(status, what)
+            return ns
+
+        return Job(run, 1, setup=setup, close=k.close)
+
+    return make
 
 
-def _k_sparse_cache(K, size, calls):
-    k, h, commit_pages = _sparse_vmo(K, size)
-    commit_pages()
-    op = int(Op.CACHE_CLEAN_INVALIDATE)
-
+# The timed loop of a per-call job is the statement a user writes (`k.vmo_get_size(h)`, the
+# attribute lookup and the call), repeated N times between two perf_counter_ns readings, over
+# names bound once (closure cells). A loop over a function object would add a call or drop
+# the lookup, so, as timeit does, the loop is compiled from the statement's source.
+_LOOP = """
+def factory({names}):
     def run():
-        ns, status = timed(k.vmo_op_range, h, op, 0, size)
-        ok(status, "CACHE_CLEAN_INVALIDATE")
-        return ns
-
-    return Job(run, 1, close=k.close)
-
-
-def _k_sparse_decommit(K, size, calls):
-    k, h, commit_pages = _sparse_vmo(K, size)
-
-    def run():
-        ns, status = timed(k.vmo_op_range, h, DECOMMIT, 0, size)
-        ok(status, "DECOMMIT")
-        return ns
-
-    return Job(run, 1, setup=commit_pages, close=k.close)
-
-
-def _k_sparse_shrink(K, size, calls):
-    k, h, commit_pages = _sparse_vmo(K, size)
-
-    def setup():
-        ok(k.vmo_set_size(h, size), "vmo_set_size")
-        commit_pages()
-
-    def run():
-        ns, status = timed(k.vmo_set_size, h, PAGE)
-        ok(status, "vmo_set_size")
-        return ns
-
-    return Job(run, 1, setup=setup, close=k.close)
-
-
-def _k_read(K, size, calls):
-    k = K(memory_size=64 * MiB)
-    h = new_vmo(k, size)
-    fill(k, h, size)
-    buf = bytearray(size)
-    r = range(calls)
-
-    def run():
+        {status} = None
         t0 = perf_counter_ns()
         for _ in r:
-            res = k.vmo_read(h, buf, 0)
+{body}
         ns = perf_counter_ns() - t0
-        ok(res[0], "vmo_read")
-        return ns
-
-    return Job(run, calls, close=k.close)
-
-
-def _k_write(K, size, calls):
-    k = K(memory_size=64 * MiB)
-    h = new_vmo(k, size)
-    fill(k, h, size)
-    data = b"\x5a" * size
-    r = range(calls)
-
-    def run():
-        t0 = perf_counter_ns()
-        for _ in r:
-            res = k.vmo_write(h, data, 0)
-        ns = perf_counter_ns() - t0
-        ok(res[0], "vmo_write")
-        return ns
-
-    return Job(run, calls, close=k.close)
+        return ns, {status_expr}
+    return run
+"""
+_LOOP_GLOBALS = {"perf_counter_ns": perf_counter_ns, "COMMIT": COMMIT, "LOOKUP": LOOKUP}
 
 
-def _k_create_close(K, size, calls):
-    k = K(memory_size=64 * MiB)
-    r = range(calls)
-
-    def run():
-        t0 = perf_counter_ns()
-        for _ in r:
-            status, h = k.vmo_create(size)
-            k.handle_close(h)
-        ns = perf_counter_ns() - t0
-        ok(status, "vmo_create")
-        return ns
-
-    return Job(run, calls, close=k.close)
+@cache
+def _loop_factory(body, names, status, status_expr):
+    source = _LOOP.format(names=", ".join(names), status=status, status_expr=status_expr,
+                          body=textwrap.indent(textwrap.dedent(body).strip(), " " * 12))
+    namespace = {}
+    exec(compile(source, f"<vmo.bench loop: {body.strip()[:40]}>", "exec"),  # noqa: S102
+         dict(_LOOP_GLOBALS), namespace)
+    return namespace["factory"]
 
 
-def _k_clone_write(K, size, calls):
-    k = K(memory_size=64 * MiB)
-    h = new_vmo(k, size)
-    fill(k, h, size)
-    one = b"\x01"
-    r = range(calls)
+def _k_loop(setup, body, status="res", status_expr=None, check=None):
+    """The builder of a job running the statement(s) `body` `calls` times per round, over the
+    names `setup(K, size)` returns (a dict; "k" is the kernel, "close" an optional closer)
+    plus `size` and the range `r`. After the round, `check(last)` sees the last value of
+    `status_expr` (default: the variable `status`) and raises BenchError if it is wrong."""
+    def make(K, size, calls):
+        env = setup(K, size)
+        close = env.pop("close", None) or env["k"].close
+        env.update(size=size, r=range(calls))
+        names = tuple(sorted(env))
+        loop = _loop_factory(body, names, status, status_expr or status)(**env)
 
-    def run():
-        t0 = perf_counter_ns()
-        for _ in r:
-            status, c = k.vmo_clone(h, 1, 0, size)
-            k.vmo_write(c, one, 0)
-            k.handle_close(c)
-        ns = perf_counter_ns() - t0
-        ok(status, "vmo_clone")
-        return ns
+        def run():
+            ns, last = loop()
+            if check is not None:
+                check(last)
+            return ns
 
-    return Job(run, calls, close=k.close)
+        return Job(run, calls, close=close)
 
-
-def _k_sys_commit(K, size, calls):
-    k = K(memory_size=64 * MiB)
-    h = new_vmo(k, size)
-    ok(k.vmo_op_range(h, COMMIT, 0, size), "COMMIT")
-    r = range(calls)
-
-    def run():
-        t0 = perf_counter_ns()
-        for _ in r:
-            status = k.vmo_op_range(h, COMMIT, 0, size)
-        ns = perf_counter_ns() - t0
-        ok(status, "COMMIT")
-        return ns
-
-    return Job(run, calls, close=k.close)
+    return make
 
 
-def _k_sys_lookup(K, size, calls):
-    k = K(memory_size=64 * MiB)
-    h = new_vmo(k, size)
-    ok(k.vmo_op_range(h, COMMIT, 0, size), "COMMIT")
-    buf = array("Q", [0])
-    r = range(calls)
-
-    def run():
-        t0 = perf_counter_ns()
-        for _ in r:
-            status = k.vmo_op_range(h, LOOKUP, 0, size, buf)
-        ns = perf_counter_ns() - t0
-        ok(status, "LOOKUP")
-        return ns
-
-    return Job(run, calls, close=k.close)
+def _expect_ok(what):
+    return lambda status: ok(status, what)
 
 
-def _k_sys_get_size(K, size, calls):
-    k = K(memory_size=64 * MiB)
-    h = new_vmo(k, PAGE)
-    r = range(calls)
-
-    def run():
-        t0 = perf_counter_ns()
-        for _ in r:
-            res = k.vmo_get_size(h)
-        ns = perf_counter_ns() - t0
-        ok(res[0], "vmo_get_size")
-        return ns
-
-    return Job(run, calls, close=k.close)
+_BUFFERS = {  # kind: (name in the loop, the object for a row of `size` bytes)
+    "into": ("buf", bytearray),                        # where vmo_read puts its bytes
+    "from": ("data", lambda size: b"\x5a" * size),     # what vmo_write writes
+    "byte": ("one", lambda size: b"\x01"),             # a first write
+    "entry": ("buf", lambda size: array("Q", [0])),    # one LOOKUP entry
+}
 
 
-def _k_sys_read(K, size, calls):
-    k = K(memory_size=64 * MiB)
-    h = new_vmo(k, PAGE)
-    fill(k, h, PAGE)
-    buf = bytearray(size)
-    r = range(calls)
+def _on_vmo(vmo_size=None, *, written=False, committed=False, buffer=None):
+    """Loop names: a kernel of 64 MiB `k`, a VMO `h` of `vmo_size` bytes (default: the row's
+    size), every byte written or its pages committed, and a buffer of _BUFFERS."""
+    def setup(K, size):
+        n = size if vmo_size is None else vmo_size
+        k = K(memory_size=64 * MiB)
+        h = new_vmo(k, n)
+        if written:
+            fill(k, h, n)
+        if committed:
+            ok(k.vmo_op_range(h, COMMIT, 0, n), "COMMIT")
+        env = {"k": k, "h": h}
+        if buffer is not None:
+            name, make = _BUFFERS[buffer]
+            env[name] = make(size)
+        return env
 
-    def run():
-        t0 = perf_counter_ns()
-        for _ in r:
-            res = k.vmo_read(h, buf, 0)
-        ns = perf_counter_ns() - t0
-        ok(res[0], "vmo_read")
-        return ns
-
-    return Job(run, calls, close=k.close)
-
-
-# -- embedding: physical access and contiguous runs ------------------------------------------
-def _phys_page(K):
-    """A kernel, a one-page contiguous VMO holding data, and the page's physical address."""
-    k = K(memory_size=64 * MiB)
-    status, h = k.vmo_create_contiguous(PAGE)
-    ok(status, "vmo_create_contiguous")
-    fill(k, h, PAGE)
-    entry = array("Q", [0])
-    ok(k.vmo_op_range(h, LOOKUP, 0, PAGE, entry), "LOOKUP")
-    return k, entry[0]
+    return setup
 
 
-def _k_phys_view(K, size, calls):
-    k, paddr = _phys_page(K)
-    r = range(calls)
-
-    def run():
-        t0 = perf_counter_ns()
-        for _ in r:
-            k.phys_view(paddr, size).release()
-        return perf_counter_ns() - t0
-
-    return Job(run, calls, close=k.close)
+def _kernel_only(K, size):
+    return {"k": K(memory_size=64 * MiB)}
 
 
-def _k_view_write(K, size, calls):
-    k, paddr = _phys_page(K)
-    view = k.phys_view(paddr, size)
-    data = b"\x5a" * size
-    r = range(calls)
+# -- embedding: physical access and contiguous runs -------------------------------------------
+def _on_phys_page(view=False):
+    """Loop names: a kernel `k`, the physical address `paddr` of a one-page contiguous VMO
+    holding data, the bytes `data` of the row's size, and with `view` a live phys_view
+    `view` of the row's size over it."""
+    def setup(K, size):
+        k = K(memory_size=64 * MiB)
+        status, h = k.vmo_create_contiguous(PAGE)
+        ok(status, "vmo_create_contiguous")
+        fill(k, h, PAGE)
+        entry = array("Q", [0])
+        ok(k.vmo_op_range(h, LOOKUP, 0, PAGE, entry), "LOOKUP")
+        env = {"k": k, "paddr": entry[0], "data": b"\x5a" * size}
+        if view:
+            env["view"] = v = k.phys_view(entry[0], size)
 
-    def run():
-        t0 = perf_counter_ns()
-        for _ in r:
-            view[:] = data
-        return perf_counter_ns() - t0
+            def close():
+                v.release()
+                k.close()
 
-    def close():
-        view.release()
-        k.close()
+            env["close"] = close
+        return env
 
-    return Job(run, calls, close=close)
-
-
-def _k_phys_write(K, size, calls):
-    k, paddr = _phys_page(K)
-    data = b"\x5a" * size
-    r = range(calls)
-
-    def run():
-        t0 = perf_counter_ns()
-        for _ in r:
-            k.phys_write(paddr, data)
-        return perf_counter_ns() - t0
-
-    return Job(run, calls, close=k.close)
-
-
-def _k_phys_read(K, size, calls):
-    k, paddr = _phys_page(K)
-    r = range(calls)
-
-    def run():
-        t0 = perf_counter_ns()
-        for _ in r:
-            k.phys_read(paddr, size)
-        return perf_counter_ns() - t0
-
-    return Job(run, calls, close=k.close)
+    return setup
 
 
 def _fragmented(K, size):
@@ -439,131 +282,79 @@ def _fragmented(K, size):
 
 
 def _k_contiguous(run_bytes, alignment_log2):
-    def make(K, size, calls):
-        k = _fragmented(K, size)
-        r = range(calls)
+    expect = 0 if run_bytes <= 256 * PAGE else -4  # the longest free run: 256 pages
 
-        def run():
-            t0 = perf_counter_ns()
-            for _ in r:
-                status, h = k.vmo_create_contiguous(run_bytes, alignment_log2)
-                if status == 0:
-                    k.handle_close(h)
-            ns = perf_counter_ns() - t0
-            expect = 0 if run_bytes <= 256 * PAGE else -4  # the longest free run: 256 pages
-            if int(status) != expect:
-                raise BenchError(f"vmo_create_contiguous returned {status!r}")
-            return ns
+    def check(status):
+        if int(status) != expect:
+            raise BenchError(f"vmo_create_contiguous returned {status!r}")
 
-        return Job(run, calls, close=k.close)
+    return _k_loop(
+        lambda K, size: {"k": _fragmented(K, size), "run_bytes": run_bytes,
+                         "alignment_log2": alignment_log2},
+        """
+        status, h = k.vmo_create_contiguous(run_bytes, alignment_log2)
+        if status == 0:
+            k.handle_close(h)
+        """, status="status", check=check)
+
+
+# -- host jobs ----------------------------------------------------------------------------------
+def _h_mapping(run, *, populate=False, fresh=False, prefault=True, each_round=None,
+               pagemap=False, per="page"):
+    """The builder of a host job over an anonymous mapping `m.p` of the row's size `m.size`:
+    `run(H, m)` times one round in C (`m.calls` calls for a per-call job). fresh: a new
+    mapping every round; otherwise one, prefaulted unless told not to, with `each_round(H, m)`
+    before every round. pagemap: /proc/self/pagemap open as `m.fd` (and for a per-page job
+    `m.out` takes 8 bytes per page). populate: needs MADV_POPULATE_WRITE."""
+    def make(H, size, calls):
+        H.require(populate=populate)
+        m = State()
+        m.size, m.calls, m.fd = size, calls, None
+        units = size // PAGE if per == "page" else calls
+        if fresh:
+            def setup():
+                m.p = H.map(size)
+
+            return Job(lambda: run(H, m), units, setup, lambda: H.call("unmap", m.p, size))
+        m.p = H.map(size)
+        try:
+            if prefault:
+                H.call("prefault", m.p, size)
+            if pagemap:
+                m.fd = H.call("open_pagemap")
+        except BaseException:
+            H.call("unmap", m.p, size)
+            raise
+        if pagemap and per == "page":
+            m.out = ctypes.create_string_buffer(8 * (size // PAGE))
+
+        def close():
+            if m.fd is not None:
+                H.call("close", m.fd)
+            H.call("unmap", m.p, size)
+
+        setup = (lambda: each_round(H, m)) if each_round is not None else None
+        return Job(lambda: run(H, m), units, setup, close=close)
 
     return make
 
 
-# -- host jobs ----------------------------------------------------------------------------------
-def _h_commit_fresh(H, size, calls):
-    H.require(populate=True)
-    st = State()
+def _h_memfd(loop, fd_size=None, buffer=None):
+    """The builder of a host job calling the C loop `loop` on a memfd of `fd_size` bytes
+    (default: the row's size), every byte written: with a buffer of the row's size ("into"
+    or "from") as loop(fd, buf, size, 0, calls), else as loop(fd, calls)."""
+    def make(H, size, calls):
+        H.require()
+        fd = H.call("memfd", size if fd_size is None else fd_size, 0xA5)
+        buf = None
+        if buffer == "into":
+            buf = ctypes.create_string_buffer(size)
+        elif buffer == "from":
+            buf = ctypes.create_string_buffer(b"\x5a" * size, size)
+        args = (fd, buf, size, 0, calls) if buffer else (fd, calls)
+        return Job(lambda: H.call(loop, *args), calls, close=lambda: H.call("close", fd))
 
-    def setup():
-        st.p = H.map(size)
-
-    def run():
-        return H.call("populate", st.p, size)
-
-    def teardown():
-        H.call("unmap", st.p, size)
-
-    return Job(run, size // PAGE, setup, teardown)
-
-
-def _h_recommit(H, size, calls):
-    H.require(populate=True)
-    p = H.map(size)
-    try:
-        H.call("prefault", p, size)
-    except BaseException:
-        H.call("unmap", p, size)
-        raise
-
-    def setup():  # every page populated (by prepare or the last round), then dropped
-        H.call("dontneed", p, size)
-
-    def run():
-        return H.call("populate", p, size)
-
-    return Job(run, size // PAGE, setup, close=lambda: H.call("unmap", p, size))
-
-
-def _h_decommit_clean(H, size, calls):
-    H.require()
-    p = H.map(size)
-
-    def setup():
-        H.call("prefault", p, size)
-
-    def run():
-        return H.call("dontneed", p, size)
-
-    return Job(run, size // PAGE, setup, close=lambda: H.call("unmap", p, size))
-
-
-def _h_decommit_commit_1in64(H, size, calls):
-    H.require(populate=True)
-    p = H.map(size)
-    try:
-        H.call("prefault", p, size)
-    except BaseException:
-        H.call("unmap", p, size)
-        raise
-
-    def setup():  # every page populated (by prepare or the last round); write 1 in 64
-        H.call("touch", p, size, 64 * PAGE, 1)
-
-    def run():
-        return H.call("dontneed_populate", p, size)
-
-    return Job(run, size // PAGE, setup, close=lambda: H.call("unmap", p, size))
-
-
-def _h_lookup(H, size, calls):
-    H.require()
-    p = H.map(size)
-    try:
-        H.call("prefault", p, size)
-        fd = H.call("open_pagemap")
-    except BaseException:
-        H.call("unmap", p, size)
-        raise
-    out = ctypes.create_string_buffer(8 * (size // PAGE))
-
-    def run():
-        return H.call("pagemap", fd, p, size, out)
-
-    def close():
-        H.call("close", fd)
-        H.call("unmap", p, size)
-
-    return Job(run, size // PAGE, close=close)
-
-
-def _h_memfd(H, fd_size):
-    """A memfd of `fd_size` bytes, every byte written: (fd, a function closing it)."""
-    H.require()
-    fd = H.call("memfd", fd_size, 0xA5)
-    return fd, (lambda: H.call("close", fd))
-
-
-def _h_read(H, size, calls):
-    fd, close = _h_memfd(H, size)
-    buf = ctypes.create_string_buffer(size)
-    return Job(lambda: H.call("pread_loop", fd, buf, size, 0, calls), calls, close=close)
-
-
-def _h_write(H, size, calls):
-    fd, close = _h_memfd(H, size)
-    buf = ctypes.create_string_buffer(b"\x5a" * size, size)
-    return Job(lambda: H.call("pwrite_loop", fd, buf, size, 0, calls), calls, close=close)
+    return make
 
 
 def _h_create_close(H, size, calls):
@@ -571,41 +362,79 @@ def _h_create_close(H, size, calls):
     return Job(lambda: H.call("memfd_cycle", calls), calls)
 
 
-def _h_clone_write(H, size, calls):
-    fd, close = _h_memfd(H, size)
-    return Job(lambda: H.call("cow_loop", fd, calls), calls, close=close)
+# -- the per-call jobs ---------------------------------------------------------------------------
+_K_READ = _k_loop(_on_vmo(written=True, buffer="into"), "res = k.vmo_read(h, buf, 0)",
+                  status_expr="res[0]", check=_expect_ok("vmo_read"))
+_K_WRITE = _k_loop(_on_vmo(written=True, buffer="from"), "res = k.vmo_write(h, data, 0)",
+                   status_expr="res[0]", check=_expect_ok("vmo_write"))
+_K_CREATE_CLOSE = _k_loop(_kernel_only, """
+    status, h = k.vmo_create(size)
+    k.handle_close(h)
+    """, status="status", check=_expect_ok("vmo_create"))
+_K_CLONE_WRITE = _k_loop(_on_vmo(written=True, buffer="byte"), """
+    status, c = k.vmo_clone(h, 1, 0, size)
+    k.vmo_write(c, one, 0)
+    k.handle_close(c)
+    """, status="status", check=_expect_ok("vmo_clone"))
+_K_PHYS_VIEW = _k_loop(_on_phys_page(), "k.phys_view(paddr, size).release()")
+_K_VIEW_WRITE = _k_loop(_on_phys_page(view=True), "view[:] = data")
+_K_PHYS_WRITE = _k_loop(_on_phys_page(), "k.phys_write(paddr, data)")
+_K_PHYS_READ = _k_loop(_on_phys_page(), "k.phys_read(paddr, size)")
+
+# The single small syscalls: (setup, the statement with the method as {m}, the method, the
+# variable holding the status, its expression, what to call it in an error).
+_SYSCALLS = {
+    "sys_commit": (_on_vmo(committed=True), "status = k.{m}(h, COMMIT, 0, size)",
+                   "vmo_op_range", "status", None, "COMMIT"),
+    "sys_lookup": (_on_vmo(committed=True, buffer="entry"),
+                   "status = k.{m}(h, LOOKUP, 0, size, buf)", "vmo_op_range", "status", None,
+                   "LOOKUP"),
+    "sys_get_size": (_on_vmo(PAGE), "res = k.{m}(h)", "vmo_get_size", "res", "res[0]",
+                     "vmo_get_size"),
+    "sys_read_64": (_on_vmo(PAGE, written=True, buffer="into"), "res = k.{m}(h, buf, 0)",
+                    "vmo_read", "res", "res[0]", "vmo_read"),
+}
 
 
-def _h_sys_commit(H, size, calls):
-    H.require(populate=True)
-    p = H.map(size)
-    H.call("prefault", p, size)
-    return Job(lambda: H.call("populate_loop", p, calls), calls,
-               close=lambda: H.call("unmap", p, size))
+def _k_syscall(key):
+    setup, body, method, status, status_expr, what = _SYSCALLS[key]
+    return _k_loop(setup, body.format(m=method), status, status_expr, _expect_ok(what))
 
 
-def _h_sys_lookup(H, size, calls):
-    H.require()
-    p = H.map(size)
-    H.call("prefault", p, size)
-    fd = H.call("open_pagemap")
-
-    def close():
-        H.call("close", fd)
-        H.call("unmap", p, size)
-
-    return Job(lambda: H.call("pagemap_loop", fd, p, calls), calls, close=close)
+def _populate(H, m):
+    return H.call("populate", m.p, m.size)
 
 
-def _h_sys_get_size(H, size, calls):
-    fd, close = _h_memfd(H, PAGE)
-    return Job(lambda: H.call("fstat_loop", fd, calls), calls, close=close)
+def _dontneed(H, m):
+    return H.call("dontneed", m.p, m.size)
 
 
-def _h_sys_read(H, size, calls):
-    fd, close = _h_memfd(H, PAGE)
-    buf = ctypes.create_string_buffer(size)
-    return Job(lambda: H.call("pread_loop", fd, buf, size, 0, calls), calls, close=close)
+def _prefault(H, m):
+    return H.call("prefault", m.p, m.size)
+
+
+def _dontneed_populate(H, m):
+    return H.call("dontneed_populate", m.p, m.size)
+
+
+def _touch_1in64(H, m):  # every page populated (by prepare or the last round); write 1 in 64
+    return H.call("touch", m.p, m.size, 64 * PAGE, 1)
+
+
+def _pagemap(H, m):
+    return H.call("pagemap", m.fd, m.p, m.size, m.out)
+
+
+def _populate_loop(H, m):
+    return H.call("populate_loop", m.p, m.calls)
+
+
+def _pagemap_loop(H, m):
+    return H.call("pagemap_loop", m.fd, m.p, m.calls)
+
+
+_H_READ = _h_memfd("pread_loop", buffer="into")
+_H_WRITE = _h_memfd("pwrite_loop", buffer="from")
 
 
 # -- the cases ----------------------------------------------------------------------------------
@@ -620,9 +449,10 @@ class Case:
     `kernel(K, size, calls)` builds the Job of the vmo and reference contenders (K is the
     kernel class), `host(H, size, calls)` the host's, or `host_na` says why the host has no
     equivalent. `scale` is "range" (vmo and host at profile.big, the reference at
-    profile.ref_big), "range_all" (everyone at profile.big) or "fixed" (everyone at `size`). `unit` is "page" (round time / pages of
-    the range) or "call" (round time / calls in the round); `calls` gives the calls per round
-    of (vmo, reference, host) at the default profile.
+    profile.ref_big), "range_all" (everyone at profile.big), "frag" (profile.frag, the
+    reference at profile.ref_frag) or "fixed" (everyone at `size`). `unit` is "page" (round
+    time / pages of the range) or "call" (round time / calls in the round); `calls` gives the
+    calls per round of (vmo, reference, host) at the default profile.
     """
 
     kind = "time"
@@ -672,77 +502,92 @@ class Case:
 
 
 _CASE_LIST = [
-    Case("commit_fresh", "commit", "COMMIT, fresh VMO", "page", _k_commit_fresh,
-         _h_commit_fresh, host_doc="madvise(MADV_POPULATE_WRITE) on a fresh anonymous mapping",
+    Case("commit_fresh", "commit", "COMMIT, fresh VMO", "page",
+         _k_range(COMMIT, fresh="kernel"),
+         _h_mapping(_populate, populate=True, fresh=True),
+         host_doc="madvise(MADV_POPULATE_WRITE) on a fresh anonymous mapping",
          target=Target("<=", 10, "<= 10 ns/page")),
-    Case("recommit", "commit", "COMMIT onto recycled clean frames", "page", _k_recommit,
-         _h_recommit, host_doc="MADV_POPULATE_WRITE again after MADV_DONTNEED",
+    Case("recommit", "commit", "COMMIT onto recycled clean frames", "page",
+         _k_range(COMMIT, fresh="vmo", prepare=("commit", "decommit")),
+         _h_mapping(_populate, populate=True, each_round=_dontneed),
+         host_doc="MADV_POPULATE_WRITE again after MADV_DONTNEED",
          target=Target("<=", 10, "<= 10 ns/page")),
     Case("decommit_clean", "decommit", "DECOMMIT, never-written pages", "page",
-         _k_decommit_clean, _h_decommit_clean, host_doc="madvise(MADV_DONTNEED)",
+         _k_range(DECOMMIT, fresh="vmo", prepare=("commit",)),
+         _h_mapping(_dontneed, prefault=False, each_round=_prefault),
+         host_doc="madvise(MADV_DONTNEED)",
          target=Target("<=", 10, "<= 10 ns/page")),
     Case("decommit_commit_1in64", "decommit", "DECOMMIT + COMMIT, 1 page in 64 written",
-         "page", _k_decommit_commit_1in64, _h_decommit_commit_1in64,
+         "page",
+         _k_range(DECOMMIT, COMMIT, fresh="vmo", prepare=("commit", "write_1in64")),
+         _h_mapping(_dontneed_populate, populate=True, each_round=_touch_1in64),
          host_doc="MADV_DONTNEED + MADV_POPULATE_WRITE",
          target=Target("<=", 40, "<= 40 ns/page")),
-    Case("lookup", "lookup", "LOOKUP into array('Q')", "page", _k_lookup, _h_lookup,
+    Case("lookup", "lookup", "LOOKUP into array('Q')", "page",
+         _k_range(LOOKUP, prepare=("commit",), entries=True),
+         _h_mapping(_pagemap, pagemap=True),
          host_doc="pread of the range's /proc/self/pagemap entries (8 bytes per page)",
          target=Target("<=", 2, "<= 2 ns/page")),
 ] + [
     # The reference model runs these at full size too: they cost it O(1) (validation only),
     # so per-page numbers at two sizes would not compare.
     Case("cache_" + op.name.lower()[len("cache_"):], "cache", op.name + ", committed range",
-         "page", _k_cache(op), host_na=_NO_CACHE_SYSCALL, scale="range_all")
+         "page", _k_range(int(op), prepare=("commit",)), host_na=_NO_CACHE_SYSCALL,
+         scale="range_all")
     for op in (Op.CACHE_SYNC, Op.CACHE_INVALIDATE, Op.CACHE_CLEAN, Op.CACHE_CLEAN_INVALIDATE)
 ] + [
     Case("sparse_cache", "sparse", "CACHE_CLEAN_INVALIDATE whole range, 16 pages held", "call",
-         _k_sparse_cache, host_na=_NO_PIB_MAPPING, scale="fixed", size=PiB, rounds="sparse",
-         target=Target("<=", 5e6, "<= 5 ms")),
+         _k_sparse(int(Op.CACHE_CLEAN_INVALIDATE)), host_na=_NO_PIB_MAPPING, scale="fixed",
+         size=PiB, rounds="sparse", target=Target("<=", 5e6, "<= 5 ms")),
     Case("sparse_decommit", "sparse", "DECOMMIT whole range, 16 pages held", "call",
-         _k_sparse_decommit, host_na=_NO_PIB_MAPPING, scale="fixed", size=PiB,
+         _k_sparse(DECOMMIT), host_na=_NO_PIB_MAPPING, scale="fixed", size=PiB,
          rounds="sparse", target=Target("<=", 5e6, "<= 5 ms")),
     Case("sparse_shrink", "sparse", "vmo_set_size shrink to 1 page, 16 pages held", "call",
-         _k_sparse_shrink, host_na=_NO_PIB_MAPPING, scale="fixed", size=PiB, rounds="sparse",
+         _k_sparse("shrink"), host_na=_NO_PIB_MAPPING, scale="fixed", size=PiB, rounds="sparse",
          target=Target("<=", 5e6, "<= 5 ms")),
-    Case("read_4k", "io", "vmo_read", "call", _k_read, _h_read, scale="fixed", size=4 * KiB,
+    Case("read_4k", "io", "vmo_read", "call", _K_READ, _H_READ, scale="fixed", size=4 * KiB,
          calls=(20000, 1000, 10000), rounds="call", host_doc="pread from a memfd"),
-    Case("write_4k", "io", "vmo_write", "call", _k_write, _h_write, scale="fixed",
+    Case("write_4k", "io", "vmo_write", "call", _K_WRITE, _H_WRITE, scale="fixed",
          size=4 * KiB, calls=(20000, 1000, 10000), rounds="call",
          host_doc="pwrite to a memfd"),
-    Case("read_1m", "io", "vmo_read", "call", _k_read, _h_read, scale="fixed", size=MiB,
+    Case("read_1m", "io", "vmo_read", "call", _K_READ, _H_READ, scale="fixed", size=MiB,
          calls=(300, 5, 300), rounds="call", host_doc="pread from a memfd"),
-    Case("write_1m", "io", "vmo_write", "call", _k_write, _h_write, scale="fixed", size=MiB,
+    Case("write_1m", "io", "vmo_write", "call", _K_WRITE, _H_WRITE, scale="fixed", size=MiB,
          calls=(300, 5, 300), rounds="call", host_doc="pwrite to a memfd"),
-    Case("create_close", "object", "vmo_create + handle_close", "call", _k_create_close,
+    Case("create_close", "object", "vmo_create + handle_close", "call", _K_CREATE_CLOSE,
          _h_create_close, scale="fixed", size=PAGE, calls=(20000, 2000, 10000), rounds="call",
          host_doc="memfd_create + close", target=Target("<=", 800, "<= 800 ns")),
     Case("clone_write", "object", "vmo_clone + first write + handle_close", "call",
-         _k_clone_write, _h_clone_write, scale="fixed", size=PAGE,
+         _K_CLONE_WRITE, _h_memfd("cow_loop"), scale="fixed", size=PAGE,
          calls=(10000, 500, 5000), rounds="call",
          host_doc="mmap MAP_PRIVATE of a written memfd page + write 1 byte + munmap"),
-    Case("sys_commit", "syscall", "COMMIT of a committed page", "call", _k_sys_commit,
-         _h_sys_commit, scale="fixed", size=PAGE, calls=(50000, 2000, 10000), rounds="call",
+    Case("sys_commit", "syscall", "COMMIT of a committed page", "call",
+         _k_syscall("sys_commit"), _h_mapping(_populate_loop, populate=True, per="call"),
+         scale="fixed", size=PAGE, calls=(50000, 2000, 10000), rounds="call",
          host_doc="MADV_POPULATE_WRITE of one populated page",
          target=Target("<=", 200, "<= 200 ns")),
-    Case("sys_lookup", "syscall", "LOOKUP of one page", "call", _k_sys_lookup, _h_sys_lookup,
+    Case("sys_lookup", "syscall", "LOOKUP of one page", "call", _k_syscall("sys_lookup"),
+         _h_mapping(_pagemap_loop, pagemap=True, per="call"),
          scale="fixed", size=PAGE, calls=(50000, 2000, 10000), rounds="call",
          host_doc="pread of 8 bytes of /proc/self/pagemap",
          target=Target("<=", 200, "<= 200 ns")),
-    Case("sys_get_size", "syscall", "vmo_get_size", "call", _k_sys_get_size, _h_sys_get_size,
+    Case("sys_get_size", "syscall", "vmo_get_size", "call", _k_syscall("sys_get_size"),
+         _h_memfd("fstat_loop", PAGE),
          scale="fixed", size=None, calls=(50000, 2000, 10000), rounds="call",
          host_doc="fstat of a memfd", target=Target("<=", 200, "<= 200 ns")),
-    Case("sys_read_64", "syscall", "vmo_read", "call", _k_sys_read, _h_sys_read,
+    Case("sys_read_64", "syscall", "vmo_read", "call", _k_syscall("sys_read_64"),
+         _h_memfd("pread_loop", PAGE, "into"),
          scale="fixed", size=64, calls=(50000, 2000, 10000), rounds="call",
          host_doc="pread of 64 bytes from a memfd", target=Target("<=", 200, "<= 200 ns")),
     Case("phys_view", "embed", "phys_view + release (pin and unpin a page)", "call",
-         _k_phys_view, host_na=_NO_PHYS, scale="fixed", size=PAGE,
+         _K_PHYS_VIEW, host_na=_NO_PHYS, scale="fixed", size=PAGE,
          calls=(20000, 1000, 0), rounds="call"),
     Case("view_write", "embed", "device write through a live phys_view", "call",
-         _k_view_write, host_na=_NO_PHYS, scale="fixed", size=PAGE,
+         _K_VIEW_WRITE, host_na=_NO_PHYS, scale="fixed", size=PAGE,
          calls=(50000, 5000, 0), rounds="call"),
-    Case("phys_write", "embed", "phys_write", "call", _k_phys_write, host_na=_NO_PHYS,
+    Case("phys_write", "embed", "phys_write", "call", _K_PHYS_WRITE, host_na=_NO_PHYS,
          scale="fixed", size=PAGE, calls=(20000, 1000, 0), rounds="call"),
-    Case("phys_read", "embed", "phys_read", "call", _k_phys_read, host_na=_NO_PHYS,
+    Case("phys_read", "embed", "phys_read", "call", _K_PHYS_READ, host_na=_NO_PHYS,
          scale="fixed", size=PAGE, calls=(20000, 1000, 0), rounds="call"),
     Case("contiguous_fit", "contiguous",
          "create_contiguous 64 KiB, 64 KiB aligned + close, fragmented memory", "call",
