@@ -298,7 +298,7 @@ def _legend(report):
         ("'n @64 MiB': that contender ran at another size than the row's (per-page numbers "
         "stay comparable). host/vmo, ref/vmo: ratio of the medians (above 1x: vmo is faster, "
         "or uses less memory). Memory rows: one fresh subprocess per cell, RSS from "
-        "/proc/self/statm. target: issue 3's goal for the vmo median; met: ok or MISS. "
+        "/proc/self/statm. target: the project's target for the vmo median; met: ok or MISS. "
         "'-': not run at this size; n/a: no equivalent here (reasons below)."),
     ]
     lines = ["", "Legend:"]
