@@ -2,6 +2,7 @@
 stderr, and `main(argv)`, which runs the selected rows and prints the table or the JSON."""
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -155,6 +156,10 @@ def _parser():
                    help="timed rounds per cell for every contender (default: the profile's)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
+    p.add_argument("--plot", metavar="FILE",
+                   help="also draw the run into FILE (.png or .svg): the COMMIT and LOOKUP "
+                        "size sweep, ns/page against size, and the per-call rows as bars; "
+                        "needs matplotlib (the 'plot' extra)")
     return p
 
 
@@ -178,10 +183,36 @@ def main(argv=None):
         _parser().error("unknown contender: {}".format(", ".join(sorted(bad))))
     if args.rounds is not None and args.rounds < 1:
         _parser().error("--rounds must be at least 1")
+    if args.plot is not None:
+        _check_plot(args.plot)  # before the run, not after it
     report = run_bench(profile, only, contenders, args.rounds,
                        progress=Progress(enabled=not args.quiet))
     if args.json:
         write_json(report, sys.stdout)
     else:
         sys.stdout.write(render_table(report) + "\n")
+    if args.plot is not None:
+        from .plot import PlotError, write_plot
+        sys.stdout.flush()
+        try:
+            write_plot(report, args.plot)
+        except (PlotError, OSError) as exc:
+            sys.stderr.write(f"python -m vmo bench: cannot write the plot: {exc}\n")
+            return 1
+        if not args.quiet:
+            sys.stderr.write(f"plot: {args.plot}\n")
     return 0
+
+
+def _check_plot(path):
+    """Exit (status 2, with the reason) unless --plot FILE can be drawn: a .png or .svg name
+    in an existing directory, and matplotlib importable."""
+    from .plot import PlotError, check_path, require
+    try:
+        check_path(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise PlotError(f"no directory {directory!r} for {path!r}")
+        require()
+    except PlotError as exc:
+        _parser().error(str(exc))
