@@ -62,6 +62,8 @@ def build_report(data, inner=False, source="results"):
         for contender in bench.CONTENDERS:
             if contender == "host" and getattr(case, "host", True) is None:
                 missing = {"status": "n/a", "size": None, "reason": case.host_na}
+            elif contender == "reference" and getattr(case, "ref_na", None):
+                missing = {"status": "n/a", "size": None, "reason": case.ref_na}
             else:
                 missing = {"status": "skipped", "size": None,
                            "reason": "not in the results (skipped or not run)"}
@@ -73,6 +75,7 @@ def build_report(data, inner=False, source="results"):
             size = case.size
         rows.append(bench.make_row(case, "sweep" if sweep else case.group, size, results,
                                     sweep))
+    bench.link_floors(rows)
 
     machine = data.get("machine_info", {})
     cpu = machine.get("cpu") or {}

@@ -29,12 +29,12 @@ from .cli import PROFILES, SWEEP_SIZES, Profile, main
 from .common import CONTENDERS, BenchError, Job, Skipped, Unavailable, fmt_size
 from .hostops import host_ops
 from .memory import MemoryCase, measure_memory
-from .report import make_row, render_table, sweep_summary
+from .report import link_floors, make_row, render_table, sweep_summary
 from .runner import make_job, measure, run_bench, run_job
 
 __all__ = [
     "CASES", "CONTENDERS", "GROUPS", "PROFILES", "SWEEP_KEYS", "SWEEP_SIZES", "BenchError",
     "Case", "Job", "MemoryCase", "Profile", "Skipped", "Unavailable", "fmt_size", "host_ops",
-    "main", "make_job", "make_row", "measure", "measure_memory", "render_table", "run_bench",
+    "link_floors", "main", "make_job", "make_row", "measure", "measure_memory", "render_table", "run_bench",
     "run_job", "sweep_size_for", "sweep_summary",
 ]

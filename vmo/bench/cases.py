@@ -27,6 +27,7 @@ from .common import (
     Skipped,
     State,
     Target,
+    Unavailable,
     fill,
     fmt_size,
     kernel_memory,
@@ -174,12 +175,15 @@ def _loop_factory(body, names, status, status_expr):
     return namespace["factory"]
 
 
-def _k_loop(setup, body, status="res", status_expr=None, check=None):
+def _k_loop(setup, body, status="res", status_expr=None, check=None, needs=None):
     """The builder of a job running the statement(s) `body` `calls` times per round, over the
     names `setup(K, size)` returns (a dict; "k" is the kernel, "close" an optional closer)
     plus `size` and the range `r`. After the round, `check(last)` sees the last value of
-    `status_expr` (default: the variable `status`) and raises BenchError if it is wrong."""
+    `status_expr` (default: the variable `status`) and raises BenchError if it is wrong.
+    `needs`: a method the kernel class must have (else Unavailable, shown as n/a)."""
     def make(K, size, calls):
+        if needs is not None and getattr(K, needs, None) is None:
+            raise Unavailable(f"{K.__module__}.{K.__qualname__} has no {needs} in this build")
         env = setup(K, size)
         close = env.pop("close", None) or env["k"].close
         env.update(size=size, r=range(calls))
@@ -381,23 +385,28 @@ _K_VIEW_WRITE = _k_loop(_on_phys_page(view=True), "view[:] = data")
 _K_PHYS_WRITE = _k_loop(_on_phys_page(), "k.phys_write(paddr, data)")
 _K_PHYS_READ = _k_loop(_on_phys_page(), "k.phys_read(paddr, size)")
 
-# The single small syscalls: (setup, the statement with the method as {m}, the method, the
-# variable holding the status, its expression, what to call it in an error).
+# The single small syscalls: (setup, the statement with the method as {m}, the method, its
+# floor (the compiled core's twin that converts the same arguments and returns the same
+# shape without the work), the variable holding the status, its expression, what to call it
+# in an error). A floor row runs its syscall's very loop with the floor method.
 _SYSCALLS = {
     "sys_commit": (_on_vmo(committed=True), "status = k.{m}(h, COMMIT, 0, size)",
-                   "vmo_op_range", "status", None, "COMMIT"),
+                   "vmo_op_range", "_floor_op_range", "status", None, "COMMIT"),
     "sys_lookup": (_on_vmo(committed=True, buffer="entry"),
-                   "status = k.{m}(h, LOOKUP, 0, size, buf)", "vmo_op_range", "status", None,
-                   "LOOKUP"),
-    "sys_get_size": (_on_vmo(PAGE), "res = k.{m}(h)", "vmo_get_size", "res", "res[0]",
-                     "vmo_get_size"),
+                   "status = k.{m}(h, LOOKUP, 0, size, buf)", "vmo_op_range",
+                   "_floor_op_range", "status", None, "LOOKUP"),
+    "sys_get_size": (_on_vmo(PAGE), "res = k.{m}(h)", "vmo_get_size", "_floor_get_size",
+                     "res", "res[0]", "vmo_get_size"),
     "sys_read_64": (_on_vmo(PAGE, written=True, buffer="into"), "res = k.{m}(h, buf, 0)",
-                    "vmo_read", "res", "res[0]", "vmo_read"),
+                    "vmo_read", "_floor_read", "res", "res[0]", "vmo_read"),
 }
 
 
-def _k_syscall(key):
-    setup, body, method, status, status_expr, what = _SYSCALLS[key]
+def _k_syscall(key, floor=False):
+    setup, body, method, floor_method, status, status_expr, what = _SYSCALLS[key]
+    if floor:
+        return _k_loop(setup, body.format(m=floor_method), status, status_expr,
+                       _expect_ok(floor_method), needs=floor_method)
     return _k_loop(setup, body.format(m=method), status, status_expr, _expect_ok(what))
 
 
@@ -441,6 +450,7 @@ _H_WRITE = _h_memfd("pwrite_loop", buffer="from")
 _NO_CACHE_SYSCALL = "x86-64 Linux has no cache-maintenance system call"
 _NO_PIB_MAPPING = "no 1 PiB mapping on the host (47-bit user address space)"
 _NO_PHYS = "user space has no access to physical memory on the host"
+_FLOOR_ONLY_VMO = "a floor instruments the compiled core's own call path"
 
 
 class Case:
@@ -448,18 +458,20 @@ class Case:
 
     `kernel(K, size, calls)` builds the Job of the vmo and reference contenders (K is the
     kernel class), `host(H, size, calls)` the host's, or `host_na` says why the host has no
-    equivalent. `scale` is "range" (vmo and host at profile.big, the reference at
+    equivalent (`ref_na`: why the reference model does not run it). `scale` is "range" (vmo and host at profile.big, the reference at
     profile.ref_big), "range_all" (everyone at profile.big), "frag" (profile.frag, the
     reference at profile.ref_frag) or "fixed" (everyone at `size`). `unit` is "page" (round
     time / pages of the range) or "call" (round time / calls in the round); `calls` gives the
-    calls per round of (vmo, reference, host) at the default profile.
+    calls per round of (vmo, reference, host) at the default profile. `floor` names the row
+    of this row's floor and `floor_target` bounds the percentage the vmo median may be above
+    it (the second target of the row).
     """
 
     kind = "time"
 
     def __init__(self, key, group, title, unit, kernel, host=None, *, host_doc=None,
-                 host_na=None, scale="range", size=None, calls=None, rounds="big",
-                 target=None):
+                 host_na=None, ref_na=None, scale="range", size=None, calls=None,
+                 rounds="big", target=None, floor=None, floor_target=None):
         self.key = key
         self.group = group
         self.title = title
@@ -468,11 +480,14 @@ class Case:
         self.host = host
         self.host_doc = host_doc
         self.host_na = host_na
+        self.ref_na = ref_na
         self.scale = scale
         self.size = size
         self.calls = calls
         self.rounds = rounds
         self.target = target
+        self.floor = floor
+        self.floor_target = floor_target
 
     @property
     def value_unit(self):
@@ -500,6 +515,11 @@ class Case:
         warmup = profile.warmup_call if self.rounds == "call" else 0
         return table[INDEX[contender]], warmup
 
+
+_SYSCALL_CALLS = (50000, 2000, 10000)
+# The project's target for the per-call syscall rows: the call costs at most 20% more than
+# its floor (the argument conversion and the call themselves).
+_FLOOR_TARGET = Target("<=", 20, "floor +20%")
 
 _CASE_LIST = [
     Case("commit_fresh", "commit", "COMMIT, fresh VMO", "page",
@@ -563,22 +583,39 @@ _CASE_LIST = [
          host_doc="mmap MAP_PRIVATE of a written memfd page + write 1 byte + munmap"),
     Case("sys_commit", "syscall", "COMMIT of a committed page", "call",
          _k_syscall("sys_commit"), _h_mapping(_populate_loop, populate=True, per="call"),
-         scale="fixed", size=PAGE, calls=(50000, 2000, 10000), rounds="call",
+         scale="fixed", size=PAGE, calls=_SYSCALL_CALLS, rounds="call",
          host_doc="MADV_POPULATE_WRITE of one populated page",
-         target=Target("<=", 200, "<= 200 ns")),
+         target=Target("<=", 200, "<= 200 ns"), floor="floor_commit",
+         floor_target=_FLOOR_TARGET),
     Case("sys_lookup", "syscall", "LOOKUP of one page", "call", _k_syscall("sys_lookup"),
          _h_mapping(_pagemap_loop, pagemap=True, per="call"),
-         scale="fixed", size=PAGE, calls=(50000, 2000, 10000), rounds="call",
+         scale="fixed", size=PAGE, calls=_SYSCALL_CALLS, rounds="call",
          host_doc="pread of 8 bytes of /proc/self/pagemap",
-         target=Target("<=", 200, "<= 200 ns")),
+         target=Target("<=", 200, "<= 200 ns"), floor="floor_lookup",
+         floor_target=_FLOOR_TARGET),
     Case("sys_get_size", "syscall", "vmo_get_size", "call", _k_syscall("sys_get_size"),
          _h_memfd("fstat_loop", PAGE),
-         scale="fixed", size=None, calls=(50000, 2000, 10000), rounds="call",
-         host_doc="fstat of a memfd", target=Target("<=", 200, "<= 200 ns")),
+         scale="fixed", size=None, calls=_SYSCALL_CALLS, rounds="call",
+         host_doc="fstat of a memfd", target=Target("<=", 200, "<= 200 ns"),
+         floor="floor_get_size", floor_target=_FLOOR_TARGET),
     Case("sys_read_64", "syscall", "vmo_read", "call", _k_syscall("sys_read_64"),
          _h_memfd("pread_loop", PAGE, "into"),
-         scale="fixed", size=64, calls=(50000, 2000, 10000), rounds="call",
-         host_doc="pread of 64 bytes from a memfd", target=Target("<=", 200, "<= 200 ns")),
+         scale="fixed", size=64, calls=_SYSCALL_CALLS, rounds="call",
+         host_doc="pread of 64 bytes from a memfd", target=Target("<=", 200, "<= 200 ns"),
+         floor="floor_read_64", floor_target=_FLOOR_TARGET),
+] + [
+    # The floor of each syscall row: its loop, at its size and calls, calling the compiled
+    # core's _floor_* twin of the method (same arguments converted, same result shape, no
+    # work). vmo only.
+    Case(key, "floor", f"{title}: floor ({_SYSCALLS[twin][3]})", "call",
+         _k_syscall(twin, floor=True), host_na=_FLOOR_ONLY_VMO, ref_na=_FLOOR_ONLY_VMO,
+         scale="fixed", size=size, calls=_SYSCALL_CALLS, rounds="call")
+    for key, twin, title, size in (
+        ("floor_commit", "sys_commit", "COMMIT of a committed page", PAGE),
+        ("floor_lookup", "sys_lookup", "LOOKUP of one page", PAGE),
+        ("floor_get_size", "sys_get_size", "vmo_get_size", None),
+        ("floor_read_64", "sys_read_64", "vmo_read", 64))
+] + [
     Case("phys_view", "embed", "phys_view + release (pin and unpin a page)", "call",
          _K_PHYS_VIEW, host_na=_NO_PHYS, scale="fixed", size=PAGE,
          calls=(20000, 1000, 0), rounds="call"),

@@ -41,7 +41,48 @@ def make_row(case, group, size, results, sweep=False):
                    else None},
         "target": target.as_dict() if target else None,
         "met": target.met(vmo_value) if target else None,
+        "floor": _floor_skeleton(case) if not sweep else None,
     }
+
+
+def _floor_skeleton(case):
+    """The "floor" of a row whose case has one, until link_floors finds the floor row."""
+    key = getattr(case, "floor", None)
+    if key is None:
+        return None
+    return {"key": key, "status": "not run",
+            "reason": f"the floor row {key} was not run (--only ...,floor runs it)",
+            "ns": None, "over_ns": None, "over_pct": None,
+            "target": case.floor_target.as_dict(), "met": None}
+
+
+def link_floors(rows):
+    """Fill in the "floor" of each row that has one from its floor row in `rows` (the same
+    run): the floor's vmo median, how far the row's vmo median is above it (ns and percent
+    of the floor) and whether that meets the row's floor target."""
+    floors = {row["key"]: row for row in rows if not row["sweep"]}
+    for row in rows:
+        floor = row.get("floor")
+        if not floor:
+            continue
+        vmo = row["results"].get("vmo", {})
+        source = floors.get(floor["key"])
+        if source is None:
+            continue
+        result = source["results"].get("vmo", {})
+        if result.get("status") != "ok" or not result.get("median"):
+            floor.update(status=result.get("status", "not run"),
+                         reason=result.get("reason", "no vmo result"))
+            continue
+        ns = result["median"]
+        floor.update(status="ok", reason=None, ns=ns)
+        if vmo.get("status") == "ok" and vmo.get("median") is not None:
+            over = vmo["median"] - ns
+            floor.update(over_ns=over, over_pct=100.0 * over / ns)
+            target = floor["target"]
+            floor["met"] = (floor["over_pct"] <= target["value"] if target["op"] == "<="
+                            else floor["over_pct"] >= target["value"])
+    return rows
 
 
 def cell_brief(case, res):
@@ -202,11 +243,32 @@ def _row_cells(row):
         else:
             text = {"n/a": "n/a", "skipped": "-", "error": "error"}[r["status"]]
         cells.append(text)
-    met = row["met"]
-    target = row["target"]["text"] if row["target"] else ""
+    targets = [(row["target"], row["met"])] if row["target"] else []
+    if row.get("floor"):
+        targets.append((row["floor"]["target"], row["floor"]["met"]))
+    target = "; ".join(t["text"] for t, _ in targets)
+    met = "; ".join("-" if m is None else ("ok" if m else "MISS") for _, m in targets)
+    if len(targets) == 1 and targets[0][1] is None:
+        met = ""
     return [row["group"], row["operation"], fmt_size(row["size"]), unit, *cells,
             fmt_ratio(row["ratios"]["host/vmo"]), fmt_ratio(row["ratios"]["ref/vmo"]), target,
-            "" if met is None else ("ok" if met else "MISS")]
+            met]
+
+
+def floor_note(row):
+    """The line under a row's group saying how far its vmo median is above its floor."""
+    f = row["floor"]
+    name = row["operation"] + (f" {fmt_size(row['size'])}" if row.get("size") else "")
+    if f["status"] != "ok":
+        return f"  {name}: floor {f['status']}: {f['reason']}"
+    if f["over_ns"] is None:
+        return f"  {name}: floor {fmt_num(f['ns'])} ns; no vmo result to compare"
+    vmo = row["results"]["vmo"]["median"]
+    pct = f["over_pct"]
+    share = f"{pct:.0f}% over" if pct >= 0 else f"{-pct:.0f}% under"
+    return "  {}: {} ns = floor {} {} {} ({}; target {}: {})".format(
+        name, fmt_num(vmo), fmt_num(f["ns"]), "+" if f["over_ns"] >= 0 else "-",
+        fmt_num(abs(f["over_ns"])), share, f["target"]["text"], "ok" if f["met"] else "MISS")
 
 
 _HEADERS = ["group", "operation", "size", "unit", "vmo", "reference", "host", "host/vmo",
@@ -215,7 +277,8 @@ _RIGHT = {2, 4, 5, 6, 7, 8}
 
 
 def _format_grid(headers, body):
-    widths = [max(len(str(r[i])) for r in [headers] + body) for i in range(len(headers))]
+    grid = [headers] + [r for r in body if not isinstance(r, str)]
+    widths = [max(len(str(r[i])) for r in grid) for i in range(len(headers))]
 
     def line(cells):
         out = []
@@ -228,6 +291,9 @@ def _format_grid(headers, body):
     lines = [line(headers), rule]
     previous = None
     for cells in body:
+        if isinstance(cells, str):  # a note under the group above, as it is
+            lines.append(cells)
+            continue
         if previous is not None and cells[0] != previous:
             lines.append("")
         previous = cells[0]
@@ -248,11 +314,18 @@ def render_table(report, legend=True):
                m.get("cpu"), m.get("cores"), m.get("os"),
                m.get("transparent_hugepage") or "n/a"),
            ""]
-    body = [_row_cells(row) for row in report["rows"]]
+    body, notes = [], []
+    for i, row in enumerate(report["rows"]):
+        body.append(_row_cells(row))
+        if row.get("floor"):
+            notes.append(floor_note(row))
+        following = report["rows"][i + 1]["group"] if i + 1 < len(report["rows"]) else None
+        if notes and following != row["group"]:
+            body += ["  over the floor (the same loop calling the _floor_* twin):"] + notes
+            notes = []
     out.append(_format_grid(_HEADERS, body))
     failures = [(row, c, r) for row in report["rows"] for c, r in row["results"].items()
                 if r["status"] in ("error",)]
-    missed = [row for row in report["rows"] if row["met"] is False]
     out.append("")
     if report.get("sweep_summary"):
         for key, e in report["sweep_summary"].items():
@@ -267,16 +340,30 @@ def render_table(report, legend=True):
             out.append("    max/min {} over all sizes, {} from 16 MiB{}".format(
                 fmt_ratio(e["max_over_min"]), fmt_ratio(e["max_over_min_from_16MiB"]), fit))
         out.append("")
-    targets = [row for row in report["rows"] if row["met"] is not None]
-    missed_text = ", ".join("{} ({})".format(row["key"], row["target"]["text"])
-                            for row in missed)
-    out.append(f"targets: {len(targets) - len(missed)} of {len(targets)} met"
-               + (f"; missed: {missed_text}" if missed else ""))
+    checks = target_checks(report["rows"])
+    judged = [c for c in checks if c[2] is not None]
+    missed = [c for c in judged if not c[2]]
+    missed_text = ", ".join(f"{key} ({text})" for key, text, _ in missed)
+    unjudged = len(checks) - len(judged)
+    out.append(f"targets: {len(judged) - len(missed)} of {len(judged)} met"
+               + (f"; missed: {missed_text}" if missed else "")
+               + (f"; {unjudged} not judged (no vmo result or no floor)" if unjudged else ""))
     for row, c, r in failures:
         out.append("error: {} / {}: {}".format(row["key"], c, r.get("reason")))
     if legend:
         out.append(_legend(report))
     return "\n".join(out)
+
+
+def target_checks(rows):
+    """Every target of the rows: (row key, target text, met: True, False or None)."""
+    checks = []
+    for row in rows:
+        if row["target"]:
+            checks.append((row["key"], row["target"]["text"], row["met"]))
+        if row.get("floor"):
+            checks.append((row["key"], row["floor"]["target"]["text"], row["floor"]["met"]))
+    return checks
 
 
 def _legend(report):
@@ -300,6 +387,10 @@ def _legend(report):
         "or uses less memory). Memory rows: one fresh subprocess per cell, RSS from "
         "/proc/self/statm. target: the project's target for the vmo median; met: ok or MISS. "
         "'-': not run at this size; n/a: no equivalent here (reasons below)."),
+        ("floor: the syscall row's loop calling the compiled core's _floor_* twin of the "
+         "method, which converts the same arguments and returns the same-shaped result "
+         "without doing the work; 'floor +20%': the project's target that the call cost at "
+         "most 20% more than its floor."),
     ]
     lines = ["", "Legend:"]
     for text in paragraphs:

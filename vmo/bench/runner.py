@@ -10,18 +10,21 @@ from .cases import CASES, SWEEP_KEYS, sweep_size_for
 from .common import CONTENDERS, Skipped, Unavailable, fmt_size, kernel_class
 from .hostops import host_ops
 from .memory import measure_memory
-from .report import cell_brief, machine_info, make_row, sweep_summary, vmo_info
+from .report import cell_brief, link_floors, machine_info, make_row, sweep_summary, vmo_info
 
 
-def make_job(case, contender, size, profile, host=None):
-    """The Job of `contender` for `case` at `size` bytes. Raises Unavailable when the
-    contender has no equivalent here."""
+def make_job(case, contender, size, profile, host=None, kernel=None):
+    """The Job of `contender` for `case` at `size` bytes (`kernel`: the kernel class to use
+    instead of the contender's, e.g. a stand-in). Raises Unavailable when the contender has
+    no equivalent here."""
     calls = case.calls_for(contender, profile)
     if contender == "host":
         if case.host is None:
             raise Unavailable(case.host_na or "no host equivalent")
         return case.host(host or host_ops(), size, calls)
-    return case.kernel(kernel_class(contender), size, calls)
+    if contender == "reference" and getattr(case, "ref_na", None):
+        raise Unavailable(case.ref_na)
+    return case.kernel(kernel or kernel_class(contender), size, calls)
 
 
 def run_job(job, rounds, warmup=0):
@@ -160,6 +163,7 @@ def run_bench(profile, only=None, contenders=CONTENDERS, rounds=None, progress=N
             prog.finish(f"{label}: {cell_brief(case, res)}")
         rows.append(make_row(case, spec.group, spec.size, results, spec.sweep))
     prog.close()
+    link_floors(rows)
     return {
         "vmo_bench": 1,
         "command": "python -m vmo bench" + (" --quick" if profile.name == "quick" else ""),
