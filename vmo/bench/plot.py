@@ -125,6 +125,10 @@ def _draw_calls(ax, rows):
         if kept:
             ax.barh([y for y, _ in kept], [v for _, v in kept], height=height,
                     color=COLORS[c], label=c)
+    for j, (_, values) in enumerate(rows):
+        if not any(v is not None and v > 0 for v in values.values()):
+            ax.text(0.005, j, "n/a (no result in this run)", fontsize=7, va="center",
+                    color="0.4", transform=ax.get_yaxis_transform())
     ax.set_yticks(range(n))
     ax.set_yticklabels([label for label, _ in rows], fontsize=8)
     ax.invert_yaxis()
