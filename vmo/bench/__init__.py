@@ -19,9 +19,14 @@ operation, and the unit it is reported in (per page of the range, or per call). 
 Every number in the output is measured by the run; only the targets (the project's goals)
 are written in, to be compared against.
 
+The "floor" rows run each per-call syscall row's loop calling the compiled core's _floor_*
+twin of the method (the same arguments converted, the same result shape, no work); the
+syscall rows report how far above their floor they are, against the project's target of 20%.
+
 The modules, one job each: common (shared vocabulary), hostops (the host helper), memory (the
 memory rows), cases (the timed cases and CASES), runner (jobs, rounds, a run), report (rows,
-ratios, table, JSON), cli (arguments, profiles, progress, main).
+ratios, floors, table, JSON), plot (the --plot figure, matplotlib optional), cli (arguments,
+profiles, progress, main).
 """
 
 from .cases import CASES, GROUPS, SWEEP_KEYS, Case, sweep_size_for

@@ -137,6 +137,9 @@ def _parser():
             "\n"
             "cases (key, group, operation):\n" + cases + "\n"
             "  sweep: commit_fresh and lookup at each sweep size\n"
+            "  floor: each syscall row's loop calling the compiled core's _floor_* twin (vmo\n"
+            "         only; n/a where the core has none); the syscall rows show how far above\n"
+            "         it they are, their second target being within 20% of it\n"
             "\n"
             "The same cases run under pytest-benchmark: pytest benchmarks/ (see\n"
             "benchmarks/conftest.py; benchmarks/tablize.py turns --benchmark-json into a table)."),
