@@ -19,10 +19,10 @@ import os
 import sys
 
 try:
-    from vmo import bench
+    from vmo import bench as vmo_bench
 except ImportError:  # a source checkout that is not installed: use its in-place build
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from vmo import bench
+    from vmo import bench as vmo_bench
 
 
 def _per_unit(bench, inner):
@@ -41,7 +41,7 @@ def build_report(data, inner=False, source="results"):
     for bench in data.get("benchmarks", []):
         info = bench.get("extra_info") or {}
         key = info.get("key")
-        if key not in bench.CASES or info.get("contender") not in bench.CONTENDERS:
+        if key not in vmo_bench.CASES or info.get("contender") not in vmo_bench.CONTENDERS:
             continue  # not one of ours
         profiles.add(info.get("profile"))
         sweep = bool(info.get("sweep"))
@@ -54,12 +54,12 @@ def build_report(data, inner=False, source="results"):
             result["extra"] = info["extra"]
         cells.setdefault(row_id, {})[info["contender"]] = result
 
-    order = {key: i for i, key in enumerate(bench.CASES)}
+    order = {key: i for i, key in enumerate(vmo_bench.CASES)}
     rows = []
     for (key, sweep, sweep_size) in sorted(cells, key=lambda r: (r[1], order[r[0]], r[2] or 0)):
-        case = bench.CASES[key]
+        case = vmo_bench.CASES[key]
         results = cells[(key, sweep, sweep_size)]
-        for contender in bench.CONTENDERS:
+        for contender in vmo_bench.CONTENDERS:
             if contender == "host" and getattr(case, "host", True) is None:
                 missing = {"status": "n/a", "size": None, "reason": case.host_na}
             elif contender == "reference" and getattr(case, "ref_na", None):
@@ -73,9 +73,9 @@ def build_report(data, inner=False, source="results"):
                                                   if r.get("size")), None))
         if not sweep and case.kind == "time" and case.scale == "fixed":
             size = case.size
-        rows.append(bench.make_row(case, "sweep" if sweep else case.group, size, results,
+        rows.append(vmo_bench.make_row(case, "sweep" if sweep else case.group, size, results,
                                     sweep))
-    bench.link_floors(rows)
+    vmo_bench.link_floors(rows)
 
     machine = data.get("machine_info", {})
     cpu = machine.get("cpu") or {}
@@ -106,7 +106,7 @@ def build_report(data, inner=False, source="results"):
                 "own timing)"),
         ],
         "rows": rows,
-        "sweep_summary": bench.sweep_summary(rows),
+        "sweep_summary": vmo_bench.sweep_summary(rows),
     }
 
 
@@ -132,7 +132,7 @@ def main(argv=None):
         json.dump(report, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(bench.render_table(report, legend=not args.no_legend) + "\n")
+        sys.stdout.write(vmo_bench.render_table(report, legend=not args.no_legend) + "\n")
     return 0
 
 

@@ -51,7 +51,7 @@ def _floor_skeleton(case):
     if key is None:
         return None
     return {"key": key, "status": "not run",
-            "reason": f"the floor row {key} was not run (--only ...,floor runs it)",
+            "reason": f"the floor row {key} is not in this run (--only: add floor)",
             "ns": None, "over_ns": None, "over_pct": None,
             "target": case.floor_target.as_dict(), "met": None}
 
