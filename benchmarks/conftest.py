@@ -1,4 +1,4 @@
-"""pytest-benchmark glue for the cases of `vmo._bench` (each case is defined once, there).
+"""pytest-benchmark glue for the cases of `vmo.bench` (each case is defined once, there).
 
     pytest benchmarks/                          # the default profile (as `python -m vmo bench`)
     pytest benchmarks/ --benchmark-disable      # smoke test: the quick profile, one round each
@@ -6,7 +6,7 @@
 
 Not part of the default test run (pyproject.toml's testpaths is ["tests"]). Every test is one
 case (`key`) for one contender ("vmo", "reference", "host"); its pytest-benchmark group is the
-case, so the contenders of an operation sit side by side. A round is a `Job` of `vmo._bench`:
+case, so the contenders of an operation sit side by side. A round is a `Job` of `vmo.bench`:
 `benchmark.pedantic(job.run, setup=job.setup, teardown=job.teardown, rounds=...)`, and
 `extra_info` records what `tablize.py` needs to normalise it (units per round, unit, size,
 and the contender's own timing of each round). A contender without an equivalent here (no
@@ -24,17 +24,17 @@ import sys
 import pytest
 
 try:
-    from vmo import _bench  # the installed package
+    from vmo import bench  # the installed package
 except ImportError:  # a source checkout that is not installed: use its in-place build
     _root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if os.path.isfile(os.path.join(_root, "vmo", "__init__.py")):
         sys.path.insert(0, _root)
-    from vmo import _bench
+    from vmo import bench
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("vmo-bench", "vmo benchmarks")
-    group.addoption("--vmo-profile", choices=sorted(_bench.PROFILES), default=None,
+    group.addoption("--vmo-profile", choices=sorted(bench.PROFILES), default=None,
                     help="sizes, rounds and calls of the vmo benchmarks (default: 'quick' "
                          "with --benchmark-disable, else 'default')")
 
@@ -45,7 +45,7 @@ def vmo_profile(pytestconfig):
     if name is None:
         disabled = pytestconfig.getoption("benchmark_disable", default=False)
         name = "quick" if disabled else "default"
-    return _bench.PROFILES[name]
+    return bench.PROFILES[name]
 
 
 def _record(benchmark, case, contender, size, profile, **extra):
@@ -61,17 +61,17 @@ def bench_case(benchmark, vmo_profile):
     contender (at the profile's size unless `size` is given)."""
 
     def run(key, contender, size=None, sweep=False):
-        case = _bench.CASES[key]
+        case = bench.CASES[key]
         if size is None:
             size = case.size_for(contender, vmo_profile)
         elif sweep:
             try:
-                size = _bench.sweep_size_for(contender, size, vmo_profile)
-            except _bench.Skipped as exc:
+                size = bench.sweep_size_for(contender, size, vmo_profile)
+            except bench.Skipped as exc:
                 pytest.skip(str(exc))
         try:
-            job = _bench.make_job(case, contender, size, vmo_profile)
-        except _bench.Unavailable as exc:
+            job = bench.make_job(case, contender, size, vmo_profile)
+        except bench.Unavailable as exc:
             pytest.skip(f"{contender}: {exc}")
         rounds, warmup = case.rounds_for(contender, vmo_profile, sweep)
         inner = []
@@ -103,17 +103,17 @@ def bench_memory(benchmark, vmo_profile):
     value is in extra_info (the benchmark's time is the subprocess's, not a result)."""
 
     def run(key, contender):
-        case = _bench.CASES[key]
+        case = bench.CASES[key]
         size = case.size_for(contender, vmo_profile)
         if contender == "host":
             try:
-                _bench.host_ops().require()
-            except _bench.Unavailable as exc:
+                bench.host_ops().require()
+            except bench.Unavailable as exc:
                 pytest.skip(f"host: {exc}")
         result = {}
 
         def target():
-            result.update(_bench.measure_memory(case, contender, size))
+            result.update(bench.measure_memory(case, contender, size))
 
         _record(benchmark, case, contender, size, vmo_profile)
         benchmark.pedantic(target, rounds=1, iterations=1)

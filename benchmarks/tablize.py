@@ -19,10 +19,10 @@ import os
 import sys
 
 try:
-    from vmo import _bench
+    from vmo import bench as vmo_bench
 except ImportError:  # a source checkout that is not installed: use its in-place build
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from vmo import _bench
+    from vmo import bench as vmo_bench
 
 
 def _per_unit(bench, inner):
@@ -35,13 +35,13 @@ def _per_unit(bench, inner):
 
 
 def build_report(data, inner=False, source="results"):
-    """A report in the shape of `vmo._bench.run_bench`'s, from pytest-benchmark JSON."""
+    """A report in the shape of `vmo.bench.run_bench`'s, from pytest-benchmark JSON."""
     cells = {}
     profiles = set()
     for bench in data.get("benchmarks", []):
         info = bench.get("extra_info") or {}
         key = info.get("key")
-        if key not in _bench.CASES or info.get("contender") not in _bench.CONTENDERS:
+        if key not in vmo_bench.CASES or info.get("contender") not in vmo_bench.CONTENDERS:
             continue  # not one of ours
         profiles.add(info.get("profile"))
         sweep = bool(info.get("sweep"))
@@ -54,14 +54,16 @@ def build_report(data, inner=False, source="results"):
             result["extra"] = info["extra"]
         cells.setdefault(row_id, {})[info["contender"]] = result
 
-    order = {key: i for i, key in enumerate(_bench.CASES)}
+    order = {key: i for i, key in enumerate(vmo_bench.CASES)}
     rows = []
     for (key, sweep, sweep_size) in sorted(cells, key=lambda r: (r[1], order[r[0]], r[2] or 0)):
-        case = _bench.CASES[key]
+        case = vmo_bench.CASES[key]
         results = cells[(key, sweep, sweep_size)]
-        for contender in _bench.CONTENDERS:
+        for contender in vmo_bench.CONTENDERS:
             if contender == "host" and getattr(case, "host", True) is None:
                 missing = {"status": "n/a", "size": None, "reason": case.host_na}
+            elif contender == "reference" and getattr(case, "ref_na", None):
+                missing = {"status": "n/a", "size": None, "reason": case.ref_na}
             else:
                 missing = {"status": "skipped", "size": None,
                            "reason": "not in the results (skipped or not run)"}
@@ -71,8 +73,9 @@ def build_report(data, inner=False, source="results"):
                                                   if r.get("size")), None))
         if not sweep and case.kind == "time" and case.scale == "fixed":
             size = case.size
-        rows.append(_bench.make_row(case, "sweep" if sweep else case.group, size, results,
+        rows.append(vmo_bench.make_row(case, "sweep" if sweep else case.group, size, results,
                                     sweep))
+    vmo_bench.link_floors(rows)
 
     machine = data.get("machine_info", {})
     cpu = machine.get("cpu") or {}
@@ -103,7 +106,7 @@ def build_report(data, inner=False, source="results"):
                 "own timing)"),
         ],
         "rows": rows,
-        "sweep_summary": _bench.sweep_summary(rows),
+        "sweep_summary": vmo_bench.sweep_summary(rows),
     }
 
 
@@ -129,7 +132,7 @@ def main(argv=None):
         json.dump(report, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(_bench.render_table(report, legend=not args.no_legend) + "\n")
+        sys.stdout.write(vmo_bench.render_table(report, legend=not args.no_legend) + "\n")
     return 0
 
 

@@ -1,11 +1,11 @@
 """Benchmarks: the cache ops over a committed range (the host has no equivalent on x86-64).
 
-The cases are defined in vmo/_bench.py; see conftest.py.
+The cases are defined in vmo/bench/cases.py; see conftest.py.
 """
 
 import pytest
 
-from vmo._bench import CONTENDERS
+from vmo.bench import CONTENDERS
 
 
 @pytest.mark.parametrize("contender", CONTENDERS)

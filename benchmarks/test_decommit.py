@@ -1,11 +1,11 @@
 """Benchmarks: DECOMMIT of never-written pages, and DECOMMIT + COMMIT with 1 page in 64 written.
 
-The cases are defined in vmo/_bench.py; see conftest.py.
+The cases are defined in vmo/bench/cases.py; see conftest.py.
 """
 
 import pytest
 
-from vmo._bench import CONTENDERS
+from vmo.bench import CONTENDERS
 
 
 @pytest.mark.parametrize("contender", CONTENDERS)

@@ -1,12 +1,12 @@
 """Benchmarks: what a device model does (physical access, pinned views) and contiguous runs
 on a fragmented memory (64 GiB by default).
 
-The cases are defined in vmo/_bench.py; see conftest.py.
+The cases are defined in vmo/bench/cases.py; see conftest.py.
 """
 
 import pytest
 
-from vmo._bench import CONTENDERS
+from vmo.bench import CONTENDERS
 
 
 @pytest.mark.parametrize("contender", CONTENDERS)

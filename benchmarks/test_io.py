@@ -1,11 +1,11 @@
 """Benchmarks: vmo_read and vmo_write of 4 KiB and 1 MiB.
 
-The cases are defined in vmo/_bench.py; see conftest.py.
+The cases are defined in vmo/bench/cases.py; see conftest.py.
 """
 
 import pytest
 
-from vmo._bench import CONTENDERS
+from vmo.bench import CONTENDERS
 
 
 @pytest.mark.parametrize("contender", CONTENDERS)

@@ -1,11 +1,11 @@
 """Benchmarks: LOOKUP of a committed range into an array('Q').
 
-The cases are defined in vmo/_bench.py; see conftest.py.
+The cases are defined in vmo/bench/cases.py; see conftest.py.
 """
 
 import pytest
 
-from vmo._bench import CONTENDERS
+from vmo.bench import CONTENDERS
 
 
 @pytest.mark.parametrize("contender", CONTENDERS)

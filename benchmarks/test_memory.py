@@ -1,12 +1,12 @@
 """Memory: RSS of Kernel(memory_size=1 TiB), RSS growth per committed page (nothing written),
 and the share of RSS that DECOMMIT gives back after writing every byte. Each measurement runs
 in a fresh subprocess; the value is in extra_info["value"] (tablize.py shows it), the
-benchmark's time is only the subprocess's. The cases are defined in vmo/_bench.py.
+benchmark's time is only the subprocess's. The cases are defined in vmo/bench/cases.py.
 """
 
 import pytest
 
-from vmo._bench import CONTENDERS
+from vmo.bench import CONTENDERS
 
 
 @pytest.mark.parametrize("contender", CONTENDERS)

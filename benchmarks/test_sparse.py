@@ -1,11 +1,11 @@
 """Benchmarks: whole-range ops on a 1 PiB VMO holding 16 pages.
 
-The cases are defined in vmo/_bench.py; see conftest.py.
+The cases are defined in vmo/bench/cases.py; see conftest.py.
 """
 
 import pytest
 
-from vmo._bench import CONTENDERS
+from vmo.bench import CONTENDERS
 
 
 @pytest.mark.parametrize("contender", CONTENDERS)

@@ -1,14 +1,50 @@
-"""`python -m vmo`: the project's command line.
+"""`python -m vmo`: the project's command line, one subcommand per job.
 
-    python -m vmo bench [--quick] [--json] [--help] ...
+    python -m vmo --help                  the subcommands
+    python -m vmo bench [--quick] ...     the benchmark table (python -m vmo bench --help)
 
-runs the benchmark suite (vmo against the reference model and the host kernel) and prints
-its table; see `python -m vmo bench --help` and vmo/_bench.py.
+A subcommand is a module with `main(argv)` returning the exit status, registered in COMMANDS
+(name: module, one-line summary); the module is imported only when its subcommand runs.
 """
 
+import importlib
+import os
 import sys
 
-from ._bench import main
+COMMANDS = {
+    "bench": ("vmo.bench.cli",
+              "benchmark vmo against the reference model and the host kernel"),
+}
+
+
+def usage():
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: python -m vmo COMMAND [ARGS ...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    lines += ["", "python -m vmo COMMAND --help tells each command's arguments."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    """Run the subcommand named by argv[0] with the rest; its exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        sys.stderr.write(usage())
+        return 2
+    if argv[0] in ("-h", "--help", "help"):
+        sys.stdout.write(usage())
+        return 0
+    if argv[0] not in COMMANDS:
+        sys.stderr.write(f"python -m vmo: unknown command {argv[0]!r}\n\n{usage()}")
+        return 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    try:
+        return module.main(argv[1:])
+    except BrokenPipeError:  # e.g. `python -m vmo bench | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
 
 if __name__ == "__main__":
     sys.exit(main())

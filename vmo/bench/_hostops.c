@@ -1,11 +1,11 @@
 /* The host-kernel contender of `python -m vmo bench` and `pytest benchmarks/`.
  *
  * Each function does, with Linux system calls, the work equivalent to one benchmarked VMO
- * operation (see vmo/_bench.py for the pairing), and times it here in C with
+ * operation (see vmo/bench/cases.py for the pairing), and times it here in C with
  * clock_gettime(CLOCK_MONOTONIC) around the system call(s) only, so the Python -> ctypes -> C
  * call is not counted. Small system calls are repeated `iters` times inside one timed loop.
  *
- * Not part of the extension modules: vmo/_bench.py compiles this file at run time with gcc
+ * Not part of the extension modules: vmo/bench/hostops.py compiles this file at run time with gcc
  * (cached by source hash in ~/.cache/vmo-bench) and loads it with ctypes.
  *
  * Conventions: timed functions return the elapsed nanoseconds (>= 0) or -errno; the others

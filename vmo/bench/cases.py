@@ -1,0 +1,658 @@
+"""The benchmarked operations: each Case says how the compiled core, the reference model and
+the host kernel set up, run and tear down one round of it (the Job builders), its unit and
+the project's target; CASES holds every row, the memory rows included, in table order.
+
+The Job builders are few and parametrised: `_k_range` (one op_range over a whole VMO per
+round), `_k_sparse` (whole-range ops on a huge VMO holding 16 pages), `_k_loop` (a call
+repeated N times per round), and on the host side `_h_mapping` and `_h_memfd`."""
+
+import ctypes
+import textwrap
+from array import array
+from functools import cache
+from time import perf_counter_ns
+
+from ..constants import Op
+from .common import (
+    COMMIT,
+    DECOMMIT,
+    INDEX,
+    LOOKUP,
+    PAGE,
+    BenchError,
+    Job,
+    KiB,
+    MiB,
+    PiB,
+    Skipped,
+    State,
+    Target,
+    Unavailable,
+    fill,
+    fmt_size,
+    kernel_memory,
+    new_vmo,
+    ok,
+    timed,
+)
+from .memory import MEMORY_CASES
+
+
+# -- kernel jobs (vmo and reference: the same syscall API) ------------------------------------
+def _k_range(*ops, fresh=None, prepare=(), entries=False):
+    """The builder of a job timing `ops` (vmo_op_range over the whole VMO, back to back; one
+    or two) per round, on a VMO of the row's size in a kernel of twice that memory.
+
+    fresh: "kernel" (a new kernel and VMO every round), "vmo" (a new VMO every round in one
+    kernel) or None (one VMO for the whole job). prepare: what is done to each new VMO before
+    it is timed, in order: "commit", "decommit", "write_1in64" (one byte every 64 pages).
+    entries: LOOKUP's output, an array('Q') of one entry per page, is passed.
+    """
+    def make(K, size, calls):
+        st = State()
+
+        def new_vmo_prepared():
+            k = st.k
+            st.h = h = new_vmo(k, size)
+            for step in prepare:
+                if step == "write_1in64":
+                    for off in range(0, size, 64 * PAGE):
+                        ok(k.vmo_write(h, b"\x01", off)[0], "vmo_write")
+                else:
+                    op = COMMIT if step == "commit" else DECOMMIT
+                    ok(k.vmo_op_range(h, op, 0, size), Op(op).name)
+
+        def new_kernel():
+            st.k = K(memory_size=kernel_memory(size))
+
+        if len(ops) == 1:
+            op, = ops
+            what = Op(op).name
+            buf = (array("Q", bytes(8 * (size // PAGE))),) if entries else ()
+
+            def run():
+                ns, status = timed(st.k.vmo_op_range, st.h, op, 0, size, *buf)
+                ok(status, what)
+                return ns
+        else:
+            first, second = ops
+
+            def run():
+                k, h = st.k, st.h
+                t0 = perf_counter_ns()
+                s1 = k.vmo_op_range(h, first, 0, size)
+                s2 = k.vmo_op_range(h, second, 0, size)
+                ns = perf_counter_ns() - t0
+                ok(s1, Op(first).name)
+                ok(s2, Op(second).name)
+                return ns
+
+        units = size // PAGE
+        if fresh == "kernel":
+            def setup():
+                new_kernel()
+                new_vmo_prepared()
+            return Job(run, units, setup, lambda: st.k.close())
+        new_kernel()
+        if fresh == "vmo":
+            return Job(run, units, new_vmo_prepared,
+                       lambda: ok(st.k.handle_close(st.h), "handle_close"), st.k.close)
+        try:
+            new_vmo_prepared()
+        except BaseException:
+            st.k.close()
+            raise
+        return Job(run, units, close=st.k.close)
+
+    return make
+
+
+_SPARSE_PAGES = 16
+
+
+def _k_sparse(op):
+    """The builder of a job timing one whole-range call on a VMO of the row's size (1 PiB)
+    holding 16 pages spread evenly over it: `op` is an op_range op or "shrink" (vmo_set_size
+    to one page). The pages are committed once for a cache op, before every round for the
+    others (they drop them)."""
+    def make(K, size, calls):
+        k = K(memory_size=64 * MiB)
+        h = new_vmo(k, size)
+        offsets = [i * (size // _SPARSE_PAGES) // PAGE * PAGE for i in range(_SPARSE_PAGES)]
+
+        def commit_pages():
+            for off in offsets:
+                ok(k.vmo_op_range(h, COMMIT, off, PAGE), "COMMIT")
+
+        setup = commit_pages
+        if op == "shrink":
+            fn, args, what = k.vmo_set_size, (h, PAGE), "vmo_set_size"
+
+            def setup():
+                ok(k.vmo_set_size(h, size), "vmo_set_size")
+                commit_pages()
+        else:
+            fn, args, what = k.vmo_op_range, (h, op, 0, size), Op(op).name
+            if op != DECOMMIT:
+                commit_pages()
+                setup = None
+
+        def run():
+            ns, status = timed(fn, *args)
+            ok(status, what)
+            return ns
+
+        return Job(run, 1, setup=setup, close=k.close)
+
+    return make
+
+
+# The timed loop of a per-call job is the statement a user writes (`k.vmo_get_size(h)`, the
+# attribute lookup and the call), repeated N times between two perf_counter_ns readings, over
+# names bound once (closure cells). A loop over a function object would add a call or drop
+# the lookup, so, as timeit does, the loop is compiled from the statement's source.
+_LOOP = """
+def factory({names}):
+    def run():
+        {status} = None
+        t0 = perf_counter_ns()
+        for _ in r:
+{body}
+        ns = perf_counter_ns() - t0
+        return ns, {status_expr}
+    return run
+"""
+_LOOP_GLOBALS = {"perf_counter_ns": perf_counter_ns, "COMMIT": COMMIT, "LOOKUP": LOOKUP}
+
+
+@cache
+def _loop_factory(body, names, status, status_expr):
+    source = _LOOP.format(names=", ".join(names), status=status, status_expr=status_expr,
+                          body=textwrap.indent(textwrap.dedent(body).strip(), " " * 12))
+    namespace = {}
+    exec(compile(source, f"<vmo.bench loop: {body.strip()[:40]}>", "exec"),  # noqa: S102
+         dict(_LOOP_GLOBALS), namespace)
+    return namespace["factory"]
+
+
+def _k_loop(setup, body, status="res", status_expr=None, check=None, needs=None):
+    """The builder of a job running the statement(s) `body` `calls` times per round, over the
+    names `setup(K, size)` returns (a dict; "k" is the kernel, "close" an optional closer)
+    plus `size` and the range `r`. After the round, `check(last)` sees the last value of
+    `status_expr` (default: the variable `status`) and raises BenchError if it is wrong.
+    `needs`: a method the kernel class must have (else Unavailable, shown as n/a)."""
+    def make(K, size, calls):
+        if needs is not None and getattr(K, needs, None) is None:
+            raise Unavailable(f"{K.__module__}.{K.__qualname__} has no {needs} in this build")
+        env = setup(K, size)
+        close = env.pop("close", None) or env["k"].close
+        env.update(size=size, r=range(calls))
+        names = tuple(sorted(env))
+        loop = _loop_factory(body, names, status, status_expr or status)(**env)
+
+        def run():
+            ns, last = loop()
+            if check is not None:
+                check(last)
+            return ns
+
+        return Job(run, calls, close=close)
+
+    return make
+
+
+def _expect_ok(what):
+    return lambda status: ok(status, what)
+
+
+_BUFFERS = {  # kind: (name in the loop, the object for a row of `size` bytes)
+    "into": ("buf", bytearray),                        # where vmo_read puts its bytes
+    "from": ("data", lambda size: b"\x5a" * size),     # what vmo_write writes
+    "byte": ("one", lambda size: b"\x01"),             # a first write
+    "entry": ("buf", lambda size: array("Q", [0])),    # one LOOKUP entry
+}
+
+
+def _on_vmo(vmo_size=None, *, written=False, committed=False, buffer=None):
+    """Loop names: a kernel of 64 MiB `k`, a VMO `h` of `vmo_size` bytes (default: the row's
+    size), every byte written or its pages committed, and a buffer of _BUFFERS."""
+    def setup(K, size):
+        n = size if vmo_size is None else vmo_size
+        k = K(memory_size=64 * MiB)
+        h = new_vmo(k, n)
+        if written:
+            fill(k, h, n)
+        if committed:
+            ok(k.vmo_op_range(h, COMMIT, 0, n), "COMMIT")
+        env = {"k": k, "h": h}
+        if buffer is not None:
+            name, make = _BUFFERS[buffer]
+            env[name] = make(size)
+        return env
+
+    return setup
+
+
+def _kernel_only(K, size):
+    return {"k": K(memory_size=64 * MiB)}
+
+
+# -- embedding: physical access and contiguous runs -------------------------------------------
+def _on_phys_page(view=False):
+    """Loop names: a kernel `k`, the physical address `paddr` of a one-page contiguous VMO
+    holding data, the bytes `data` of the row's size, and with `view` a live phys_view
+    `view` of the row's size over it."""
+    def setup(K, size):
+        k = K(memory_size=64 * MiB)
+        status, h = k.vmo_create_contiguous(PAGE)
+        ok(status, "vmo_create_contiguous")
+        fill(k, h, PAGE)
+        entry = array("Q", [0])
+        ok(k.vmo_op_range(h, LOOKUP, 0, PAGE, entry), "LOOKUP")
+        env = {"k": k, "paddr": entry[0], "data": b"\x5a" * size}
+        if view:
+            env["view"] = v = k.phys_view(entry[0], size)
+
+            def close():
+                v.release()
+                k.close()
+
+            env["close"] = close
+        return env
+
+    return setup
+
+
+def _fragmented(K, size):
+    """A kernel of `size` bytes whose memory is all committed to one VMO, then about half
+    decommitted in runs: held runs of 1-8 pages between free runs of 1-8 pages, and one free
+    run in 1024 of 256 pages, the first after some 450 pages (a deterministic pseudo-random
+    pattern)."""
+    k = K(memory_size=size)
+    h = new_vmo(k, size)
+    ok(k.vmo_op_range(h, COMMIT, 0, size), "COMMIT")
+    pages = size // PAGE
+    x, i, n = 12345, 0, 0
+    while i < pages:
+        x = (x * 1103515245 + 12345) & 0x7FFFFFFF
+        i += 1 + (x >> 4) % 8
+        n += 1
+        free = 256 if n % 1024 == 50 else 1 + (x >> 12) % 8
+        free = min(free, pages - i)
+        if free > 0:
+            ok(k.vmo_op_range(h, DECOMMIT, i * PAGE, free * PAGE), "DECOMMIT")
+        i += free
+    return k
+
+
+def _k_contiguous(run_bytes, alignment_log2):
+    expect = 0 if run_bytes <= 256 * PAGE else -4  # the longest free run: 256 pages
+
+    def check(status):
+        if int(status) != expect:
+            raise BenchError(f"vmo_create_contiguous returned {status!r}")
+
+    return _k_loop(
+        lambda K, size: {"k": _fragmented(K, size), "run_bytes": run_bytes,
+                         "alignment_log2": alignment_log2},
+        """
+        status, h = k.vmo_create_contiguous(run_bytes, alignment_log2)
+        if status == 0:
+            k.handle_close(h)
+        """, status="status", check=check)
+
+
+# -- host jobs ----------------------------------------------------------------------------------
+def _h_mapping(run, *, populate=False, fresh=False, prefault=True, each_round=None,
+               pagemap=False, per="page"):
+    """The builder of a host job over an anonymous mapping `m.p` of the row's size `m.size`:
+    `run(H, m)` times one round in C (`m.calls` calls for a per-call job). fresh: a new
+    mapping every round; otherwise one, prefaulted unless told not to, with `each_round(H, m)`
+    before every round. pagemap: /proc/self/pagemap open as `m.fd` (and for a per-page job
+    `m.out` takes 8 bytes per page). populate: needs MADV_POPULATE_WRITE."""
+    def make(H, size, calls):
+        H.require(populate=populate)
+        m = State()
+        m.size, m.calls, m.fd = size, calls, None
+        units = size // PAGE if per == "page" else calls
+        if fresh:
+            def setup():
+                m.p = H.map(size)
+
+            return Job(lambda: run(H, m), units, setup, lambda: H.call("unmap", m.p, size))
+        m.p = H.map(size)
+        try:
+            if prefault:
+                H.call("prefault", m.p, size)
+            if pagemap:
+                m.fd = H.call("open_pagemap")
+        except BaseException:
+            H.call("unmap", m.p, size)
+            raise
+        if pagemap and per == "page":
+            m.out = ctypes.create_string_buffer(8 * (size // PAGE))
+
+        def close():
+            if m.fd is not None:
+                H.call("close", m.fd)
+            H.call("unmap", m.p, size)
+
+        setup = (lambda: each_round(H, m)) if each_round is not None else None
+        return Job(lambda: run(H, m), units, setup, close=close)
+
+    return make
+
+
+def _h_memfd(loop, fd_size=None, buffer=None):
+    """The builder of a host job calling the C loop `loop` on a memfd of `fd_size` bytes
+    (default: the row's size), every byte written: with a buffer of the row's size ("into"
+    or "from") as loop(fd, buf, size, 0, calls), else as loop(fd, calls)."""
+    def make(H, size, calls):
+        H.require()
+        fd = H.call("memfd", size if fd_size is None else fd_size, 0xA5)
+        buf = None
+        if buffer == "into":
+            buf = ctypes.create_string_buffer(size)
+        elif buffer == "from":
+            buf = ctypes.create_string_buffer(b"\x5a" * size, size)
+        args = (fd, buf, size, 0, calls) if buffer else (fd, calls)
+        return Job(lambda: H.call(loop, *args), calls, close=lambda: H.call("close", fd))
+
+    return make
+
+
+def _h_create_close(H, size, calls):
+    H.require()
+    return Job(lambda: H.call("memfd_cycle", calls), calls)
+
+
+# -- the per-call jobs ---------------------------------------------------------------------------
+_K_READ = _k_loop(_on_vmo(written=True, buffer="into"), "res = k.vmo_read(h, buf, 0)",
+                  status_expr="res[0]", check=_expect_ok("vmo_read"))
+_K_WRITE = _k_loop(_on_vmo(written=True, buffer="from"), "res = k.vmo_write(h, data, 0)",
+                   status_expr="res[0]", check=_expect_ok("vmo_write"))
+_K_CREATE_CLOSE = _k_loop(_kernel_only, """
+    status, h = k.vmo_create(size)
+    k.handle_close(h)
+    """, status="status", check=_expect_ok("vmo_create"))
+_K_CLONE_WRITE = _k_loop(_on_vmo(written=True, buffer="byte"), """
+    status, c = k.vmo_clone(h, 1, 0, size)
+    k.vmo_write(c, one, 0)
+    k.handle_close(c)
+    """, status="status", check=_expect_ok("vmo_clone"))
+_K_PHYS_VIEW = _k_loop(_on_phys_page(), "k.phys_view(paddr, size).release()")
+_K_VIEW_WRITE = _k_loop(_on_phys_page(view=True), "view[:] = data")
+_K_PHYS_WRITE = _k_loop(_on_phys_page(), "k.phys_write(paddr, data)")
+_K_PHYS_READ = _k_loop(_on_phys_page(), "k.phys_read(paddr, size)")
+
+# The single small syscalls: (setup, the statement with the method as {m}, the method, its
+# floor (the compiled core's twin that converts the same arguments and returns the same
+# shape without the work), the variable holding the status, its expression, what to call it
+# in an error). A floor row runs its syscall's very loop with the floor method.
+_SYSCALLS = {
+    "sys_commit": (_on_vmo(committed=True), "status = k.{m}(h, COMMIT, 0, size)",
+                   "vmo_op_range", "_floor_op_range", "status", None, "COMMIT"),
+    "sys_lookup": (_on_vmo(committed=True, buffer="entry"),
+                   "status = k.{m}(h, LOOKUP, 0, size, buf)", "vmo_op_range",
+                   "_floor_op_range", "status", None, "LOOKUP"),
+    "sys_get_size": (_on_vmo(PAGE), "res = k.{m}(h)", "vmo_get_size", "_floor_get_size",
+                     "res", "res[0]", "vmo_get_size"),
+    "sys_read_64": (_on_vmo(PAGE, written=True, buffer="into"), "res = k.{m}(h, buf, 0)",
+                    "vmo_read", "_floor_read", "res", "res[0]", "vmo_read"),
+}
+
+
+def _k_syscall(key, floor=False):
+    setup, body, method, floor_method, status, status_expr, what = _SYSCALLS[key]
+    if floor:
+        return _k_loop(setup, body.format(m=floor_method), status, status_expr,
+                       _expect_ok(floor_method), needs=floor_method)
+    return _k_loop(setup, body.format(m=method), status, status_expr, _expect_ok(what))
+
+
+def _populate(H, m):
+    return H.call("populate", m.p, m.size)
+
+
+def _dontneed(H, m):
+    return H.call("dontneed", m.p, m.size)
+
+
+def _prefault(H, m):
+    return H.call("prefault", m.p, m.size)
+
+
+def _dontneed_populate(H, m):
+    return H.call("dontneed_populate", m.p, m.size)
+
+
+def _touch_1in64(H, m):  # every page populated (by prepare or the last round); write 1 in 64
+    return H.call("touch", m.p, m.size, 64 * PAGE, 1)
+
+
+def _pagemap(H, m):
+    return H.call("pagemap", m.fd, m.p, m.size, m.out)
+
+
+def _populate_loop(H, m):
+    return H.call("populate_loop", m.p, m.calls)
+
+
+def _pagemap_loop(H, m):
+    return H.call("pagemap_loop", m.fd, m.p, m.calls)
+
+
+_H_READ = _h_memfd("pread_loop", buffer="into")
+_H_WRITE = _h_memfd("pwrite_loop", buffer="from")
+
+
+# -- the cases ----------------------------------------------------------------------------------
+_NO_CACHE_SYSCALL = "x86-64 Linux has no cache-maintenance system call"
+_NO_PIB_MAPPING = "no 1 PiB mapping on the host (47-bit user address space)"
+_NO_PHYS = "user space has no access to physical memory on the host"
+_FLOOR_ONLY_VMO = "a floor instruments the compiled core's own call path"
+
+
+class Case:
+    """One benchmarked operation.
+
+    `kernel(K, size, calls)` builds the Job of the vmo and reference contenders (K is the
+    kernel class), `host(H, size, calls)` the host's, or `host_na` says why the host has no
+    equivalent (`ref_na`: why the reference model does not run it). `scale` is "range" (vmo and host at profile.big, the reference at
+    profile.ref_big), "range_all" (everyone at profile.big), "frag" (profile.frag, the
+    reference at profile.ref_frag) or "fixed" (everyone at `size`). `unit` is "page" (round
+    time / pages of the range) or "call" (round time / calls in the round); `calls` gives the
+    calls per round of (vmo, reference, host) at the default profile. `floor` names the row
+    of this row's floor and `floor_target` bounds the percentage the vmo median may be above
+    it (the second target of the row).
+    """
+
+    kind = "time"
+
+    def __init__(self, key, group, title, unit, kernel, host=None, *, host_doc=None,
+                 host_na=None, ref_na=None, scale="range", size=None, calls=None,
+                 rounds="big", target=None, floor=None, floor_target=None):
+        self.key = key
+        self.group = group
+        self.title = title
+        self.unit = unit
+        self.kernel = kernel
+        self.host = host
+        self.host_doc = host_doc
+        self.host_na = host_na
+        self.ref_na = ref_na
+        self.scale = scale
+        self.size = size
+        self.calls = calls
+        self.rounds = rounds
+        self.target = target
+        self.floor = floor
+        self.floor_target = floor_target
+
+    @property
+    def value_unit(self):
+        return "ns/" + self.unit
+
+    def size_for(self, contender, profile):
+        if self.scale == "range":
+            return profile.ref_big if contender == "reference" else profile.big
+        if self.scale == "range_all":
+            return profile.big
+        if self.scale == "frag":
+            return profile.ref_frag if contender == "reference" else profile.frag
+        return self.size
+
+    def calls_for(self, contender, profile):
+        if self.unit != "call" or self.calls is None:
+            return 1
+        return max(1, int(self.calls[INDEX[contender]] * profile.call_scale))
+
+    def rounds_for(self, contender, profile, sweep=False):
+        """(rounds, warmup rounds) of this contender under `profile` (in the sweep or not)."""
+        kind = "sweep" if sweep else self.rounds
+        table = {"big": profile.rounds_big, "call": profile.rounds_call,
+                 "sparse": profile.rounds_sparse, "sweep": profile.rounds_sweep}[kind]
+        warmup = profile.warmup_call if self.rounds == "call" else 0
+        return table[INDEX[contender]], warmup
+
+
+_SYSCALL_CALLS = (50000, 2000, 10000)
+# The project's target for the per-call syscall rows: the call costs at most 20% more than
+# its floor (the argument conversion and the call themselves).
+_FLOOR_TARGET = Target("<=", 20, "floor +20%")
+
+_CASE_LIST = [
+    Case("commit_fresh", "commit", "COMMIT, fresh VMO", "page",
+         _k_range(COMMIT, fresh="kernel"),
+         _h_mapping(_populate, populate=True, fresh=True),
+         host_doc="madvise(MADV_POPULATE_WRITE) on a fresh anonymous mapping",
+         target=Target("<=", 10, "<= 10 ns/page")),
+    Case("recommit", "commit", "COMMIT onto recycled clean frames", "page",
+         _k_range(COMMIT, fresh="vmo", prepare=("commit", "decommit")),
+         _h_mapping(_populate, populate=True, each_round=_dontneed),
+         host_doc="MADV_POPULATE_WRITE again after MADV_DONTNEED",
+         target=Target("<=", 10, "<= 10 ns/page")),
+    Case("decommit_clean", "decommit", "DECOMMIT, never-written pages", "page",
+         _k_range(DECOMMIT, fresh="vmo", prepare=("commit",)),
+         _h_mapping(_dontneed, prefault=False, each_round=_prefault),
+         host_doc="madvise(MADV_DONTNEED)",
+         target=Target("<=", 10, "<= 10 ns/page")),
+    Case("decommit_commit_1in64", "decommit", "DECOMMIT + COMMIT, 1 page in 64 written",
+         "page",
+         _k_range(DECOMMIT, COMMIT, fresh="vmo", prepare=("commit", "write_1in64")),
+         _h_mapping(_dontneed_populate, populate=True, each_round=_touch_1in64),
+         host_doc="MADV_DONTNEED + MADV_POPULATE_WRITE",
+         target=Target("<=", 40, "<= 40 ns/page")),
+    Case("lookup", "lookup", "LOOKUP into array('Q')", "page",
+         _k_range(LOOKUP, prepare=("commit",), entries=True),
+         _h_mapping(_pagemap, pagemap=True),
+         host_doc="pread of the range's /proc/self/pagemap entries (8 bytes per page)",
+         target=Target("<=", 2, "<= 2 ns/page")),
+] + [
+    # The reference model runs these at full size too: they cost it O(1) (validation only),
+    # so per-page numbers at two sizes would not compare.
+    Case("cache_" + op.name.lower()[len("cache_"):], "cache", op.name + ", committed range",
+         "page", _k_range(int(op), prepare=("commit",)), host_na=_NO_CACHE_SYSCALL,
+         scale="range_all")
+    for op in (Op.CACHE_SYNC, Op.CACHE_INVALIDATE, Op.CACHE_CLEAN, Op.CACHE_CLEAN_INVALIDATE)
+] + [
+    Case("sparse_cache", "sparse", "CACHE_CLEAN_INVALIDATE whole range, 16 pages held", "call",
+         _k_sparse(int(Op.CACHE_CLEAN_INVALIDATE)), host_na=_NO_PIB_MAPPING, scale="fixed",
+         size=PiB, rounds="sparse", target=Target("<=", 5e6, "<= 5 ms")),
+    Case("sparse_decommit", "sparse", "DECOMMIT whole range, 16 pages held", "call",
+         _k_sparse(DECOMMIT), host_na=_NO_PIB_MAPPING, scale="fixed", size=PiB,
+         rounds="sparse", target=Target("<=", 5e6, "<= 5 ms")),
+    Case("sparse_shrink", "sparse", "vmo_set_size shrink to 1 page, 16 pages held", "call",
+         _k_sparse("shrink"), host_na=_NO_PIB_MAPPING, scale="fixed", size=PiB, rounds="sparse",
+         target=Target("<=", 5e6, "<= 5 ms")),
+    Case("read_4k", "io", "vmo_read", "call", _K_READ, _H_READ, scale="fixed", size=4 * KiB,
+         calls=(20000, 1000, 10000), rounds="call", host_doc="pread from a memfd"),
+    Case("write_4k", "io", "vmo_write", "call", _K_WRITE, _H_WRITE, scale="fixed",
+         size=4 * KiB, calls=(20000, 1000, 10000), rounds="call",
+         host_doc="pwrite to a memfd"),
+    Case("read_1m", "io", "vmo_read", "call", _K_READ, _H_READ, scale="fixed", size=MiB,
+         calls=(300, 5, 300), rounds="call", host_doc="pread from a memfd"),
+    Case("write_1m", "io", "vmo_write", "call", _K_WRITE, _H_WRITE, scale="fixed", size=MiB,
+         calls=(300, 5, 300), rounds="call", host_doc="pwrite to a memfd"),
+    Case("create_close", "object", "vmo_create + handle_close", "call", _K_CREATE_CLOSE,
+         _h_create_close, scale="fixed", size=PAGE, calls=(20000, 2000, 10000), rounds="call",
+         host_doc="memfd_create + close", target=Target("<=", 800, "<= 800 ns")),
+    Case("clone_write", "object", "vmo_clone + first write + handle_close", "call",
+         _K_CLONE_WRITE, _h_memfd("cow_loop"), scale="fixed", size=PAGE,
+         calls=(10000, 500, 5000), rounds="call",
+         host_doc="mmap MAP_PRIVATE of a written memfd page + write 1 byte + munmap"),
+    Case("sys_commit", "syscall", "COMMIT of a committed page", "call",
+         _k_syscall("sys_commit"), _h_mapping(_populate_loop, populate=True, per="call"),
+         scale="fixed", size=PAGE, calls=_SYSCALL_CALLS, rounds="call",
+         host_doc="MADV_POPULATE_WRITE of one populated page",
+         target=Target("<=", 200, "<= 200 ns"), floor="floor_commit",
+         floor_target=_FLOOR_TARGET),
+    Case("sys_lookup", "syscall", "LOOKUP of one page", "call", _k_syscall("sys_lookup"),
+         _h_mapping(_pagemap_loop, pagemap=True, per="call"),
+         scale="fixed", size=PAGE, calls=_SYSCALL_CALLS, rounds="call",
+         host_doc="pread of 8 bytes of /proc/self/pagemap",
+         target=Target("<=", 200, "<= 200 ns"), floor="floor_lookup",
+         floor_target=_FLOOR_TARGET),
+    Case("sys_get_size", "syscall", "vmo_get_size", "call", _k_syscall("sys_get_size"),
+         _h_memfd("fstat_loop", PAGE),
+         scale="fixed", size=None, calls=_SYSCALL_CALLS, rounds="call",
+         host_doc="fstat of a memfd", target=Target("<=", 200, "<= 200 ns"),
+         floor="floor_get_size", floor_target=_FLOOR_TARGET),
+    Case("sys_read_64", "syscall", "vmo_read", "call", _k_syscall("sys_read_64"),
+         _h_memfd("pread_loop", PAGE, "into"),
+         scale="fixed", size=64, calls=_SYSCALL_CALLS, rounds="call",
+         host_doc="pread of 64 bytes from a memfd", target=Target("<=", 200, "<= 200 ns"),
+         floor="floor_read_64", floor_target=_FLOOR_TARGET),
+] + [
+    # The floor of each syscall row: its loop, at its size and calls, calling the compiled
+    # core's _floor_* twin of the method (same arguments converted, same result shape, no
+    # work). vmo only.
+    Case(key, "floor", f"{title}: floor ({_SYSCALLS[twin][3]})", "call",
+         _k_syscall(twin, floor=True), host_na=_FLOOR_ONLY_VMO, ref_na=_FLOOR_ONLY_VMO,
+         scale="fixed", size=size, calls=_SYSCALL_CALLS, rounds="call")
+    for key, twin, title, size in (
+        ("floor_commit", "sys_commit", "COMMIT of a committed page", PAGE),
+        ("floor_lookup", "sys_lookup", "LOOKUP of one page", PAGE),
+        ("floor_get_size", "sys_get_size", "vmo_get_size", None),
+        ("floor_read_64", "sys_read_64", "vmo_read", 64))
+] + [
+    Case("phys_view", "embed", "phys_view + release (pin and unpin a page)", "call",
+         _K_PHYS_VIEW, host_na=_NO_PHYS, scale="fixed", size=PAGE,
+         calls=(20000, 1000, 0), rounds="call"),
+    Case("view_write", "embed", "device write through a live phys_view", "call",
+         _K_VIEW_WRITE, host_na=_NO_PHYS, scale="fixed", size=PAGE,
+         calls=(50000, 5000, 0), rounds="call"),
+    Case("phys_write", "embed", "phys_write", "call", _K_PHYS_WRITE, host_na=_NO_PHYS,
+         scale="fixed", size=PAGE, calls=(20000, 1000, 0), rounds="call"),
+    Case("phys_read", "embed", "phys_read", "call", _K_PHYS_READ, host_na=_NO_PHYS,
+         scale="fixed", size=PAGE, calls=(20000, 1000, 0), rounds="call"),
+    Case("contiguous_fit", "contiguous",
+         "create_contiguous 64 KiB, 64 KiB aligned + close, fragmented memory", "call",
+         _k_contiguous(16 * PAGE, 16), host_na=_NO_PHYS, scale="frag",
+         calls=(200, 20, 0), rounds="call"),
+    Case("contiguous_nofit", "contiguous",
+         "create_contiguous 4 MiB: no fit, whole fragmented memory searched", "call",
+         _k_contiguous(1024 * PAGE, 22), host_na=_NO_PHYS, scale="frag",
+         calls=(10, 3, 0), rounds="call"),
+    Case("contiguous_page", "contiguous",
+         "create_contiguous 1 page + close, fragmented memory", "call",
+         _k_contiguous(PAGE, 0), host_na=_NO_PHYS, scale="frag",
+         calls=(2000, 50, 0), rounds="call"),
+]
+
+CASES = {case.key: case for case in _CASE_LIST + list(MEMORY_CASES.values())}
+GROUPS = tuple(dict.fromkeys(case.group for case in CASES.values())) + ("sweep",)
+
+# The operations of the size sweep (`pytest benchmarks/` parametrises them over the default
+# profile's sizes).
+SWEEP_KEYS = ("commit_fresh", "lookup")
+
+
+def sweep_size_for(contender, size, profile):
+    """The size a contender runs at in the sweep row of `size`; raises Skipped above its
+    limit (the host stops at 1 GiB, the reference model at 16 MiB by default)."""
+    if contender == "host" and size > profile.host_sweep_max:
+        raise Skipped(f"host sweep stops at {fmt_size(profile.host_sweep_max)}")
+    if contender == "reference" and size > profile.ref_sweep_max:
+        raise Skipped(f"reference sweep stops at {fmt_size(profile.ref_sweep_max)}")
+    return size
