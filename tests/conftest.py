@@ -16,9 +16,8 @@ Helpers (import them with ``from conftest import ...``):
 - `paddr(i, base=BASE)`: the physical address of frame ``i``.
 """
 
-from array import array
-
 import os
+from array import array
 
 import pytest
 

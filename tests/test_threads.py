@@ -352,7 +352,7 @@ class Worker:
                 self.fail("Pythonic layer raised %r" % exc)
 
     def cleanup(self):
-        for view, h, page in self.views:
+        for view, _h, _page in self.views:
             view.release()
         self.views = []
         # Everything this thread wrote is still there.
