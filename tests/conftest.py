@@ -2,7 +2,7 @@
 
 Every behavioural test runs twice: on the compiled core (`vmo.Kernel`, id "core") and on the
 pure-Python reference model (`vmo._reference.Kernel`, id "reference"). Both implement
-`shared/API.md` and `docs/semantics.md` to the byte, status, handle value and physical address,
+docs/api.md and `docs/semantics.md` to the byte, status, handle value and physical address,
 so every assertion here is exact and holds for both.
 
 After every test each kernel the test used is checked with its invariant walker
@@ -16,9 +16,8 @@ Helpers (import them with ``from conftest import ...``):
 - `paddr(i, base=BASE)`: the physical address of frame ``i``.
 """
 
-from array import array
-
 import os
+from array import array
 
 import pytest
 
@@ -27,7 +26,7 @@ import vmo
 PAGE = 4096
 MiB = 1 << 20
 DEFAULT_MEMORY = 16 * MiB
-BASE = 0x100000  # the default memory_base (API.md)
+BASE = 0x100000  # the default memory_base (docs/api.md "The kernel")
 U64 = (1 << 64) - 1
 MAX = 0xFFFF_FFFF_FFFF_F000  # MX_VMO_MAX_SIZE
 SENTINEL = 0xDEAD_BEEF_DEAD_BEEF
@@ -106,8 +105,8 @@ def expect(result, status, value=ANY):
     """Assert that ``result`` has exactly ``status`` (and ``value`` when given); return the
     value (``None`` for calls that return a bare status).
 
-    API.md: "Each returns the status first; where C has out-parameters, it returns a tuple
-    (status, value). On failure the value is 0 (MX_HANDLE_INVALID for handles)."
+    docs/api.md "Syscall layer": "Each returns the status first; where C has out-parameters, it
+    returns a tuple (status, value). On failure the value is 0 (MX_HANDLE_INVALID for handles)."
     """
     got = status_of(result)
     assert got is status, f"expected {status.name}, got {got.name} ({result!r})"
@@ -133,7 +132,7 @@ def make_vmo(k, size):
 
 
 def make_event(k):
-    """Create an event (the non-VMO object of API.md); return its handle."""
+    """Create an event (the non-VMO object of docs/api.md "event_create"); return its handle."""
     handle = expect(k.event_create(0), vmo.Status.NO_ERROR)
     assert handle != 0
     return handle
@@ -190,10 +189,10 @@ STATS_KEYS = ("total_frames", "free_frames", "committed_frames", "vmos", "handle
 
 
 def stats(k):
-    """The keys of k.stats() that API.md promises, with their consistency checked."""
+    """The keys of k.stats() that docs/api.md "stats()" promises, with their consistency checked."""
     full = k.stats()
     assert isinstance(full, dict)
-    s = {key: full[key] for key in STATS_KEYS}  # only the keys API.md promises
+    s = {key: full[key] for key in STATS_KEYS}  # only the keys docs/api.md promises
     assert s["free_frames"] + s["committed_frames"] == s["total_frames"], s
     return s
 

@@ -1,8 +1,9 @@
-"""Closing a kernel gives its arena back to the host (issue 5: nothing leaks).
+"""Closing a kernel gives its arena back to the host (hardening: nothing leaks).
 
-API.md: "`k.close()` (also `with vmo.Kernel() as k:`) releases the arena"; docs/semantics.md:
-"`Kernel.close()` with live views: the kernel is closed (every call raises ValueError), but the
-arena stays mapped until the last view goes, so a view never points at freed memory".
+docs/api.md "The kernel": "`k.close()` (also `with vmo.Kernel() as k:`) releases the arena";
+docs/semantics.md: "`Kernel.close()` with live views: the kernel is closed (every call raises
+ValueError), but the arena stays mapped until the last view goes, so a view never points at freed
+memory".
 
 Measured from the outside, in /proc/self/status: VmSize (the process's address space) must drop
 by about `memory_size` when a 1 TiB kernel is closed, or deleted unclosed and collected; VmRSS
@@ -225,7 +226,7 @@ def test_the_last_of_several_views_unmaps_the_arena(kernel_cls):
 
 def test_closing_twice_and_calls_after_close(kernel_cls):
     """close() is idempotent; the arena is released once; every call afterwards raises
-    ValueError (API.md)."""
+    ValueError (docs/api.md "The kernel")."""
     _settle()
     before = vmsize()
     k = kernel_cls(memory_size=TiB)

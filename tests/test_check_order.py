@@ -1,9 +1,10 @@
-"""The check order and semantics of every call of spec section 3, through the syscall layer.
+"""The check order and semantics of every call of docs/magenta.md section 3, via the syscalls.
 
-Each test's docstring cites the section of shared/reference/magenta-vmo-spec.md it checks;
-where the spec leaves room, docs/semantics.md decides (cited as "semantics"). API.md's two
-exceptions to the normative era (DECOMMIT start rounded down; COMMIT on a clone copying the
-parent's data) are tested as API.md states them.
+Each test's docstring cites the section of docs/magenta.md it checks as "spec X.Y" (so "spec
+3.6.4" is docs/magenta.md 3.6.4); where Magenta leaves room, docs/semantics.md decides (cited
+as "semantics"). The two exceptions to the normative era (docs/api.md "Normative era":
+DECOMMIT's start rounded down; COMMIT on a clone copying the parent's data) are tested as
+docs/api.md states them.
 """
 
 import sys
@@ -71,8 +72,8 @@ def test_3_1_options_checked_first(k):
 
 def test_3_1_max_size_exactly_and_plus_one(k):
     """Spec 3.1 step 3 / 2.6: "Sizes equal to MAX_SIZE are accepted; only larger sizes are
-    rejected", and oversize gives ERR_NO_MEMORY (not OUT_OF_RANGE; API.md "oversize
-    vmo_create -> ERR_NO_MEMORY")."""
+    rejected", and oversize gives ERR_NO_MEMORY (not OUT_OF_RANGE; docs/api.md "Normative era"
+    "oversize vmo_create -> ERR_NO_MEMORY")."""
     h = make_vmo(k, MAX)
     expect(k.vmo_get_size(h), S.NO_ERROR, MAX)
     expect(k.vmo_create(MAX + 1), S.ERR_NO_MEMORY, vmo.MX_HANDLE_INVALID)
@@ -94,16 +95,16 @@ def test_3_1_size_exact_and_nothing_committed(k):
 
 def test_3_1_default_rights_0x3f(k):
     """Spec 3.1 / 2.4: new handle with default rights 0x3F (DUPLICATE|TRANSFER|READ|WRITE|
-    EXECUTE|MAP; API.md "default VMO rights 0x3F")."""
+    EXECUTE|MAP; docs/api.md "Normative era" "default VMO rights 0x3F")."""
     h = make_vmo(k, PAGE)
     assert rights_of(k, h) == 0x3F
     assert rights_of(k, h) == R.DUPLICATE | R.TRANSFER | R.READ | R.WRITE | R.EXECUTE | R.MAP
 
 
 def test_3_1_handle_values(k):
-    """Spec 2.5 / API.md: "Handle values are odd, positive and below 2**31"; semantics
-    "Handles": slots lowest-first, freed slots reused LIFO with the generation incremented,
-    value = (((generation << 18) | slot) << 1) | 1."""
+    """Spec 2.5 / docs/api.md "Syscall layer": "Handle values are odd, positive and below 2**31";
+    semantics "Handles": slots lowest-first, freed slots reused LIFO with the generation
+    incremented, value = (((generation << 18) | slot) << 1) | 1."""
     handles = [make_vmo(k, PAGE) for _ in range(20)]
     for h in handles:
         assert h % 2 == 1 and 0 < h < 2 ** 31
@@ -191,8 +192,8 @@ def test_3_2_wrap_at_2_64(k):
 
 
 def test_3_2_buffer_filled_only_up_to_actual(k):
-    """Spec 3.2 step 6 / API.md: "fills buffer[0:actual]" -- nothing past actual, nothing past
-    an explicit length."""
+    """Spec 3.2 step 6 / docs/api.md "Buffers": "fills buffer[0:actual]" -- nothing past actual,
+    nothing past an explicit length."""
     h = make_vmo(k, 100)
     write(k, h, b"\x11" * 100, 0)
     buf = bytearray(b"\xee" * 300)
@@ -610,7 +611,7 @@ def test_3_3_reused_frame_written_partially_reads_zero(k):
 
 
 def test_3_6_1_commit_on_clone_copies_parent(k):
-    """API.md exception 2: "COMMIT on a clone gives each newly committed page the content the
+    """docs/api.md exception 2: "COMMIT on a clone gives each newly committed page the content the
     clone saw there (a copy of the ancestor's page, or zeros), exactly as a write fault
     would", never zeros over visible parent data (spec 3.6.1 clone quirk, fixed)."""
     p = make_vmo(k, 2 * PAGE)
@@ -653,7 +654,7 @@ def test_3_6_1_commit_on_grandchild_counts_intermediate_copies(make_kernel):
 
 # -- 3.6.2 DECOMMIT ----------------------------------------------------------------------------
 def test_3_6_2_decommit_start_rounded_down(k):
-    """API.md exception 1: "DECOMMIT frees every page touched by the trimmed range: start
+    """docs/api.md exception 1: "DECOMMIT frees every page touched by the trimmed range: start
     rounded down, end rounded up. An unaligned range inside one page frees that page."
     Semantics: indexes [offset // 4096, ceil((offset + trimmed) / 4096))."""
     h = make_vmo(k, 4 * PAGE)
@@ -970,8 +971,8 @@ def test_3_7_step4_to_6_size_offset_wrap(k):
 
 
 def test_3_7_clone_rights(k):
-    """Spec 3.7 result (W@HEAD): "input handle's rights | WRITE | EXECUTE | MAP" (API.md
-    "clone rights = source | WRITE | EXECUTE | MAP")."""
+    """Spec 3.7 result (2017-05-12): "input handle's rights | WRITE | EXECUTE | MAP" (docs/api.md
+    "Normative era" "clone rights = source | WRITE | EXECUTE | MAP")."""
     h = make_vmo(k, PAGE)
     assert rights_of(k, clone(k, h, 0, PAGE)) == 0x3F
     c = clone(k, dup(k, h, R.DUPLICATE | R.READ), 0, PAGE)
@@ -1258,8 +1259,8 @@ def test_3_11_other_topics_not_supported(k, topic):
 
 
 def test_3_11_failure_value_is_zero(k):
-    """API.md: "On failure the value is 0 (MX_HANDLE_INVALID for handles)" -- the rule is
-    stated for every call with an out-parameter, object_get_info included."""
+    """docs/api.md "Syscall layer": "On failure the value is 0 (MX_HANDLE_INVALID for handles)" --
+    the rule is stated for every call with an out-parameter, object_get_info included."""
     h = make_vmo(k, PAGE)
     expect(k.object_get_info(0, vmo.MX_INFO_HANDLE_VALID), S.ERR_BAD_HANDLE, 0)
     expect(k.object_get_info(0, vmo.MX_INFO_HANDLE_BASIC), S.ERR_BAD_HANDLE, 0)
@@ -1271,9 +1272,9 @@ def test_3_11_failure_value_is_zero(k):
 # Deterministic frames and statuses
 # =============================================================================================
 def test_frames_deterministic_from_memory_base(make_kernel):
-    """API.md "Frame allocation is deterministic: a fresh kernel hands out frames in ascending
-    physical address order starting at memory_base"; semantics "Frames": frame f lives at
-    memory_base + f * 4096."""
+    """docs/api.md "The kernel" "Frame allocation is deterministic: a fresh kernel hands out frames
+    in ascending physical address order starting at memory_base"; semantics "Frames": frame f lives
+    at memory_base + f * 4096."""
     for base in (BASE, 0x4000_0000, PAGE):
         k = make_kernel(memory_size=64 * PAGE, memory_base=base)
         h = make_vmo(k, 8 * PAGE)
@@ -1284,8 +1285,8 @@ def test_frames_deterministic_from_memory_base(make_kernel):
 
 
 def test_frames_same_sequence_same_result(make_kernel):
-    """API.md: "The same sequence of calls on two fresh kernels gives identical handles and
-    physical addresses"."""
+    """docs/api.md "The kernel": "The same sequence of calls on two fresh kernels gives identical
+    handles and physical addresses"."""
     def scenario(k):
         out = []
         a = make_vmo(k, 5 * PAGE)
@@ -1309,8 +1310,8 @@ def test_frames_same_sequence_same_result(make_kernel):
 
 
 def test_every_status_is_a_status_member(k):
-    """API.md: "vmo.Status is an IntEnum holding all of them; every status the API returns is a
-    Status member" -- one call of each kind, success and failure."""
+    """docs/api.md "Constants": "vmo.Status is an IntEnum holding all of them; every status the API
+    returns is a Status member" -- one call of each kind, success and failure."""
     h = make_vmo(k, PAGE)
     e = make_event(k)
     results = [

@@ -1,13 +1,13 @@
 """The Cython-level API: another extension cimports the kernel and calls it with C buffers.
 
-The recipe (README / issue 4): ``from vmo._kernel cimport Kernel``, then call ``k.c_commit``,
-``k.c_decommit``, ``k.c_lookup``, ``k.c_read``, ``k.c_write``, ``k.c_get_size``,
-``k.c_op_range``, ``k.c_phys_read`` and ``k.c_phys_write`` with C arguments: no Python object
-is created on the way, and each returns a status (0 or a negative Magenta error) instead of
-raising. This test writes a tiny .pyx into a temporary directory, builds it with
-`Cython.Build.cythonize` + setuptools against the *installed* package (its directory on the
-include path, so the shipped .pxd files are what is compiled against), imports it and checks
-every result against the Python syscalls on the same kernel, error statuses included.
+The recipe (README and docs/api.md "Cython API"): ``from vmo._kernel cimport Kernel``, then call
+``k.c_commit``, ``k.c_decommit``, ``k.c_lookup``, ``k.c_read``, ``k.c_write``, ``k.c_get_size``,
+``k.c_op_range``, ``k.c_phys_read`` and ``k.c_phys_write`` with C arguments: no Python object is
+created on the way, and each returns a status (0 or a negative Magenta error) instead of raising.
+This test writes a tiny .pyx into a temporary directory, builds it with `Cython.Build.cythonize` +
+setuptools against the *installed* package (its directory on the include path, so the shipped .pxd
+files are what is compiled against), imports it and checks every result against the Python syscalls
+on the same kernel, error statuses included.
 
 Skipped, with the reason, only when Cython or a working C compiler is not available.
 """
@@ -309,8 +309,8 @@ def test_closed_kernel_and_wrong_argument_types(ext):
 
 
 def test_c_api_on_a_closed_kernel_raises_value_error(ext):
-    """API.md: "any call after close raises ValueError"; the c_* methods can raise (they are
-    declared ``except -1000``). Run in a subprocess, so a crash would fail the test, not
+    """docs/api.md "The kernel": "any call after close raises ValueError"; the c_* methods can raise
+    (they are declared ``except -1000``). Run in a subprocess, so a crash would fail the test, not
     the run."""
     import subprocess
 

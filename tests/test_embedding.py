@@ -1,7 +1,8 @@
 """Embedding a device model: memory maps, contiguous VMOs, physical reads, writes and views.
 
-Issue 4 and docs/semantics.md ("Frames and physical addresses", "Contiguous VMOs", "Physical
-access"), on both kernels (the `kernel_cls` / `k` / `make_kernel` fixtures of conftest.py):
+The embedding calls (docs/api.md "Physical memory") and docs/semantics.md ("Frames and physical
+addresses", "Contiguous VMOs", "Physical access"), on both kernels (the `kernel_cls` / `k` /
+`make_kernel` fixtures of conftest.py):
 
 - memory maps: validation (ValueError / TypeError), the properties, allocation order (ranges
   in the order given, ascending inside each, whatever their addresses), touching ranges merged
@@ -461,7 +462,8 @@ def test_closed_kernel_raises_value_error(kernel_cls):
 
 
 def test_closed_kernel_phys_write_bad_data_raises_value_error(kernel_cls):
-    """API.md: "any call after close raises ValueError", whatever the arguments."""
+    """docs/api.md "The kernel": "any call after close raises ValueError", whatever the
+    arguments."""
     k = kernel_cls(memory_size=8 * PAGE)
     k.close()
     for data in (123, memoryview(bytearray(4))[::2]):

@@ -1,8 +1,12 @@
-"""Every error of the ERRORS section of the seed man page, through `k.vmo_op_range`.
+"""Every error of the ERRORS section of Magenta's vmo_op_range man page, via `k.vmo_op_range`.
 
-Man page: shared/seed/vmo_op_range.md, section ERRORS. Where the implementation the project
-follows differs from the page's wording (spec 6.1), the docstring says so and the test
-follows the implementation (spec section 3), as API.md requires.
+Man page: Magenta's `docs/syscalls/vmo_op_range.md` as of 2017-04-14 (the text the project
+started from), section ERRORS. Where the implementation the project follows differs from the
+page's wording (spec 6.1), the docstring says so and the test follows the implementation (spec
+section 3), as docs/api.md "Normative era" requires.
+
+Citations "spec X.Y" are sections of docs/magenta.md (so "spec 3.6.4" is docs/magenta.md
+3.6.4).
 """
 
 from array import array
@@ -36,8 +40,8 @@ def test_bad_handle_invalid_value(k, op):
 
 @pytest.mark.parametrize("op", ALL_OPS)
 def test_bad_handle_closed(k, op):
-    """Man page ERR_BAD_HANDLE: a closed handle is no longer valid (API.md: "a closed handle
-    is ERR_BAD_HANDLE")."""
+    """Man page ERR_BAD_HANDLE: a closed handle is no longer valid (docs/api.md "Syscall layer": "a
+    closed handle is ERR_BAD_HANDLE")."""
     h = make_vmo(k, PAGE)
     expect(k.handle_close(h), S.NO_ERROR)
     expect(k.vmo_op_range(h, op, 0, PAGE, _buf()), S.ERR_BAD_HANDLE)
@@ -140,8 +144,8 @@ def test_invalid_args_bad_op(k, op):
 
 def test_invalid_args_lookup_null_buffer(k):
     """Man page: "ERR_INVALID_ARGS ... *op* is *MX_VMO_LOOPUP* and *buffer* is an invalid
-    pointer" -- buffer=None is C's null pointer (API.md), checked before anything else, even
-    with size 0 or an invalid range (spec 3.6.4 step 1)."""
+    pointer" -- buffer=None is C's null pointer (docs/api.md "Buffers"), checked before anything
+    else, even with size 0 or an invalid range (spec 3.6.4 step 1)."""
     h = make_vmo(k, 4 * PAGE)
     expect(k.vmo_op_range(h, Op.COMMIT, 0, 4 * PAGE), S.NO_ERROR)
     expect(k.vmo_op_range(h, Op.LOOKUP, 0, PAGE), S.ERR_INVALID_ARGS)
@@ -154,7 +158,7 @@ def test_invalid_args_lookup_null_buffer(k):
 
 def test_invalid_args_lookup_unwritable_buffer(k):
     """Man page ERR_INVALID_ARGS, "*buffer* is an invalid pointer": a read-only buffer and a
-    buffer_size larger than the buffer are C's invalid pointer (API.md)."""
+    buffer_size larger than the buffer are C's invalid pointer (docs/api.md "Buffers")."""
     h = make_vmo(k, 4 * PAGE)
     expect(k.vmo_op_range(h, Op.COMMIT, 0, 4 * PAGE), S.NO_ERROR)
     expect(k.vmo_op_range(h, Op.LOOKUP, 0, PAGE, bytes(8)), S.ERR_INVALID_ARGS)

@@ -1,11 +1,14 @@
 """Hostile input never crashes, and gives exactly the status docs/semantics.md fixes.
 
-API.md: the syscall layer "never raise[s] for anything a C caller could pass: an integer outside
-its C type's range (negative, or above 2**64-1 / 2**32-1) gives ERR_INVALID_ARGS". Semantics
-("Python-specific argument rules"): non-integers where integers are due raise TypeError;
-objects without the buffer protocol raise TypeError; unwritable / non-contiguous buffers where
-one is written and lengths past the buffer are ERR_INVALID_ARGS. Small sizes throughout; the
-huge-VMO cases must answer without walking 2**52 pages.
+docs/api.md "Syscall layer": the syscall layer "never raise[s] for anything a C caller could pass:
+an integer outside its C type's range (negative, or above 2**64-1 / 2**32-1) gives
+ERR_INVALID_ARGS". Semantics ("Python-specific argument rules"): non-integers where integers are due
+raise TypeError; objects without the buffer protocol raise TypeError; unwritable / non-contiguous
+buffers where one is written and lengths past the buffer are ERR_INVALID_ARGS. Small sizes
+throughout; the huge-VMO cases must answer without walking 2**52 pages.
+
+Citations "spec X.Y" are sections of docs/magenta.md (so "spec 3.6.4" is docs/magenta.md
+3.6.4).
 """
 
 from array import array
@@ -81,8 +84,8 @@ OUT_OF_RANGE_CASES = [(name, value) for name, (kind, _) in INT_ARGS.items()
 
 
 def expect_failure(result, status, name=""):
-    """expect() for a failing call: a tuple result must carry value 0 (API.md), except
-    object_get_info's, whose failure value is tested once in test_check_order."""
+    """expect() for a failing call: a tuple result must carry value 0 (docs/api.md "Syscall layer"),
+    except object_get_info's, whose failure value is tested once in test_check_order."""
     expect(result, status, IGNORE if name.startswith("object_get_info") else ANY)
 
 
@@ -106,7 +109,8 @@ def victim(k):
 def test_out_of_range_integer_is_invalid_args(k, victim, name, value):
     """Semantics: "An integer outside its C type returns ERR_INVALID_ARGS before anything else
     is looked at: handles, options, ops, rights, topics ... are uint32; sizes, offsets and
-    lengths are uint64" (API.md: negative, or above 2**64-1 / 2**32-1). Nothing changes."""
+    lengths are uint64" (docs/api.md "Syscall layer": negative, or above 2**64-1 / 2**32-1). Nothing
+    changes."""
     before = snapshot(k, victim)
     result = INT_ARGS[name][1](k, victim, value)
     expect_failure(result, S.ERR_INVALID_ARGS, name)
@@ -177,7 +181,8 @@ def test_non_integer_raises_type_error(k, victim, name, bad):
 
 
 def test_none_length_means_buffer_size(k, victim):
-    """API.md: "length (and LOOKUP's buffer_size) default to the buffer's size in bytes"."""
+    """docs/api.md "Buffers": "length (and LOOKUP's buffer_size) default to the buffer's size in
+    bytes"."""
     expect(k.vmo_read(victim, bytearray(10), 0, None), S.NO_ERROR, 10)
     expect(k.vmo_write(victim, b"xyz", 0, None), S.NO_ERROR, 3)
     buf = array("Q", [SENTINEL] * 2)
@@ -216,8 +221,8 @@ def read_only_buffers():
 
 @pytest.mark.parametrize("buf", read_only_buffers(), ids=lambda b: type(b).__name__)
 def test_read_only_buffer_is_invalid_args(k, victim, buf):
-    """API.md: "a read-only buffer where one is written" is ERR_INVALID_ARGS -- vmo_read's
-    output (value 0, checked before the range: semantics) and LOOKUP's buffer."""
+    """docs/api.md "Buffers": "a read-only buffer where one is written" is ERR_INVALID_ARGS --
+    vmo_read's output (value 0, checked before the range: semantics) and LOOKUP's buffer."""
     expect(k.vmo_read(victim, buf, 0), S.ERR_INVALID_ARGS, 0)
     expect(k.vmo_read(victim, buf, 0, 1), S.ERR_INVALID_ARGS, 0)
     expect(k.vmo_read(victim, buf, 100 * PAGE), S.ERR_INVALID_ARGS, 0)
@@ -248,8 +253,8 @@ def test_non_contiguous_buffer_is_invalid_args(k, victim, buf):
 
 
 def test_length_past_buffer_is_invalid_args(k, victim):
-    """API.md: "length (and LOOKUP's buffer_size) ... a value larger than the buffer is
-    ERR_INVALID_ARGS (C's invalid pointer)" -- lengths are in bytes, not items."""
+    """docs/api.md "Buffers": "length (and LOOKUP's buffer_size) ... a value larger than the buffer
+    is ERR_INVALID_ARGS (C's invalid pointer)" -- lengths are in bytes, not items."""
     h = victim
     before = snapshot(k, h)
     expect(k.vmo_read(h, bytearray(8), 0, 9), S.ERR_INVALID_ARGS, 0)
@@ -354,8 +359,9 @@ def test_generation_wraps_mod_4096(k):
 
 
 def test_another_kernels_handles(make_kernel):
-    """API.md: "Kernels are independent of each other": a handle of one kernel means nothing in
-    a fresh one, and the same value in another kernel names that kernel's own object."""
+    """docs/api.md "The kernel": "Kernels are independent of each other": a handle of one kernel
+    means nothing in a fresh one, and the same value in another kernel names that kernel's own
+    object."""
     k1 = make_kernel(memory_size=16 * PAGE)
     k2 = make_kernel(memory_size=16 * PAGE)
     h = make_vmo(k1, 3 * PAGE)
@@ -384,8 +390,8 @@ def test_wrong_type_everywhere(k):
 
 # -- calls after close --------------------------------------------------------------------------
 def test_syscalls_after_close_raise_value_error(kernel_cls):
-    """API.md: "any call after close raises ValueError" -- also with otherwise valid, bad or
-    stale arguments."""
+    """docs/api.md "The kernel": "any call after close raises ValueError" -- also with otherwise
+    valid, bad or stale arguments."""
     kk = kernel_cls(memory_size=16 * PAGE)
     h = make_vmo(kk, PAGE)
     kk.close()

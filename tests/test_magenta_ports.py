@@ -1,6 +1,9 @@
-"""Ports of Magenta's own VMO tests (spec section 5), syscall-level parts.
+"""Ports of Magenta's own VMO tests (docs/magenta.md section 5), syscall-level parts.
 
-5.1: `system/utest/vmo/vmo.cpp` at W@HEAD, in its registration order, then the later-window
+Citations "spec X.Y" are sections of docs/magenta.md (so "spec 3.6.4" is docs/magenta.md
+3.6.4).
+
+5.1: `system/utest/vmo/vmo.cpp` as of 2017-05-12, in its registration order, then the later-window
 additions vmo_decommit_misaligned_test, vmo_clone_decommit_test and vmo_clone_commit_test.
 Parts that need `mx_vmar_map` are replaced by vmo_read/vmo_write equivalents, as spec 5.1
 describes ("Python equivalent: ..."). 5.3: the kernel unit tests of
@@ -82,7 +85,8 @@ def test_vmo_map_test(k):
 def test_vmo_read_only_map_test(k):
     """Port of vmo_read_only_map_test (spec 5.1 #4, (M)): a read-only page passed as the output
     buffer of a syscall gives a negative status. Equivalent: a read-only buffer as vmo_read's
-    output -> ERR_INVALID_ARGS (API.md: "as is a read-only buffer where one is written")."""
+    output -> ERR_INVALID_ARGS (docs/api.md "Buffers": "as is a read-only buffer where one is
+    written")."""
     h = make_vmo(k, PAGE)
     page = bytes(PAGE)
     expect(k.vmo_read(h, page, 0), S.ERR_INVALID_ARGS, 0)
@@ -273,9 +277,9 @@ def test_vmo_clone_test_4(k):
 
 
 def test_vmo_decommit_misaligned_test(k):
-    """Port of vmo_decommit_misaligned_test (spec 5.1, late-window Z@39f72292b): 2-page VMO;
+    """Port of vmo_decommit_misaligned_test (spec 5.1, added 2017-06-07): 2-page VMO;
     DECOMMIT(0x10, 0x100) on uncommitted memory -> NO_ERROR; COMMIT(0x10, 0x100) -> NO_ERROR;
-    DECOMMIT(0x10, 0x100) -> NO_ERROR (and, with API.md exception 1, the page is freed)."""
+    DECOMMIT(0x10, 0x100) -> NO_ERROR (and, with docs/api.md exception 1, the page is freed)."""
     h = make_vmo(k, 2 * PAGE)
     expect(k.vmo_op_range(h, Op.DECOMMIT, 0x10, 0x100), S.NO_ERROR)
     expect(k.vmo_op_range(h, Op.COMMIT, 0x10, 0x100), S.NO_ERROR)
@@ -307,7 +311,7 @@ def test_vmo_clone_decommit_test(k):
 
 
 def test_vmo_clone_commit_test(k):
-    """Port of vmo_clone_commit_test (spec 5.1, 2017-07-12; API.md exception 2): parent page
+    """Port of vmo_clone_commit_test (spec 5.1, 2017-07-12; docs/api.md exception 2): parent page
     filled with 0x99; COMMIT on clone page 0 -> the clone reads 0x99 over the whole page; a
     clone write of 0 is not visible in the parent; DECOMMIT of the clone page -> 0x99 again."""
     h = make_vmo(k, 4 * PAGE)
@@ -445,7 +449,7 @@ def test_kernel_vmo_read_write_smoke_test(k):
 
 
 def test_kernel_vmo_lookup_test(k):
-    """Port of vm_unittest vmo_lookup_test (spec 5.3, Z@85ae95a58): 16-page VMO; Lookup over
+    """Port of vm_unittest vmo_lookup_test (spec 5.3, added 2017-07-05): 16-page VMO; Lookup over
     all pages -> ERR_NO_MEMORY having seen 0 pages (no entry written); commit page 1 only;
     Lookup(all) -> NO_MEMORY, 0 pages; Lookup(from page 1) -> NO_MEMORY after 1 page;
     Lookup(page 1 only) -> OK, 1 page; commit all -> 15 new pages committed; Lookup(all) ->

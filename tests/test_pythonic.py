@@ -1,8 +1,11 @@
-"""The Pythonic layer of API.md ("Pythonic layer"), on both implementations.
+"""The Pythonic layer of docs/api.md ("Pythonic layer"), on both implementations.
 
 `k.create_vmo(size) -> vmo.Vmo`; failures raise `vmo.MxError` whose `.status` is the `Status`
 and whose message names it; every `Vmo` method and property; context managers; `size=None`
 meaning "to the end of the VMO"; `k.stats()`.
+
+Citations "spec X.Y" are sections of docs/magenta.md (so "spec 3.6.4" is docs/magenta.md
+3.6.4).
 """
 
 import sys
@@ -38,7 +41,8 @@ def consistent(stats):
 
 # -- create_vmo, MxError ------------------------------------------------------------------------
 def test_create_vmo(k):
-    """API.md: "k.create_vmo(size) -> vmo.Vmo"; "A Vmo owns one handle (.handle)"."""
+    """docs/api.md "Pythonic layer": "k.create_vmo(size) -> vmo.Vmo"; "A Vmo owns one handle
+    (.handle)"."""
     v = k.create_vmo(5000)
     assert isinstance(v, vmo.Vmo)
     assert v.handle == 1
@@ -50,8 +54,8 @@ def test_create_vmo(k):
 
 
 def test_mxerror_carries_status_and_names_it(k):
-    """API.md: "Failures raise vmo.MxError, whose .status is the Status and whose message names
-    it" -- oversize create is ERR_NO_MEMORY (spec 3.1 step 3)."""
+    """docs/api.md "Pythonic layer": "Failures raise vmo.MxError, whose .status is the Status and
+    whose message names it" -- oversize create is ERR_NO_MEMORY (spec 3.1 step 3)."""
     with raises_mx(S.ERR_NO_MEMORY) as excinfo:
         k.create_vmo(MAX + 1)
     check_error(excinfo, S.ERR_NO_MEMORY)
@@ -66,7 +70,7 @@ def test_mxerror_carries_status_and_names_it(k):
 
 
 def test_mxerror_is_exported():
-    """API.md: vmo.MxError is the exception; vmo.Status the IntEnum."""
+    """docs/api.md "Constants": vmo.MxError is the exception; vmo.Status the IntEnum."""
     err = vmo.MxError(S.ERR_BAD_HANDLE)
     assert err.status is S.ERR_BAD_HANDLE
     assert "ERR_BAD_HANDLE" in str(err)
@@ -75,8 +79,8 @@ def test_mxerror_is_exported():
 
 # -- size ---------------------------------------------------------------------------------------
 def test_size_property(k):
-    """API.md: "size (property, settable)"; byte-granular (spec 2.6); > MX_VMO_MAX_SIZE ->
-    ERR_OUT_OF_RANGE (spec 3.5 step 2); needs WRITE."""
+    """docs/api.md "Pythonic layer": "size (property, settable)"; byte-granular (spec 2.6); >
+    MX_VMO_MAX_SIZE -> ERR_OUT_OF_RANGE (spec 3.5 step 2); needs WRITE."""
     v = k.create_vmo(PAGE)
     v.size = 12345
     assert v.size == 12345
@@ -95,8 +99,8 @@ def test_size_property(k):
 
 # -- data ---------------------------------------------------------------------------------------
 def test_read_write(k):
-    """API.md: "read(offset, length) -> bytes", "write(data, offset=0) -> int"; short at the
-    end (spec 3.2/3.3); reads zero where nothing was written and never commit."""
+    """docs/api.md "Pythonic layer": "read(offset, length) -> bytes", "write(data, offset=0) ->
+    int"; short at the end (spec 3.2/3.3); reads zero where nothing was written and never commit."""
     v = k.create_vmo(3 * PAGE + 10)
     assert v.read(0, 3 * PAGE + 10) == bytes(3 * PAGE + 10)
     assert type(v.read(0, 4)) is bytes
@@ -117,8 +121,8 @@ def test_read_write(k):
 
 
 def test_read_into(k):
-    """API.md: "read_into(buffer, offset) -> int": fills the buffer from offset, returns the
-    bytes read (short at the end); a read-only buffer -> ERR_INVALID_ARGS."""
+    """docs/api.md "Pythonic layer": "read_into(buffer, offset) -> int": fills the buffer from
+    offset, returns the bytes read (short at the end); a read-only buffer -> ERR_INVALID_ARGS."""
     v = k.create_vmo(100)
     v.write(bytes(range(100)))
     buf = bytearray(b"\xff" * 64)
@@ -150,7 +154,8 @@ def test_write_needs_write_right_read_needs_read(k):
 
 # -- op_range family ----------------------------------------------------------------------------
 def test_op_range(k):
-    """API.md: "op_range(op, offset, size, buffer=None)" raising MxError; returns None."""
+    """docs/api.md "Pythonic layer": "op_range(op, offset, size, buffer=None)" raising MxError;
+    returns None."""
     v = k.create_vmo(2 * PAGE)
     assert v.op_range(Op.COMMIT, 0, 2 * PAGE) is None
     buf = array("Q", [0, 0])
@@ -167,14 +172,14 @@ def test_op_range(k):
 
 
 def test_commit_decommit_size_none_means_to_end(k):
-    """API.md: "commit(offset=0, size=None)", "decommit(offset=0, size=None)"; "size=None means
-    to the end of the VMO"."""
+    """docs/api.md "Pythonic layer": "commit(offset=0, size=None)", "decommit(offset=0, size=None)";
+    "size=None means to the end of the VMO"."""
     v = k.create_vmo(4 * PAGE + 1)
     v.commit(2 * PAGE)
     assert v.committed_bytes == 3 * PAGE
     v.commit()
     assert v.committed_bytes == 5 * PAGE
-    v.decommit(3 * PAGE + 5)  # start rounded down (API.md exception 1): pages 3 and 4
+    v.decommit(3 * PAGE + 5)  # start rounded down (docs/api.md exception 1): pages 3 and 4
     assert v.committed_bytes == 3 * PAGE
     v.decommit(0, PAGE)
     assert v.committed_bytes == 2 * PAGE
@@ -200,9 +205,9 @@ def test_commit_no_memory(k):
 
 
 def test_lookup(k):
-    """API.md: "lookup(offset=0, size=None) -> array('Q')" of the pages touching the range;
-    MxError ERR_NO_MEMORY when a page is not committed, ERR_INVALID_ARGS for size 0,
-    ERR_OUT_OF_RANGE past the end."""
+    """docs/api.md "Pythonic layer": "lookup(offset=0, size=None) -> array('Q')" of the pages
+    touching the range; MxError ERR_NO_MEMORY when a page is not committed, ERR_INVALID_ARGS for
+    size 0, ERR_OUT_OF_RANGE past the end."""
     v = k.create_vmo(3 * PAGE)
     with raises_mx(S.ERR_NO_MEMORY) as excinfo:
         v.lookup()
@@ -225,8 +230,9 @@ def test_lookup(k):
 @pytest.mark.parametrize("name", ["cache_sync", "cache_invalidate", "cache_clean",
                                   "cache_clean_invalidate"])
 def test_cache_ops(k, name):
-    """API.md: "cache_sync/cache_invalidate/cache_clean/cache_clean_invalidate(offset, size)"
-    (spec 3.6.5: size 0 -> ERR_INVALID_ARGS, strict range, nothing committed)."""
+    """docs/api.md "Pythonic layer":
+    "cache_sync/cache_invalidate/cache_clean/cache_clean_invalidate(offset, size)" (spec 3.6.5: size
+    0 -> ERR_INVALID_ARGS, strict range, nothing committed)."""
     v = k.create_vmo(2 * PAGE)
     method = getattr(v, name)
     assert method(0, 2 * PAGE) is None
@@ -240,8 +246,8 @@ def test_cache_ops(k, name):
 
 # -- handles ------------------------------------------------------------------------------------
 def test_clone(k):
-    """API.md: "clone(offset=0, size=None) -> Vmo" (size None: to the end); a live COW view
-    (spec 3.7); clone rights = source | WRITE | EXECUTE | MAP."""
+    """docs/api.md "Pythonic layer": "clone(offset=0, size=None) -> Vmo" (size None: to the end); a
+    live COW view (spec 3.7); clone rights = source | WRITE | EXECUTE | MAP."""
     v = k.create_vmo(4 * PAGE)
     v.write(b"A" * PAGE + b"B" * PAGE + b"C" * PAGE + b"D" * PAGE)
     c = v.clone(PAGE)
@@ -265,8 +271,9 @@ def test_clone(k):
 
 
 def test_duplicate_and_replace(k):
-    """API.md: "duplicate(rights=MX_RIGHT_SAME_RIGHTS) -> Vmo", "replace(rights) -> Vmo" (spec
-    3.9/3.10): same object; replace closes the old handle; non-subset -> ERR_INVALID_ARGS."""
+    """docs/api.md "Pythonic layer": "duplicate(rights=MX_RIGHT_SAME_RIGHTS) -> Vmo",
+    "replace(rights) -> Vmo" (spec 3.9/3.10): same object; replace closes the old handle; non-subset
+    -> ERR_INVALID_ARGS."""
     v = k.create_vmo(PAGE)
     d = v.duplicate()
     assert isinstance(d, vmo.Vmo) and d.handle != v.handle
@@ -292,7 +299,8 @@ def test_duplicate_and_replace(k):
 
 
 def test_info(k):
-    """API.md: "info()": a record with koid, rights, type, related_koid, props (spec 3.11)."""
+    """docs/api.md "Pythonic layer": "info()": a record with koid, rights, type, related_koid, props
+    (spec 3.11)."""
     v = k.create_vmo(PAGE)
     info = v.info()
     assert info.koid == 1024
@@ -303,8 +311,8 @@ def test_info(k):
 
 
 def test_committed_bytes(k):
-    """API.md: "committed_bytes (pages this VMO itself holds x PAGE_SIZE)" -- a clone's
-    un-copied pages are not counted."""
+    """docs/api.md "Pythonic layer": "committed_bytes (pages this VMO itself holds x PAGE_SIZE)" --
+    a clone's un-copied pages are not counted."""
     v = k.create_vmo(3 * PAGE)
     v.write(b"x", 2 * PAGE + 5)
     assert v.committed_bytes == PAGE
@@ -314,12 +322,12 @@ def test_committed_bytes(k):
     assert c.committed_bytes == PAGE and v.committed_bytes == PAGE
     c.commit()
     assert c.committed_bytes == 3 * PAGE and v.committed_bytes == PAGE
-    assert c.read(2 * PAGE + 5, 1) == b"x"  # copied by COMMIT (API.md exception 2)
+    assert c.read(2 * PAGE + 5, 1) == b"x"  # copied by COMMIT (docs/api.md exception 2)
 
 
 def test_close_and_context_manager(k):
-    """API.md: "close(), and the context-manager protocol": leaving the block closes the
-    handle (also on an exception)."""
+    """docs/api.md "Pythonic layer": "close(), and the context-manager protocol": leaving the block
+    closes the handle (also on an exception)."""
     with k.create_vmo(PAGE) as v:
         assert isinstance(v, vmo.Vmo)
         handle = v.handle
@@ -339,8 +347,8 @@ def test_close_and_context_manager(k):
 
 
 def test_kernel_context_manager(kernel_cls):
-    """API.md: "k.close() (also with vmo.Kernel() as k:) releases the arena; any call after
-    close raises ValueError"."""
+    """docs/api.md "The kernel": "k.close() (also with vmo.Kernel() as k:) releases the arena; any
+    call after close raises ValueError"."""
     with kernel_cls(memory_size=16 * PAGE) as kk:
         v = kk.create_vmo(PAGE)
         v.write(b"abc")
@@ -355,7 +363,8 @@ def test_kernel_context_manager(kernel_cls):
 
 
 def test_kernel_context_manager_on_exception(kernel_cls):
-    """API.md: the kernel's context manager closes it even when the block raises."""
+    """docs/api.md "The kernel": the kernel's context manager closes it even when the block
+    raises."""
     with pytest.raises(KeyError), kernel_cls(memory_size=16 * PAGE) as kk:
         kk.create_vmo(PAGE)
         raise KeyError("x")
@@ -365,8 +374,8 @@ def test_kernel_context_manager_on_exception(kernel_cls):
 
 # -- numpy --------------------------------------------------------------------------------------
 def test_numpy_buffers(k):
-    """API.md: "Buffers are any object with the buffer protocol (... numpy arrays)"; LOOKUP
-    writes native uint64 "so array('Q') and numpy uint64 buffers work directly"."""
+    """docs/api.md "Buffers": "Buffers are any object with the buffer protocol (... numpy arrays)";
+    LOOKUP writes native uint64 "so array('Q') and numpy uint64 buffers work directly"."""
     np = pytest.importorskip("numpy")
     v = k.create_vmo(2 * PAGE)
     src = np.arange(PAGE // 4, dtype=np.uint32)
@@ -387,8 +396,8 @@ def test_numpy_buffers(k):
 
 
 def test_numpy_read_only_and_strided(k):
-    """API.md: a read-only buffer where one is written -> ERR_INVALID_ARGS; semantics: a
-    non-contiguous exporter too."""
+    """docs/api.md "Buffers": a read-only buffer where one is written -> ERR_INVALID_ARGS;
+    semantics: a non-contiguous exporter too."""
     np = pytest.importorskip("numpy")
     v = k.create_vmo(PAGE)
     ro = np.zeros(16, dtype=np.uint8)
@@ -414,7 +423,7 @@ def test_numpy_integers_as_arguments(k):
 
 # -- stats and lifetimes ------------------------------------------------------------------------
 def test_stats(make_kernel):
-    """API.md: "k.stats() returns a dict with at least total_frames, free_frames,
+    """docs/api.md "stats()": "k.stats() returns a dict with at least total_frames, free_frames,
     committed_frames, vmos, handles"; semantics: vmos counts live VMO objects (clones and
     parents kept alive by clones), handles counts live handles of any type."""
     k = make_kernel(memory_size=32 * PAGE)
@@ -482,8 +491,8 @@ def test_closing_every_handle_returns_every_frame(make_kernel):
 
 
 def test_calls_after_close_raise_value_error(kernel_cls):
-    """API.md: "any call after close raises ValueError" -- the syscall layer, the Pythonic
-    layer and stats()."""
+    """docs/api.md "The kernel": "any call after close raises ValueError" -- the syscall layer, the
+    Pythonic layer and stats()."""
     kk = kernel_cls(memory_size=16 * PAGE)
     v = kk.create_vmo(PAGE)
     h = v.handle
@@ -505,18 +514,20 @@ def test_calls_after_close_raise_value_error(kernel_cls):
 
 
 def test_kernel_constructor_validation(kernel_cls):
-    """API.md: "memory_size and memory_base must be page multiples, else ValueError" (a base
-    of 0 is allowed: a PC has RAM at 0)."""
+    """docs/api.md "The kernel": memory_size and memory_base must be page multiples, else
+    ValueError; a base of 0 is allowed (a PC has RAM at 0)."""
     for kwargs in ({"memory_size": PAGE + 1}, {"memory_size": 100},
                    {"memory_size": 16 * PAGE, "memory_base": 0x100001},
                    {"memory_size": 16 * PAGE, "memory_base": 123}):
         with pytest.raises(ValueError):
             kernel_cls(**kwargs)
+    with kernel_cls(memory_size=16 * PAGE, memory_base=0) as k:
+        assert k.memory_base == 0
 
 
 def test_kernel_defaults(kernel_cls):
-    """API.md: "vmo.Kernel(memory_size=1 << 30, *, memory_base=0x100000)": 262144 frames, first
-    frame at 0x100000; memory_base is keyword-only."""
+    """docs/api.md "The kernel": "vmo.Kernel(memory_size=1 << 30, *, memory_base=0x100000)": 262144
+    frames, first frame at 0x100000; memory_base is keyword-only."""
     kk = kernel_cls()
     try:
         assert kk.stats()["total_frames"] == (1 << 30) // PAGE
@@ -531,7 +542,7 @@ def test_kernel_defaults(kernel_cls):
 
 
 def test_kernels_are_independent(make_kernel):
-    """API.md: "Kernels are independent of each other"."""
+    """docs/api.md "The kernel": "Kernels are independent of each other"."""
     k1 = make_kernel(memory_size=8 * PAGE)
     k2 = make_kernel(memory_size=8 * PAGE, memory_base=0x200000)
     a = k1.create_vmo(PAGE)
@@ -547,8 +558,8 @@ def test_kernels_are_independent(make_kernel):
 
 
 def test_native_endianness_of_lookup(k):
-    """API.md: LOOKUP writes "native-endian uint64 physical addresses at byte offsets 0, 8,
-    16, ..."."""
+    """docs/api.md "Buffers": LOOKUP writes "native-endian uint64 physical addresses at byte offsets
+    0, 8, 16, ..."."""
     v = k.create_vmo(PAGE)
     v.commit()
     buf = bytearray(16)

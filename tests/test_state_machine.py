@@ -1,6 +1,8 @@
 """Differential state-machine tests: the compiled core against the reference model.
 
-Both kernels implement ``shared/API.md`` and ``docs/semantics.md`` to the status, the byte, the
+Citations "spec X.Y" are sections of docs/magenta.md.
+
+Both kernels implement ``docs/api.md`` and ``docs/semantics.md`` to the status, the byte, the
 handle value and the physical address ("The same sequence of calls on two fresh kernels gives
 identical handles and physical addresses"), so one `hypothesis.stateful` program drives a
 `vmo.Kernel` and a `vmo._reference.Kernel` side by side and any difference is a failure:
@@ -122,7 +124,7 @@ def _status(result):
 
 
 # API calls with a (status, value) result: "On failure the value is 0 (MX_HANDLE_INVALID for
-# handles)" (API.md, Syscall layer).
+# handles)" (docs/api.md, Syscall layer).
 _VALUE_CALLS = {"vmo_create", "vmo_read", "vmo_write", "vmo_get_size", "vmo_clone",
                 "handle_duplicate", "handle_replace", "object_get_info", "event_create"}
 
@@ -169,8 +171,8 @@ class Pair:
             assert kind_c == kind_r and type(core) is type(ref), (
                 f"{call} diverged: core {kind_c} {core!r}, reference {kind_r} {ref!r}")
             assert raises_ok, (
-                f"{call} raised {core!r} on both kernels (API.md: the syscalls never raise for "
-                "anything a C caller could pass)")
+                f"{call} raised {core!r} on both kernels (docs/api.md, Syscall layer: the syscalls "
+                "never raise for anything a C caller could pass)")
             return None
         assert _same(core, ref), (
             f"{call} diverged:\n  core      {_short(core)}\n  reference {_short(ref)}")
@@ -181,7 +183,7 @@ class Pair:
             if status is not S.NO_ERROR:
                 assert core[1] == 0 and type(core[1]) is int, (
                     f"{call} failed with {status.name} but returned value {core[1]!r}, not 0 "
-                    "(API.md: 'On failure the value is 0')")
+                    "(docs/api.md, Syscall layer: 'On failure the value is 0')")
         # The buffers each side was handed must have ended identical.
         (a_c, kw_c), (a_r, kw_r) = sides
         for x, y in zip(list(a_c) + list(kw_c.values()), list(a_r) + list(kw_r.values())):

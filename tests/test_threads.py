@@ -1,4 +1,4 @@
-"""Threads calling into one compiled kernel at once (issue 5: nothing crashes, nothing leaks).
+"""Threads calling into one compiled kernel at once (hardening: no crash, no leak).
 
 README: "The kernel holds the GIL for every call: one kernel is safe to share between threads,
 and calls do not run in parallel." So calls are serialised; what these tests prove is that
@@ -352,7 +352,7 @@ class Worker:
                 self.fail("Pythonic layer raised %r" % exc)
 
     def cleanup(self):
-        for view, h, page in self.views:
+        for view, _h, _page in self.views:
             view.release()
         self.views = []
         # Everything this thread wrote is still there.
