@@ -31,9 +31,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 import atheris  # noqa: E402
-
-import numpy  # noqa: E402,F401  (imported before instrumentation: not worth instrumenting)
 import hypothesis  # noqa: E402,F401
+import numpy  # noqa: E402,F401  (imported before instrumentation: not worth instrumenting)
 
 with atheris.instrument_imports(include=["vmo"]):
     import vmo  # noqa: E402,F401

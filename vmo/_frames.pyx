@@ -293,7 +293,7 @@ cdef long long _find_short(const frame_pool *p, const arena_t *a, uint64_t count
     """First fit for count <= 64 frames: every word is tested for all its run starts at
     once (free bits ANDed with themselves shifted, log2(count) steps over a 128-bit window
     of two words); fully held words are skipped through the summary."""
-    cdef uint64_t end = a.first + a.nframes, w, wlast, lo, hi, cand, mask = 0, step, i
+    cdef uint64_t end = a.first + a.nframes, w, wlast, lo, hi, cand, mask = 0, i
     cdef uint64_t af = align >> FRAME_SHIFT, r
     cdef u128 window, m
     cdef uint64_t length

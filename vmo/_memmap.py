@@ -15,11 +15,11 @@ DEFAULT_MEMORY_BASE = 0x100000
 def memory_map(memory_size=None, memory_base=None, memory=None):
     """The list of (base, size) RAM ranges of a kernel, in allocation order.
 
-    Either ``memory_size``/``memory_base`` (one range; defaults 1 GiB at 0x100000; a base of
-    0 is allowed, as a PC has RAM at 0) or ``memory``, a sequence of (base, size) ranges: the arenas, allocated
-    in the order given and ascending inside each. Every base and size must be a multiple of
-    4096, every size positive, ranges must not overlap and must end at or below 2**64, and
-    the total is at most 2**32 - 2 pages. Raises ValueError otherwise, TypeError for
+    Either ``memory_size``/``memory_base`` (one range; defaults 1 GiB at 0x100000; a base of 0
+    is allowed, as a PC has RAM at 0) or ``memory``, a sequence of (base, size) ranges: the
+    arenas, allocated in the order given and ascending inside each. Every base and size must be
+    a multiple of 4096, every size positive, ranges must not overlap and must end at or below
+    2**64, and the total is at most 2**32 - 2 pages. Raises ValueError otherwise, TypeError for
     non-integers.
     """
     if memory is not None:
@@ -30,7 +30,7 @@ def memory_map(memory_size=None, memory_base=None, memory=None):
             try:
                 base, size = item
             except (TypeError, ValueError):
-                raise ValueError("memory ranges are (base, size) pairs, not %r" % (item,))
+                raise ValueError("memory ranges are (base, size) pairs, not %r" % (item,)) from None
             ranges.append((operator.index(base), operator.index(size)))
         if not ranges:
             raise ValueError("memory needs at least one (base, size) range")

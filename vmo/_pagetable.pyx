@@ -9,7 +9,7 @@ from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 
 from vmo._frames cimport (c_assert, frame_pool, pool_destroy, pool_free_count, pool_give,
-                         pool_init, pool_list, pool_paddr, pool_take)
+                          pool_init, pool_list, pool_paddr, pool_take)
 
 
 cdef inline uint64_t _span(uint32_t level) noexcept nogil:
@@ -406,7 +406,6 @@ cdef void pt_free_nodes(page_table *pt) noexcept nogil:
     if pt.root != NULL:
         _free_subtree(pt.root, pt.height - 1)
     pt_init(pt)
-
 
 
 cdef class _PageTableShim:

@@ -12,8 +12,8 @@ from .constants import (
     MX_HANDLE_INVALID,
     MX_INFO_HANDLE_BASIC,
     MX_VMO_CLONE_COPY_ON_WRITE,
-    Op,
     PAGE_SIZE,
+    Op,
     Rights,
 )
 from .errors import MxError, Status

@@ -1,4 +1,4 @@
-"""Magenta constants of the VMO family (spec section 2), as plain ints and as enums.
+"""Magenta constants of the VMO family (docs/magenta.md section 2), as plain ints and as enums.
 
 Pure Python, shared by the compiled core and the reference model.
 """
@@ -17,7 +17,7 @@ __all__ = [
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
-MX_VMO_MAX_SIZE = 0xFFFF_FFFF_FFFF_F000  # ROUNDDOWN(UINT64_MAX, PAGE_SIZE), spec 2.6
+MX_VMO_MAX_SIZE = 0xFFFF_FFFF_FFFF_F000  # ROUNDDOWN(UINT64_MAX, PAGE_SIZE), docs/magenta.md 2.6
 MX_HANDLE_INVALID = 0
 MX_VMO_CLONE_COPY_ON_WRITE = 1
 
@@ -30,11 +30,11 @@ MX_OBJ_TYPE_EVENT = 5
 MX_OBJ_PROP_NONE = 0
 MX_OBJ_PROP_WAITABLE = 1
 
-MX_MAX_HANDLES = 1 << 18  # kMaxHandleCount, spec 2.5
+MX_MAX_HANDLES = 1 << 18  # kMaxHandleCount, docs/magenta.md 2.5
 
 
 class Op(IntEnum):
-    """`vmo_op_range` opcodes (spec 2.1)."""
+    """`vmo_op_range` opcodes (docs/magenta.md 2.1)."""
 
     COMMIT = 1
     DECOMMIT = 2
@@ -48,7 +48,7 @@ class Op(IntEnum):
 
 
 class Rights(IntFlag):
-    """Handle rights (spec 2.3)."""
+    """Handle rights (docs/magenta.md 2.3)."""
 
     NONE = 0
     DUPLICATE = 1 << 0
@@ -66,7 +66,7 @@ class Rights(IntFlag):
     SAME_RIGHTS = 1 << 31
 
 
-# Seed-era defaults (spec 2.4): DUPLICATE|TRANSFER|READ|WRITE|EXECUTE|MAP.
+# Defaults of the normative era (docs/magenta.md 2.4): DUPLICATE|TRANSFER|READ|WRITE|EXECUTE|MAP.
 MX_DEFAULT_VMO_RIGHTS = 0x3F
 # Magenta's event: DUPLICATE|TRANSFER|READ|WRITE.
 MX_DEFAULT_EVENT_RIGHTS = 0x0F

@@ -1,7 +1,7 @@
 """Magenta status codes and the exception the Pythonic layer raises.
 
 Pure Python, shared by the compiled core and the reference model. Values are the
-2017-04-13 renumbering (spec table 1.1), the table in force for the whole seed era.
+2017-04-13 renumbering (docs/magenta.md 1.1), the table in force for the whole normative era.
 """
 
 from enum import IntEnum
@@ -10,7 +10,7 @@ __all__ = ["Status", "MxError", "status_name"]
 
 
 class Status(IntEnum):
-    """Every status a call can return (spec table 1.1)."""
+    """Every status a call can return (docs/magenta.md 1.1)."""
 
     NO_ERROR = 0
     ERR_INTERNAL = -1

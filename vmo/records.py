@@ -6,7 +6,7 @@ __all__ = ["HandleBasicInfo"]
 
 
 class HandleBasicInfo(NamedTuple):
-    """`mx_info_handle_basic_t` (spec 3.11)."""
+    """`mx_info_handle_basic_t` (docs/magenta.md 3.11)."""
 
     koid: int
     rights: int

@@ -72,7 +72,8 @@ ERR_ACCESS_DENIED = Status.ERR_ACCESS_DENIED
 _READ = int(Rights.READ)
 _WRITE = int(Rights.WRITE)
 _DUPLICATE = int(Rights.DUPLICATE)
-_CLONE_EXTRA_RIGHTS = int(Rights.WRITE | Rights.EXECUTE | Rights.MAP)  # W@HEAD's clone rights
+# The clone rights of the normative era (docs/magenta.md 3.7): the source's | WRITE | EXECUTE | MAP.
+_CLONE_EXTRA_RIGHTS = int(Rights.WRITE | Rights.EXECUTE | Rights.MAP)
 _WRONG_TYPE_TOPICS = range(3, 14)  # process, job, thread, resource, vmar, task topics
 _CACHE_OPS = (Op.CACHE_SYNC, Op.CACHE_INVALIDATE, Op.CACHE_CLEAN, Op.CACHE_CLEAN_INVALIDATE)
 

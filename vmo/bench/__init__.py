@@ -40,6 +40,6 @@ from .runner import make_job, measure, run_bench, run_job
 __all__ = [
     "CASES", "CONTENDERS", "GROUPS", "PROFILES", "SWEEP_KEYS", "SWEEP_SIZES", "BenchError",
     "Case", "Job", "MemoryCase", "Profile", "Skipped", "Unavailable", "fmt_size", "host_ops",
-    "link_floors", "main", "make_job", "make_row", "measure", "measure_memory", "render_table", "run_bench",
-    "run_job", "sweep_size_for", "sweep_summary",
+    "link_floors", "main", "make_job", "make_row", "measure", "measure_memory", "render_table",
+    "run_bench", "run_job", "sweep_size_for", "sweep_summary",
 ]

@@ -456,15 +456,15 @@ _FLOOR_ONLY_VMO = "a floor instruments the compiled core's own call path"
 class Case:
     """One benchmarked operation.
 
-    `kernel(K, size, calls)` builds the Job of the vmo and reference contenders (K is the
-    kernel class), `host(H, size, calls)` the host's, or `host_na` says why the host has no
-    equivalent (`ref_na`: why the reference model does not run it). `scale` is "range" (vmo and host at profile.big, the reference at
-    profile.ref_big), "range_all" (everyone at profile.big), "frag" (profile.frag, the
-    reference at profile.ref_frag) or "fixed" (everyone at `size`). `unit` is "page" (round
-    time / pages of the range) or "call" (round time / calls in the round); `calls` gives the
-    calls per round of (vmo, reference, host) at the default profile. `floor` names the row
-    of this row's floor and `floor_target` bounds the percentage the vmo median may be above
-    it (the second target of the row).
+    `kernel(K, size, calls)` builds the Job of the vmo and reference contenders (K is the kernel
+    class), `host(H, size, calls)` the host's, or `host_na` says why the host has no equivalent
+    (`ref_na`: why the reference model does not run it). `scale` is "range" (vmo and host at
+    profile.big, the reference at profile.ref_big), "range_all" (everyone at profile.big),
+    "frag" (profile.frag, the reference at profile.ref_frag) or "fixed" (everyone at `size`).
+    `unit` is "page" (round time / pages of the range) or "call" (round time / calls in the
+    round); `calls` gives the calls per round of (vmo, reference, host) at the default profile.
+    `floor` names the row of this row's floor and `floor_target` bounds the percentage the vmo
+    median may be above it (the second target of the row).
     """
 
     kind = "time"
