@@ -1,0 +1,70 @@
+# One call as data: the 48-byte record of traces and batches (docs/trace-format.md).
+# Declarations only (no .pyx): the trace codec, the batch executor, the workload generators
+# and the replay engine all cimport this, so the record has one definition in C.
+from libc.stdint cimport int8_t, uint8_t, uint16_t, uint32_t, uint64_t
+
+cdef enum:
+    TRACE_RECORD_SIZE = 48
+
+    # Call codes (docs/trace-format.md "Calls").
+    CALL_VMO_CREATE = 1
+    CALL_VMO_READ = 2
+    CALL_VMO_WRITE = 3
+    CALL_VMO_GET_SIZE = 4
+    CALL_VMO_SET_SIZE = 5
+    CALL_VMO_OP_RANGE = 6
+    CALL_VMO_CLONE = 7
+    CALL_HANDLE_CLOSE = 8
+    CALL_HANDLE_DUPLICATE = 9
+    CALL_HANDLE_REPLACE = 10
+    CALL_OBJECT_GET_INFO = 11
+    CALL_EVENT_CREATE = 12
+    CALL_VMO_READ_BYTES = 13
+    CALL_VMO_COMMITTED_BYTES = 14
+    CALL_VMO_CREATE_CONTIGUOUS = 15
+    CALL_PHYS_READ = 16
+    CALL_PHYS_WRITE = 17
+    CALL_PHYS_VIEW = 18
+    CALL_PHYS_VIEW_RELEASE = 19
+    CALL_LAST = 19
+
+    # Flags (docs/trace-format.md "Flags").
+    REC_REF = 0x1           # `handle` is the index of an earlier record whose value is used
+    REC_NULL_BUFFER = 0x2   # the buffer was None (C's null pointer)
+    REC_BAD_BUFFER = 0x4    # the buffer was refused at the buffer check: ERR_INVALID_ARGS
+    REC_ARG_RANGE = 0x8     # an integer argument was outside its C type: ERR_INVALID_ARGS
+    REC_NO_DATA = 0x10      # a write whose bytes are not in the side section (a batch write
+                            # of zeros: `c` is ignored and the bytes are zero)
+
+cdef packed struct trace_rec:
+    uint8_t call
+    int8_t status
+    uint16_t flags
+    uint32_t handle
+    uint32_t x
+    uint32_t reserved
+    uint64_t a
+    uint64_t b
+    uint64_t c
+    uint64_t value
+
+
+cdef inline uint64_t hash64(const uint8_t *data, uint64_t n) noexcept nogil:
+    """The trace's hash of bytes (docs/trace-format.md "hash64"): 8-byte little-endian
+    words, the last zero-padded; about a byte a cycle. Identical in vmo._reference."""
+    cdef uint64_t h = n * <uint64_t>0x9E3779B97F4A7C15ULL, w
+    cdef uint64_t i = 0, j
+    while i + 8 <= n:
+        w = 0
+        for j in range(8):
+            w |= (<uint64_t>data[i + j]) << (8 * j)
+        h = (h ^ w) * <uint64_t>0xFF51AFD7ED558CCDULL
+        h ^= h >> 29
+        i += 8
+    if i < n:
+        w = 0
+        for j in range(n - i):
+            w |= (<uint64_t>data[i + j]) << (8 * j)
+        h = (h ^ w) * <uint64_t>0xFF51AFD7ED558CCDULL
+        h ^= h >> 29
+    return h ^ (h >> 32)
