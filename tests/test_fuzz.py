@@ -51,7 +51,9 @@ Budgets (the default profile is part of the normal test run):
         either kernel (`STATELESS_KNOWN`), else it ends there; either way it is counted in the
         summary. The commonest trigger (exporters refusing memoryview()) is not generated.
         So a long run can look past the known bugs for new ones. Off by default: the known
-        bugs fail the test until they are fixed. (The seeded smoke tests always tolerate them.)
+        bugs fail the test until they are fixed, except those of `OPEN_KNOWN` (open, and
+        pinned by a strict xfail test of tests/test_found_by_fuzz.py), always tolerated so
+        that no run fails on a lucky draw. (The seeded smoke tests always tolerate them.)
 
 ``python tests/fuzz_atheris.py -atheris_runs=100000`` drives the same engine from atheris
 (coverage-guided; see that file).
@@ -464,6 +466,14 @@ STATELESS_KNOWN = {"lookup-typeerror-after-invalid-args",
                    "none-not-type-checked-before-invalid-args", "phys-read-allocates-first",
                    "read-bytes-huge-exception-type", "zero-length-phys-view-exports-null",
                    "conversion-order", "memoryview-destination-refused", "empty-refused-buffer"}
+
+
+# Known divergences of bugs open at this commit that a strict xfail test of
+# tests/test_found_by_fuzz.py pins down deterministically: tolerated even without
+# VMO_FUZZ_TOLERATE_KNOWN, so that the normal run cannot fail on a lucky draw of them. The fix
+# turns that xfail into a failure (XPASS strict); then drop the xfail and the key here.
+OPEN_KNOWN = {"pythonic-op-range-unhashable-op"}
+STATELESS_KNOWN |= OPEN_KNOWN
 
 
 # Calls that copy between a caller's buffer and a VMO (the buffer may be physical memory).
@@ -1121,7 +1131,13 @@ class Case:
                 # 8. The Pythonic layer's size=None ("to the end") is 0 for an integer-like
                 #    offset that is not an int (numpy integers, __index__ objects).
                 key = "pythonic-size-none-integer-likes"
-            if key is not None and self.tolerate:
+            if self.unwrap and name == "Vmo.op_range" and key is None and out_c[0] == "raise" \
+                    and out_c[1] == "TypeError" and "unhashable" in str(out_c[3]):
+                # 9. Vmo.op_range looks its op up in a dict for the error message, after the
+                #    syscall: an unhashable integer-like op (a 0-d numpy array) raises
+                #    TypeError even when the op succeeded. The same syscall ran in both runs.
+                key = "pythonic-op-range-unhashable-op"
+            if key is not None and (self.tolerate or key in OPEN_KNOWN):
                 if key in STATELESS_KNOWN and name.startswith(("vmo_", "Vmo.", "phys_read")) \
                         and not any(_is_phys_view(a) for a in materialised[0] +
                                     materialised[1]):
