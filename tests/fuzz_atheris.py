@@ -4,7 +4,10 @@ The engine is `tests/test_fuzz.py`'s: each input is decoded (through atheris's
 FuzzedDataProvider) into a machine (memory size or map) and a sequence of calls, run on a
 compiled `vmo.Kernel` and a `vmo._reference.Kernel` side by side with exactly the comparison of
 that file (same results, same exception types, `_check()`, stats() and the allocator's state
-after every step, every frame back at the end). The pure-Python parts of `vmo` (the reference
+after every step, every frame back at the end), and with its oracle for buffers of Python
+object pointers, which are refused in both directions: as the data of vmo_write, the Pythonic
+write and phys_write as much as the destination of vmo_read and read_into (ERR_INVALID_ARGS,
+see that file's docstring). The pure-Python parts of `vmo` (the reference
 model, the Pythonic layer, argument handling) are instrumented, so atheris steers towards new
 branches of the specification; the compiled core is not instrumented (it is a Cython
 extension built without sanitizer coverage) but is checked against the reference on every call.
