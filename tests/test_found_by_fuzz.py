@@ -3,29 +3,26 @@
 A bug still open is marked ``xfail(strict=True)`` with its reason, so that the suite stays
 green while it is open and the fix turns the test into an XPASS failure: then drop the marker
 (and the bug's key from `OPEN_KNOWN` in tests/test_fuzz.py, which keeps the fuzz run from
-failing on a lucky draw of it meanwhile).
+failing on a lucky draw of it meanwhile). Fixed bugs keep their test.
 """
 
 import pytest
+from conftest import PAGE, make_vmo
 
 import vmo
-
-from conftest import PAGE, make_vmo
 
 np = pytest.importorskip("numpy")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Vmo.op_range computes the error message's op name with `op in Op._value2member_map_` "
-    "after the syscall: an unhashable integer-like op (a 0-d numpy integer array) raises "
-    "TypeError even when the op succeeded, after it changed the VMO"))
 @pytest.mark.parametrize("op", [vmo.MX_VMO_OP_COMMIT, vmo.MX_VMO_OP_UNLOCK])
 def test_op_range_takes_a_0d_array_op_as_its_int(k, op):
     """docs/semantics.md: integer arguments are converted with operator.index, so a 0-d numpy
     integer array works as the int it indexes to. Found by the metamorphic fuzz
     (test_fuzz_integer_likes_behave_as_their_int): `v.op_range(np.array(op, dtype=np.uint64),
     ...)` raised TypeError("unhashable type: 'numpy.ndarray'"), where `v.op_range(op, ...)`
-    returned None (COMMIT) or raised MxError(ERR_NOT_SUPPORTED) (UNLOCK)."""
+    returned None (COMMIT) or raised MxError(ERR_NOT_SUPPORTED) (UNLOCK): the op's name for
+    the error message was looked up with the op as a dict key, after the call had run. Fixed:
+    the name is looked up only on failure, through operator.index, and never raises."""
     outcomes = []
     for given in (op, np.array(op, dtype=np.uint64)):
         v = k.vmo(make_vmo(k, 4 * PAGE))

@@ -472,7 +472,7 @@ STATELESS_KNOWN = {"lookup-typeerror-after-invalid-args",
 # tests/test_found_by_fuzz.py pins down deterministically: tolerated even without
 # VMO_FUZZ_TOLERATE_KNOWN, so that the normal run cannot fail on a lucky draw of them. The fix
 # turns that xfail into a failure (XPASS strict); then drop the xfail and the key here.
-OPEN_KNOWN = {"pythonic-op-range-unhashable-op"}
+OPEN_KNOWN = set()
 STATELESS_KNOWN |= OPEN_KNOWN
 
 
@@ -1133,9 +1133,10 @@ class Case:
                 key = "pythonic-size-none-integer-likes"
             if self.unwrap and name == "Vmo.op_range" and key is None and out_c[0] == "raise" \
                     and out_c[1] == "TypeError" and "unhashable" in str(out_c[3]):
-                # 9. Vmo.op_range looks its op up in a dict for the error message, after the
-                #    syscall: an unhashable integer-like op (a 0-d numpy array) raises
-                #    TypeError even when the op succeeded. The same syscall ran in both runs.
+                # 9. (fixed; tests/test_found_by_fuzz.py) Vmo.op_range looked its op up in a
+                #    dict for the error message, after the syscall: an unhashable
+                #    integer-like op (a 0-d numpy array) raised TypeError even when the op
+                #    succeeded. The same syscall ran in both runs.
                 key = "pythonic-op-range-unhashable-op"
             if key is not None and (self.tolerate or key in OPEN_KNOWN):
                 if key in STATELESS_KNOWN and name.startswith(("vmo_", "Vmo.", "phys_read")) \

@@ -37,6 +37,15 @@ def _to_end(size, offset):
     return 0
 
 
+def _op_name(op):
+    """The name of `op` for an error message: only asked once the call failed, and never
+    failing itself (any integer-like the syscall accepted, or any other object)."""
+    try:
+        return Op(operator.index(op)).name
+    except Exception:  # noqa: BLE001  (a message must not raise)
+        return "vmo_op_range"
+
+
 class Vmo:
     """A handle to a virtual memory object, with methods that raise `MxError`.
 
@@ -117,8 +126,9 @@ class Vmo:
     # -- op_range ---------------------------------------------------------------------------
     def op_range(self, op, offset, size, buffer=None):
         """`vmo_op_range` that raises MxError on failure; returns None."""
-        _check(self.kernel.vmo_op_range(self.handle, op, offset, size, buffer), Op(op).name
-               if op in Op._value2member_map_ else "vmo_op_range")
+        status = self.kernel.vmo_op_range(self.handle, op, offset, size, buffer)
+        if status:
+            raise MxError(status, _op_name(op))
 
     def _range_size(self, offset, size):
         if size is None:
