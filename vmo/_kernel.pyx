@@ -258,7 +258,8 @@ cdef object _transfer(Kernel k, object handle, object buffer, object offset, obj
     v = _vmo(&k.ks, h, MX_RIGHT_WRITE if write else MX_RIGHT_READ, &rights, &status)
     if v is None:
         if k._rec != NULL:
-            tw_put(k._rec, call, status, 0, h, 0, off, n, 0, 0)
+            # A write refused at its handle read no bytes: none are recorded (NO_DATA).
+            tw_put(k._rec, call, status, REC_NO_DATA if write else 0, h, 0, off, n, 0, 0)
         return (_st(status), 0)
     # Reading fills the buffer, so it must be writable; writing only reads it.
     held = arg_transfer_buffer(buffer, &view, not write, length is None, &n)

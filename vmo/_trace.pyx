@@ -24,6 +24,9 @@ BLOCK_MAGIC = b"VMOB"
 
 # -- CRC-32 (zlib's: reflected polynomial 0xEDB88320), one table built at import ------------
 cdef uint32_t _crc_table[256]
+cdef uint32_t _crc_t1[256]
+cdef uint32_t _crc_t2[256]
+cdef uint32_t _crc_t3[256]
 
 
 cdef void _crc_init() noexcept:
@@ -33,6 +36,10 @@ cdef void _crc_init() noexcept:
         for k in range(8):
             c = (0xEDB88320 ^ (c >> 1)) if (c & 1) else (c >> 1)
         _crc_table[i] = c
+    for i in range(256):
+        _crc_t1[i] = (_crc_table[i] >> 8) ^ _crc_table[_crc_table[i] & 0xFF]
+        _crc_t2[i] = (_crc_t1[i] >> 8) ^ _crc_table[_crc_t1[i] & 0xFF]
+        _crc_t3[i] = (_crc_t2[i] >> 8) ^ _crc_table[_crc_t2[i] & 0xFF]
 
 
 _crc_init()
@@ -40,10 +47,17 @@ _crc_init()
 
 cdef uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n) noexcept nogil:
     """zlib.crc32(data, crc): start from 0 and chain."""
-    cdef size_t i
+    cdef size_t i = 0
     crc = ~crc
-    for i in range(n):
+    while i + 4 <= n:
+        crc ^= p[i] | (<uint32_t>p[i + 1] << 8) | (<uint32_t>p[i + 2] << 16) \
+            | (<uint32_t>p[i + 3] << 24)
+        crc = (_crc_t3[crc & 0xFF] ^ _crc_t2[(crc >> 8) & 0xFF]
+               ^ _crc_t1[(crc >> 16) & 0xFF] ^ _crc_table[crc >> 24])
+        i += 4
+    while i < n:
         crc = _crc_table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8)
+        i += 1
     return ~crc
 
 
@@ -96,51 +110,52 @@ cdef size_t delta_encode(const trace_rec *recs, uint32_t n, uint8_t *out) noexce
     return <size_t>(p - out)
 
 
+cdef extern from *:
+    """
+    #define vmo_popcount64(x) ((unsigned)__builtin_popcountll(x))
+    #define vmo_ctz64(x) ((unsigned)__builtin_ctzll(x))
+    """
+    unsigned vmo_popcount64(uint64_t x) noexcept nogil
+    unsigned vmo_ctz64(uint64_t x) noexcept nogil
+
+
 cdef uint32_t delta_decode(const uint8_t *src, size_t length, trace_rec *out, uint32_t n,
                            size_t *used) noexcept nogil:
     """Decode up to `n` whole records from `length` bytes; returns how many, with `used` the
     bytes they took. Stops at the first record not wholly inside `length` or without its
     call byte (mask bit 0)."""
     cdef uint64_t prev[CALL_LAST + 1][6]
-    cdef uint64_t w[6]
+    cdef uint8_t rec[48]
     cdef size_t pos = 0, need
-    cdef uint32_t i, s, k, j, bits
-    cdef const uint8_t *mask
+    cdef uint32_t i, s, bit
+    cdef uint64_t mask
     cdef const uint8_t *p
     memset(prev, 0, sizeof(prev))
     used[0] = 0
     for i in range(n):
         if length - pos < 6:
             return i
-        mask = src + pos
-        if not (mask[0] & 1):
+        p = src + pos
+        mask = (<uint64_t>p[0] | (<uint64_t>p[1] << 8) | (<uint64_t>p[2] << 16)
+                | (<uint64_t>p[3] << 24) | (<uint64_t>p[4] << 32) | (<uint64_t>p[5] << 40))
+        if not (mask & 1):
             return i
-        need = 0
-        for k in range(6):
-            bits = mask[k]
-            while bits:
-                need += bits & 1
-                bits >>= 1
+        need = vmo_popcount64(mask)
         if length - pos - 6 < need:
             return i
-        p = src + pos + 6
+        p += 6
         s = _slot(p[0])
-        for k in range(6):
-            w[k] = prev[s][k]
-        w[0] &= ~(<uint64_t>0xFF)
-        w[0] |= p[0]
+        memcpy(rec, prev[s], 48)
+        rec[0] = p[0]
         p += 1
-        for k in range(6):
-            bits = mask[k]
-            if k == 0:
-                bits &= 0xFE
-            for j in range(8):
-                if bits & (1 << j):
-                    w[k] ^= (<uint64_t>p[0]) << (8 * j)
-                    p += 1
-        for k in range(6):
-            prev[s][k] = w[k]
-        memcpy(&out[i], w, TRACE_RECORD_SIZE)
+        mask &= ~(<uint64_t>1)
+        while mask:
+            bit = vmo_ctz64(mask)
+            rec[bit] ^= p[0]
+            p += 1
+            mask &= mask - 1
+        memcpy(prev[s], rec, 48)
+        memcpy(&out[i], rec, TRACE_RECORD_SIZE)
         pos += 6 + need
         used[0] = pos
     return n
