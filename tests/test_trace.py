@@ -419,6 +419,7 @@ class RecordedStateMachine(VmoStateMachine):
                 pages=st.integers(4, 24), base_pages=st.sampled_from([0x100, 1]))
     def make_kernels(self, pages, base_pages):
         import tempfile
+
         from test_state_machine import Pair
         self.pair = Pair(pages * PAGE, memory_base=base_pages * PAGE)
         fd, self.path = tempfile.mkstemp(suffix=".trace")

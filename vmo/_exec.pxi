@@ -45,10 +45,10 @@ cdef void cx_free(kernel_state *ks, exec_ctx *cx) noexcept:
     for i in range(cx.nviews):
         if ks.pool.mem != NULL:
             phys_unpin(ks, cx.views[i].first, cx.views[i].count)
-    free(cx.scratch)
-    free(cx.views)
-    free(cx.entries)
-    free(cx.values)
+    c_free(cx.scratch)
+    c_free(cx.views)
+    c_free(cx.entries)
+    c_free(cx.values)
     cx.scratch = NULL
     cx.views = NULL
     cx.entries = NULL

@@ -13,19 +13,21 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.object cimport PyObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, realloc
+from libc.stdlib cimport calloc, realloc
+from libc.stdlib cimport free as c_free
 from libc.string cimport memcpy, memset
 
 from vmo._args cimport (arg_buffer, arg_transfer_buffer, arg_u32, arg_u64, status_of,
                         status_table)
 from vmo._frames cimport pool_destroy, pool_frame_ptr, pool_free_count, pool_init
 from vmo._handles cimport ht_destroy, ht_full, ht_get, ht_init, ht_install, ht_uninstall
-from vmo._invariants cimport allocator_state, check, vmo_pages
+from vmo._invariants cimport allocator_state, vmo_pages
+from vmo._invariants cimport check as invariants_check
 from vmo._physmem cimport (phys_pin, phys_range, phys_read, phys_read_bytes, phys_unpin,
                            phys_view_new, phys_write, phys_write_buffer)
-from vmo._trace cimport (BLOCK_MAX_RECORDS, TraceReader, hash64_begin, hash64_end, hash64_update, rec_check,
-                         rec_problem, rec_uses_side, trace_header, trace_writer, tw_close,
-                         tw_open, tw_put, tw_side)
+from vmo._trace cimport (BLOCK_MAX_RECORDS, TraceReader, hash64_begin, hash64_end,
+                         hash64_update, rec_check, rec_problem, rec_uses_side, trace_header,
+                         trace_writer, tw_close, tw_open, tw_put, tw_side)
 from vmo._tracerec cimport *
 from vmo._state cimport FIRST_KOID, kernel_state
 from vmo._status cimport *
@@ -904,8 +906,7 @@ cdef class Kernel:
     def _check(self):
         """Walk every structure and raise AssertionError on the first inconsistency."""
         _open(self)
-        return check(&self.ks)
-
+        return invariants_check(&self.ks)
 
 
 # -- recording helpers of the calls with buffers or exceptions ---------------------------------

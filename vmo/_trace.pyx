@@ -30,10 +30,10 @@ cdef uint32_t _crc_t3[256]
 
 
 cdef void _crc_init() noexcept:
-    cdef uint32_t i, c, k
+    cdef uint32_t i, c
     for i in range(256):
         c = i
-        for k in range(8):
+        for _ in range(8):
             c = (0xEDB88320 ^ (c >> 1)) if (c & 1) else (c >> 1)
         _crc_table[i] = c
     for i in range(256):
@@ -80,33 +80,31 @@ cdef size_t delta_encode(const trace_rec *recs, uint32_t n, uint8_t *out) noexce
     cdef uint64_t x
     cdef uint8_t *mask
     cdef uint8_t *p = out
-    cdef uint8_t byte
+    cdef uint8_t byte, bits
     cdef uint32_t i, s, k, j
     memset(prev, 0, sizeof(prev))
     for i in range(n):
         memcpy(w, &recs[i], TRACE_RECORD_SIZE)
         s = _slot(recs[i].call)
         mask = p
-        memset(mask, 0, 6)
         p += 6
+        # The call byte itself, not its XOR: the decoder must know the call first.
+        p[0] = <uint8_t>(w[0] & 0xFF)
+        p += 1
         for k in range(6):
             x = w[k] ^ prev[s][k]
             prev[s][k] = w[k]
             if k == 0:
-                # the call byte itself, not its XOR: the decoder must know the call first
-                x = (x & ~(<uint64_t>0xFF)) | (w[0] & 0xFF)
-                mask[0] |= 1
-                p[0] = <uint8_t>(w[0] & 0xFF)
-                p += 1
                 x &= ~(<uint64_t>0xFF)
-            if x == 0:
-                continue
-            for j in range(8):
-                byte = <uint8_t>(x >> (8 * j))
-                if byte:
-                    mask[k] |= <uint8_t>(1 << j)
+            bits = 1 if k == 0 else 0
+            if x != 0:
+                # Branch-free: every byte is stored, the pointer moves past non-zero ones.
+                for j in range(8):
+                    byte = <uint8_t>(x >> (8 * j))
                     p[0] = byte
-                    p += 1
+                    bits |= <uint8_t>((byte != 0) << j)
+                    p += byte != 0
+            mask[k] = bits
     return <size_t>(p - out)
 
 
