@@ -30,10 +30,12 @@ _find_compiled_core()
 
 from . import constants as _constants  # noqa: E402
 from ._kernel import Kernel as _CompiledKernel  # noqa: E402
+from ._kernel import replay  # noqa: E402
 from ._pythonic import PythonicKernel, Vmo  # noqa: E402
+from .batch import BATCH_DTYPE, Batch, BatchRef  # noqa: E402
 from .constants import *  # noqa: E402,F401,F403  (the MX_* and ERR_* names of the contract)
 from .errors import MxError, Status, status_name  # noqa: E402
-from .records import HandleBasicInfo  # noqa: E402
+from .records import BatchResult, HandleBasicInfo, Mismatch, ReplayResult  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -43,5 +45,6 @@ class Kernel(PythonicKernel, _CompiledKernel):
     __slots__ = ()
 
 
-__all__ = ["Kernel", "Vmo", "MxError", "Status", "status_name", "HandleBasicInfo"]
+__all__ = ["Kernel", "Vmo", "MxError", "Status", "status_name", "HandleBasicInfo", "Batch",
+           "BatchRef", "BatchResult", "BATCH_DTYPE", "replay", "ReplayResult", "Mismatch"]
 __all__ += _constants.__all__

@@ -14,6 +14,7 @@
 from libc.stdint cimport uint32_t, uint64_t
 
 from vmo._state cimport kernel_state
+from vmo._trace cimport trace_writer
 
 
 cdef struct handle_basic_info:
@@ -30,6 +31,10 @@ cdef class Kernel:
     cdef uint64_t _memory_base
     cdef uint64_t _memory_size
     cdef tuple _memory_map
+    # Recording (docs/trace-format.md): NULL unless inside `with k.record(path):`; every
+    # call tests it once.
+    cdef trace_writer *_rec
+    cdef object _rec_file
 
     # -- VMOs
     cdef int c_create(self, uint64_t size, uint32_t options, uint32_t *out) except -1000

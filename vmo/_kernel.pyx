@@ -12,25 +12,35 @@ from cpython.buffer cimport PyBuffer_Release, PyObject_CheckBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.object cimport PyObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, realloc
+from libc.stdlib cimport free as c_free
+from libc.string cimport memcpy, memset
 
 from vmo._args cimport (arg_buffer, arg_transfer_buffer, arg_u32, arg_u64, status_of,
                         status_table)
-from vmo._frames cimport pool_destroy, pool_free_count, pool_init
+from vmo._frames cimport pool_destroy, pool_frame_ptr, pool_free_count, pool_init
 from vmo._handles cimport ht_destroy, ht_full, ht_get, ht_init, ht_install, ht_uninstall
-from vmo._invariants cimport allocator_state, check, vmo_pages
-from vmo._physmem cimport (phys_read, phys_read_bytes, phys_view_new, phys_write,
-                           phys_write_buffer)
+from vmo._invariants cimport allocator_state, vmo_pages
+from vmo._invariants cimport check as invariants_check
+from vmo._physmem cimport (phys_pin, phys_range, phys_read, phys_read_bytes, phys_unpin,
+                           phys_view_new, phys_write, phys_write_buffer)
+from vmo._trace cimport (BLOCK_MAX_RECORDS, TraceReader, hash64_begin, hash64_end,
+                         hash64_update, rec_check, rec_problem, rec_uses_side, trace_header,
+                         trace_writer, tw_close, tw_open, tw_put, tw_side)
+from vmo._tracerec cimport *
 from vmo._state cimport FIRST_KOID, kernel_state
 from vmo._status cimport *
 from vmo._vmobject cimport (EventObject, VmoObject, event_new, trim_range, vmo_cache_op,
-                            vmo_commit, vmo_decommit, vmo_lookup, vmo_new,
+                            vmo_commit, vmo_decommit, vmo_find_page, vmo_lookup, vmo_new,
                             vmo_new_contiguous, vmo_release_all, vmo_resize, vmo_transfer,
                             vmo_unref)
 
 from vmo._memmap import memory_map, merge_arenas
-from vmo.errors import Status
-from vmo.records import HandleBasicInfo
+from time import perf_counter
+
+from vmo.errors import MxError, Status
+from vmo.records import CALL_NAMES, BatchResult, HandleBasicInfo, Mismatch, ReplayResult
 
 cdef list _STATUS = status_table()
 cdef object S_OK = Status.NO_ERROR
@@ -86,6 +96,108 @@ cdef inline VmoObject _vmo(kernel_state *ks, uint32_t handle, uint32_t need, uin
 
 
 include "_syscalls.pxi"
+include "_exec.pxi"
+
+
+# -- recording (docs/trace-format.md): one test of `k._rec` per call when not recording -----
+cdef inline int _rec_bad_args(Kernel k, uint8_t call) except -1:
+    """Record a call refused for an integer outside its C type (ERR_INVALID_ARGS)."""
+    if k._rec != NULL:
+        tw_put(k._rec, call, ERR_INVALID_ARGS, REC_ARG_RANGE, 0, 0, 0, 0, 0, 0)
+    return 0
+
+
+cdef inline uint64_t _lookup_hash(VmoObject v, const uint8_t *buf, uint64_t offset,
+                                  uint64_t size, int status) noexcept:
+    """A LOOKUP record's value: hash64 of the entries the call wrote."""
+    if status != NO_ERROR and status != ERR_NO_MEMORY:
+        return 0
+    return hash64(buf, lookup_written(v, offset, size, status) * 8)
+
+
+cdef uint64_t _sessions = 0
+
+
+cdef void _view_released(object owner, uint64_t session, uint64_t number, uint64_t paddr,
+                         const uint8_t *ptr, uint64_t length) noexcept:
+    """A recorded view goes: its bytes (what the device wrote) into the recording."""
+    cdef Kernel k = <Kernel>owner
+    cdef uint64_t off = 0
+    if k._rec == NULL or k._rec.session != session:
+        return
+    try:
+        tw_side(k._rec, ptr, length, &off)
+        tw_put(k._rec, CALL_PHYS_VIEW_RELEASE, NO_ERROR, 0, 0, 0, paddr, length, off, number)
+    except BaseException:
+        pass
+
+
+cdef int _phys_arg_flags(object paddr, object length, uint32_t *x, uint64_t *a,
+                         uint64_t *b) except -1:
+    """A failed phys_* call's arguments: 1 (x: 1 for ERR_OUT_OF_RANGE, 0 for a negative
+    length) when they did not convert, else 0 with a and b."""
+    try:
+        paddr = operator_index(paddr)
+        length = operator_index(length)
+    except TypeError:
+        return -1
+    if length < 0:
+        x[0] = 0
+        return 1
+    if arg_u64(paddr, a) or arg_u64(length, b):
+        x[0] = 1
+        return 1
+    return 0
+
+
+from operator import index as operator_index
+
+
+cdef class _Recording:
+    """The context manager of `Kernel.record(path)`."""
+    cdef Kernel k
+    cdef object path
+
+    def __enter__(self):
+        global _sessions
+        cdef Kernel k = self.k
+        _check_recordable(k)
+        f = open(self.path, "wb")
+        try:
+            _sessions += 1
+            k._rec = tw_open(f.fileno(), trace_header(k._memory_map), _sessions)
+        except BaseException:
+            f.close()
+            raise
+        k._rec_file = f
+        return self
+
+    def __exit__(self, *exc):
+        cdef Kernel k = self.k
+        cdef trace_writer *w = k._rec
+        f = k._rec_file
+        k._rec = NULL
+        k._rec_file = None
+        if w == NULL:
+            return False
+        try:
+            tw_close(w, True)
+        finally:
+            f.close()
+        return False
+
+
+cdef int _check_recordable(Kernel k) except -1:
+    if k.ks.closed:
+        raise ValueError("kernel is closed")
+    if k._rec != NULL:
+        raise ValueError("this kernel is already recording")
+    if (k.ks.next_koid != FIRST_KOID or k.ks.pool.next_fresh != 0
+            or k.ks.pool.held_above != 0 or k.ks.handles.count != 0):
+        raise ValueError("a recording starts from a kernel in its initial state (a replay "
+                         "starts from a fresh kernel): this one has already created objects "
+                         "or handed out frames")
+    return 0
 
 
 # -- argument conversion shared by a syscall and its floor ------------------------------------
@@ -139,18 +251,32 @@ cdef object _transfer(Kernel k, object handle, object buffer, object offset, obj
     cdef int status, held
     cdef Py_buffer view
     cdef VmoObject v
+    cdef uint8_t call = CALL_VMO_WRITE if write else CALL_VMO_READ
+    cdef uint64_t side = 0
     _open(k)
     if _transfer_args(handle, buffer, offset, length, &h, &off, &n):
+        _rec_bad_args(k, call)
         return (_st(ERR_INVALID_ARGS), 0)
     v = _vmo(&k.ks, h, MX_RIGHT_WRITE if write else MX_RIGHT_READ, &rights, &status)
     if v is None:
+        if k._rec != NULL:
+            # A write refused at its handle read no bytes: none are recorded (NO_DATA).
+            tw_put(k._rec, call, status, REC_NO_DATA if write else 0, h, 0, off, n, 0, 0)
         return (_st(status), 0)
     # Reading fills the buffer, so it must be writable; writing only reads it.
     held = arg_transfer_buffer(buffer, &view, not write, length is None, &n)
     if held < 0:
+        if k._rec != NULL:
+            tw_put(k._rec, call, ERR_INVALID_ARGS,
+                   REC_NULL_BUFFER if buffer is None else REC_BAD_BUFFER, h, 0, off, n, 0, 0)
         return (_st(ERR_INVALID_ARGS), 0)
     try:
+        if k._rec != NULL and write and held:
+            tw_side(k._rec, view.buf, n, &side)
         status = vmo_transfer(&k.ks, v, <uint8_t *>view.buf, off, n, &actual, write)
+        if k._rec != NULL:
+            tw_put(k._rec, call, status, 0 if held else REC_NULL_BUFFER, h, 0, off, n,
+                   side if write else hash64(<uint8_t *>view.buf, actual), actual)
     finally:
         if held:
             PyBuffer_Release(&view)
@@ -170,6 +296,7 @@ cdef class Kernel:
     """
 
     def __cinit__(self):
+        self._rec = NULL
         self.ks.closed = True
         self.ks.pool.mem = NULL
         self.ks.handles.objs = NULL
@@ -192,6 +319,12 @@ cdef class Kernel:
         self.ks.closed = False
 
     def __dealloc__(self):
+        if self._rec != NULL:
+            try:
+                tw_close(self._rec, True)
+            except BaseException:
+                pass
+            self._rec = NULL
         if not self.ks.closed:
             _teardown(&self.ks)
         if self.ks.pool.mem != NULL:
@@ -230,10 +363,15 @@ cdef class Kernel:
         size > MX_VMO_MAX_SIZE or the handle table is full. O(1)."""
         cdef uint64_t c_size = 0
         cdef uint32_t c_options = 0, out = 0
+        cdef int status
         _open(self)
         if arg_u64(size, &c_size) | arg_u32(options, &c_options):
+            _rec_bad_args(self, CALL_VMO_CREATE)
             return (_st(ERR_INVALID_ARGS), 0)
-        return (_st(sys_create(&self.ks, c_size, c_options, &out)), out)
+        status = sys_create(&self.ks, c_size, c_options, &out)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_VMO_CREATE, status, 0, 0, c_options, c_size, 0, 0, out)
+        return (_st(status), out)
 
     def vmo_read(self, handle, buffer, offset, length=None):
         """Read `length` bytes (default: the buffer's size) at `offset` into `buffer`;
@@ -251,11 +389,16 @@ cdef class Kernel:
         cdef VmoObject v
         _open(self)
         if arg_u32(handle, &h) | arg_u64(offset, &off) | arg_u64(length, &n):
+            _rec_bad_args(self, CALL_VMO_READ_BYTES)
             return (_st(ERR_INVALID_ARGS), b"")
         v = _vmo(&self.ks, h, MX_RIGHT_READ, &rights, &status)
         if v is None:
+            if self._rec != NULL:
+                tw_put(self._rec, CALL_VMO_READ_BYTES, status, 0, h, 0, off, n, 0, 0)
             return (_st(status), b"")
         if not trim_range(off, n, v.size, &trimmed):
+            if self._rec != NULL:
+                tw_put(self._rec, CALL_VMO_READ_BYTES, ERR_OUT_OF_RANGE, 0, h, 0, off, n, 0, 0)
             return (_st(ERR_OUT_OF_RANGE), b"")
         if trimmed > <uint64_t>PY_SSIZE_T_MAX:
             # What bytes(n) raises for such an n.
@@ -263,6 +406,9 @@ cdef class Kernel:
         data = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>trimmed)
         status = vmo_transfer(&self.ks, v, <uint8_t *>PyBytes_AS_STRING(data), off, trimmed,
                               &actual, False)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_VMO_READ_BYTES, status, 0, h, 0, off, n,
+                   hash64(<uint8_t *>PyBytes_AS_STRING(data), actual), actual)
         return (_st(status), data) if status == NO_ERROR else (_st(status), b"")
 
     def vmo_write(self, handle, data, offset, length=None):
@@ -276,10 +422,15 @@ cdef class Kernel:
         """(status, size in bytes): ERR_BAD_HANDLE, ERR_WRONG_TYPE; no rights needed. O(1)."""
         cdef uint32_t h
         cdef uint64_t size = 0
+        cdef int status
         _open(self)
         if arg_u32(handle, &h):
+            _rec_bad_args(self, CALL_VMO_GET_SIZE)
             return (_st(ERR_INVALID_ARGS), 0)
-        return (_st(sys_get_size(&self.ks, h, &size)), size)
+        status = sys_get_size(&self.ks, h, &size)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_VMO_GET_SIZE, status, 0, h, 0, 0, 0, 0, size)
+        return (_st(status), size)
 
     def vmo_set_size(self, handle, size):
         """Resize to `size` bytes; shrinking frees the pages past ceil(size/4096) but keeps
@@ -288,10 +439,15 @@ cdef class Kernel:
         Cost: the pages freed."""
         cdef uint32_t h
         cdef uint64_t c_size
+        cdef int status
         _open(self)
         if arg_u32(handle, &h) | arg_u64(size, &c_size):
+            _rec_bad_args(self, CALL_VMO_SET_SIZE)
             return _st(ERR_INVALID_ARGS)
-        return _st(sys_set_size(&self.ks, h, c_size))
+        status = sys_set_size(&self.ks, h, c_size)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_VMO_SET_SIZE, status, 0, h, 0, c_size, 0, 0, 0)
+        return _st(status)
 
     def vmo_op_range(self, handle, op, offset, size, buffer=None, buffer_size=None):
         """COMMIT, DECOMMIT, LOCK, UNLOCK, LOOKUP and the cache ops over [offset,
@@ -309,17 +465,31 @@ cdef class Kernel:
         _open(self)
         if _op_range_args(handle, op, offset, size, buffer, buffer_size, &h, &c_op, &off,
                           &c_size, &bsize):
+            _rec_bad_args(self, CALL_VMO_OP_RANGE)
             return _st(ERR_INVALID_ARGS)
         if c_op != MX_VMO_OP_LOOKUP:
-            return _st(sys_op_range(&self.ks, h, c_op, off, c_size, NULL, 0))
+            status = sys_op_range(&self.ks, h, c_op, off, c_size, NULL, 0)
+            if self._rec != NULL:
+                tw_put(self._rec, CALL_VMO_OP_RANGE, status, 0, h, c_op, off, c_size, 0, 0)
+            return _st(status)
         # LOOKUP: the handle first, then the buffer.
         v = _vmo(&self.ks, h, 0, &rights, &status)
         if v is None:
+            if self._rec != NULL:
+                tw_put(self._rec, CALL_VMO_OP_RANGE, status, 0, h, c_op, off, c_size, bsize, 0)
             return _st(status)
         if _lookup_buffer(buffer, buffer_size, &view, &bsize):
+            if self._rec != NULL:
+                tw_put(self._rec, CALL_VMO_OP_RANGE, ERR_INVALID_ARGS,
+                       REC_NULL_BUFFER if buffer is None else REC_BAD_BUFFER, h, c_op, off,
+                       c_size, bsize, 0)
             return _st(ERR_INVALID_ARGS)
         try:
-            return _st(vmo_lookup(&self.ks, v, off, c_size, <uint8_t *>view.buf, bsize))
+            status = vmo_lookup(&self.ks, v, off, c_size, <uint8_t *>view.buf, bsize)
+            if self._rec != NULL:
+                tw_put(self._rec, CALL_VMO_OP_RANGE, status, 0, h, c_op, off, c_size, bsize,
+                       _lookup_hash(v, <uint8_t *>view.buf, off, c_size, status))
+            return _st(status)
         finally:
             PyBuffer_Release(&view)
 
@@ -332,40 +502,60 @@ cdef class Kernel:
         table full). O(1)."""
         cdef uint32_t h, c_options, out = 0
         cdef uint64_t off = 0, c_size = 0
+        cdef int status
         _open(self)
         if (arg_u32(handle, &h) | arg_u32(options, &c_options) | arg_u64(offset, &off)
                 | arg_u64(size, &c_size)):
+            _rec_bad_args(self, CALL_VMO_CLONE)
             return (_st(ERR_INVALID_ARGS), 0)
-        return (_st(sys_clone(&self.ks, h, c_options, off, c_size, &out)), out)
+        status = sys_clone(&self.ks, h, c_options, off, c_size, &out)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_VMO_CLONE, status, 0, h, c_options, off, c_size, 0, out)
+        return (_st(status), out)
 
     def handle_close(self, handle):
         """Close `handle`; the object goes when its last reference does. Status:
         ERR_BAD_HANDLE (including MX_HANDLE_INVALID). Cost: the pages freed, if any."""
         cdef uint32_t h
+        cdef int status
         _open(self)
         if arg_u32(handle, &h):
+            _rec_bad_args(self, CALL_HANDLE_CLOSE)
             return _st(ERR_INVALID_ARGS)
-        return _st(sys_handle_close(&self.ks, h))
+        status = sys_handle_close(&self.ks, h)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_HANDLE_CLOSE, status, 0, h, 0, 0, 0, 0, 0)
+        return _st(status)
 
     def handle_duplicate(self, handle, rights):
         """A new handle to the same object with `rights` (a subset, or
         MX_RIGHT_SAME_RIGHTS). Returns (status, handle): ERR_BAD_HANDLE, ERR_ACCESS_DENIED
         (no DUPLICATE), ERR_INVALID_ARGS (not a subset), ERR_NO_MEMORY (table full). O(1)."""
         cdef uint32_t h, c_rights, out = 0
+        cdef int status
         _open(self)
         if arg_u32(handle, &h) | arg_u32(rights, &c_rights):
+            _rec_bad_args(self, CALL_HANDLE_DUPLICATE)
             return (_st(ERR_INVALID_ARGS), 0)
-        return (_st(sys_handle_duplicate(&self.ks, h, c_rights, &out)), out)
+        status = sys_handle_duplicate(&self.ks, h, c_rights, &out)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_HANDLE_DUPLICATE, status, 0, h, c_rights, 0, 0, 0, out)
+        return (_st(status), out)
 
     def handle_replace(self, handle, rights):
         """Replace `handle` by a new one with `rights` (no DUPLICATE right needed). Returns
         (status, handle): ERR_BAD_HANDLE, ERR_INVALID_ARGS (not a subset; the old handle
         stays valid). O(1)."""
         cdef uint32_t h, c_rights, out = 0
+        cdef int status
         _open(self)
         if arg_u32(handle, &h) | arg_u32(rights, &c_rights):
+            _rec_bad_args(self, CALL_HANDLE_REPLACE)
             return (_st(ERR_INVALID_ARGS), 0)
-        return (_st(sys_handle_replace(&self.ks, h, c_rights, &out)), out)
+        status = sys_handle_replace(&self.ks, h, c_rights, &out)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_HANDLE_REPLACE, status, 0, h, c_rights, 0, 0, 0, out)
+        return (_st(status), out)
 
     def object_get_info(self, handle, topic):
         """MX_INFO_HANDLE_VALID -> (status, None); MX_INFO_HANDLE_BASIC -> (status,
@@ -377,8 +567,11 @@ cdef class Kernel:
         cdef int status
         _open(self)
         if arg_u32(handle, &h) | arg_u32(topic, &c_topic):
+            _rec_bad_args(self, CALL_OBJECT_GET_INFO)
             return (_st(ERR_INVALID_ARGS), 0)
         status = sys_get_info(&self.ks, h, c_topic, &info)
+        if self._rec != NULL:
+            _rec_info(self, h, c_topic, status, &info)
         if status:
             return (_st(status), 0)
         if c_topic == MX_INFO_HANDLE_VALID:
@@ -390,20 +583,30 @@ cdef class Kernel:
         """Create an event (rights DUPLICATE|TRANSFER|READ|WRITE). Returns (status, handle):
         ERR_INVALID_ARGS if options != 0, ERR_NO_MEMORY if the table is full. O(1)."""
         cdef uint32_t c_options, out = 0
+        cdef int status
         _open(self)
         if arg_u32(options, &c_options):
+            _rec_bad_args(self, CALL_EVENT_CREATE)
             return (_st(ERR_INVALID_ARGS), 0)
-        return (_st(sys_event_create(&self.ks, c_options, &out)), out)
+        status = sys_event_create(&self.ks, c_options, &out)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_EVENT_CREATE, status, 0, 0, c_options, 0, 0, 0, out)
+        return (_st(status), out)
 
     def vmo_committed_bytes(self, handle):
         """(status, bytes of the pages this VMO itself holds): ERR_BAD_HANDLE,
         ERR_WRONG_TYPE; no rights needed. O(1)."""
         cdef uint32_t h
         cdef uint64_t out = 0
+        cdef int status
         _open(self)
         if arg_u32(handle, &h):
+            _rec_bad_args(self, CALL_VMO_COMMITTED_BYTES)
             return (_st(ERR_INVALID_ARGS), 0)
-        return (_st(sys_committed_bytes(&self.ks, h, &out)), out)
+        status = sys_committed_bytes(&self.ks, h, &out)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_VMO_COMMITTED_BYTES, status, 0, h, 0, 0, 0, 0, out)
+        return (_st(status), out)
 
     def vmo_create_contiguous(self, size, alignment_log2=0):
         """Create a VMO of `size` bytes rounded up to pages, committed at once to one
@@ -414,10 +617,16 @@ cdef class Kernel:
         pages, plus the search: one probe per held block met before the first fit."""
         cdef uint64_t c_size = 0
         cdef uint32_t c_align, out = 0
+        cdef int status
         _open(self)
         if arg_u64(size, &c_size) | arg_u32(alignment_log2, &c_align):
+            _rec_bad_args(self, CALL_VMO_CREATE_CONTIGUOUS)
             return (_st(ERR_INVALID_ARGS), 0)
-        return (_st(sys_create_contiguous(&self.ks, c_size, c_align, &out)), out)
+        status = sys_create_contiguous(&self.ks, c_size, c_align, &out)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_VMO_CREATE_CONTIGUOUS, status, 0, 0, c_align, c_size, 0, 0,
+                   out)
+        return (_st(status), out)
 
     # -- physical memory access (device models, DMA): the bodies are in _physmem ------------
     def phys_read(self, paddr, length):
@@ -425,14 +634,18 @@ cdef class Kernel:
         MxError(ERR_OUT_OF_RANGE) if the range is not inside one RAM range of physical
         memory, ERR_BAD_STATE if a page it touches is not held by some VMO. O(length)."""
         _open(self)
-        return phys_read_bytes(&self.ks, paddr, length)
+        if self._rec == NULL:
+            return phys_read_bytes(&self.ks, paddr, length)
+        return _rec_phys_read(self, paddr, length)
 
     def phys_write(self, paddr, data):
         """A device writes `data` (any buffer) at physical address `paddr`; `vmo_read` then
         returns it. Raises MxError(ERR_OUT_OF_RANGE), MxError(ERR_BAD_STATE) as phys_read.
         Returns the number of bytes written. O(len(data))."""
         _open(self)
-        return phys_write_buffer(&self.ks, paddr, data)
+        if self._rec == NULL:
+            return phys_write_buffer(&self.ks, paddr, data)
+        return _rec_phys_write(self, paddr, data)
 
     def phys_view(self, paddr, length):
         """A writable, zero-copy memoryview of physical memory, as a device sees it. While
@@ -441,7 +654,34 @@ cdef class Kernel:
         before reuse. Release with ``view.release()`` or by dropping it. Raises
         MxError(ERR_OUT_OF_RANGE), MxError(ERR_BAD_STATE) as phys_read. O(pages)."""
         _open(self)
-        return phys_view_new(self, &self.ks, paddr, length)
+        if self._rec == NULL:
+            return phys_view_new(self, &self.ks, paddr, length)
+        return _rec_phys_view(self, paddr, length)
+
+    # -- traces and batches (docs/api.md "Traces and batches") -------------------------------
+    def record(self, path):
+        """``with k.record(path):`` records every call made on this kernel in the block
+        (docs/trace-format.md) into the file `path`, closed with its end mark on exit, even
+        on an exception. The kernel must be in its initial state (no object ever created,
+        no frame ever handed out): else ValueError, as a replay starts from a fresh kernel."""
+        cdef _Recording r
+        _check_recordable(self)
+        r = _Recording.__new__(_Recording)
+        r.k = self
+        r.path = path
+        return r
+
+    @property
+    def recording(self):
+        """True inside ``with k.record(path):``."""
+        return self._rec != NULL
+
+    def run(self, batch):
+        """Run a `vmo.Batch` (its `records` and `data`) in C and return a
+        `vmo.BatchResult`. ValueError, naming the index, for an invalid record (unknown
+        call, bad REF, write bytes outside `data`) before anything runs. Recorded like any
+        other calls inside ``k.record()``. Cost: the calls."""
+        return _run_batch(self, batch.records, batch.data)
 
     def stats(self):
         """A dict: total_frames, free_frames, committed_frames (not free: held by VMOs or
@@ -464,73 +704,143 @@ cdef class Kernel:
 
     # -- the C-level API (contract: _kernel.pxd; documented in vmo/api.pxd) ----------------
     cdef int c_create(self, uint64_t size, uint32_t options, uint32_t *out) except -1000:
-        return sys_create(_open_state(self), size, options, out)
+        cdef int status = sys_create(_open_state(self), size, options, out)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_VMO_CREATE, status, 0, 0, options, size, 0, 0, out[0])
+        return status
 
     cdef int c_create_contiguous(self, uint64_t size, uint32_t alignment_log2,
                                  uint32_t *out) except -1000:
-        return sys_create_contiguous(_open_state(self), size, alignment_log2, out)
+        cdef int status = sys_create_contiguous(_open_state(self), size, alignment_log2, out)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_VMO_CREATE_CONTIGUOUS, status, 0, 0, alignment_log2, size,
+                   0, 0, out[0])
+        return status
 
     cdef int c_get_size(self, uint32_t handle, uint64_t *size) except -1000:
-        return sys_get_size(_open_state(self), handle, size)
+        cdef int status = sys_get_size(_open_state(self), handle, size)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_VMO_GET_SIZE, status, 0, handle, 0, 0, 0, 0,
+                   size[0] if status == NO_ERROR else 0)
+        return status
 
     cdef int c_set_size(self, uint32_t handle, uint64_t size) except -1000:
-        return sys_set_size(_open_state(self), handle, size)
+        cdef int status = sys_set_size(_open_state(self), handle, size)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_VMO_SET_SIZE, status, 0, handle, 0, size, 0, 0, 0)
+        return status
 
     cdef int c_read(self, uint32_t handle, void *dst, uint64_t offset, uint64_t length,
                     uint64_t *actual) except -1000:
-        return sys_transfer(_open_state(self), handle, <uint8_t *>dst, offset, length, actual,
-                            False)
+        cdef int status = sys_transfer(_open_state(self), handle, <uint8_t *>dst, offset,
+                                       length, actual, False)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_VMO_READ, status, REC_NULL_BUFFER if dst == NULL else 0,
+                   handle, 0, offset, length,
+                   hash64(<uint8_t *>dst, actual[0]) if status == NO_ERROR else 0, actual[0])
+        return status
 
     cdef int c_write(self, uint32_t handle, const void *src, uint64_t offset, uint64_t length,
                      uint64_t *actual) except -1000:
+        if self._rec != NULL:
+            return _rec_c_write(self, handle, src, offset, length, actual)
         return sys_transfer(_open_state(self), handle, <uint8_t *>src, offset, length, actual,
                             True)
 
     cdef int c_op_range(self, uint32_t handle, uint32_t op, uint64_t offset, uint64_t size,
                         void *buffer, uint64_t buffer_size) except -1000:
+        if self._rec != NULL:
+            return _rec_c_op_range(self, handle, op, offset, size, buffer, buffer_size)
         return sys_op_range(_open_state(self), handle, op, offset, size, buffer, buffer_size)
 
     cdef int c_commit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000:
+        if self._rec != NULL:
+            return _rec_c_op_range(self, handle, MX_VMO_OP_COMMIT, offset, size, NULL, 0)
         return sys_op_range(_open_state(self), handle, MX_VMO_OP_COMMIT, offset, size, NULL, 0)
 
     cdef int c_decommit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000:
+        if self._rec != NULL:
+            return _rec_c_op_range(self, handle, MX_VMO_OP_DECOMMIT, offset, size, NULL, 0)
         return sys_op_range(_open_state(self), handle, MX_VMO_OP_DECOMMIT, offset, size, NULL, 0)
 
     cdef int c_lookup(self, uint32_t handle, uint64_t offset, uint64_t size, uint64_t *out,
                       uint64_t max_entries) except -1000:
+        if self._rec != NULL:
+            return _rec_c_op_range(self, handle, MX_VMO_OP_LOOKUP, offset, size, out,
+                                   max_entries * 8)
         return sys_op_range(_open_state(self), handle, MX_VMO_OP_LOOKUP, offset, size, out,
                             max_entries * 8)
 
     cdef int c_clone(self, uint32_t handle, uint32_t options, uint64_t offset, uint64_t size,
                      uint32_t *out) except -1000:
-        return sys_clone(_open_state(self), handle, options, offset, size, out)
+        cdef int status = sys_clone(_open_state(self), handle, options, offset, size, out)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_VMO_CLONE, status, 0, handle, options, offset, size, 0,
+                   out[0])
+        return status
 
     cdef int c_committed_bytes(self, uint32_t handle, uint64_t *out) except -1000:
-        return sys_committed_bytes(_open_state(self), handle, out)
+        cdef int status = sys_committed_bytes(_open_state(self), handle, out)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_VMO_COMMITTED_BYTES, status, 0, handle, 0, 0, 0, 0, out[0])
+        return status
 
     cdef int c_handle_close(self, uint32_t handle) except -1000:
-        return sys_handle_close(_open_state(self), handle)
+        cdef int status = sys_handle_close(_open_state(self), handle)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_HANDLE_CLOSE, status, 0, handle, 0, 0, 0, 0, 0)
+        return status
 
     cdef int c_handle_duplicate(self, uint32_t handle, uint32_t rights,
                                 uint32_t *out) except -1000:
-        return sys_handle_duplicate(_open_state(self), handle, rights, out)
+        cdef int status = sys_handle_duplicate(_open_state(self), handle, rights, out)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_HANDLE_DUPLICATE, status, 0, handle, rights, 0, 0, 0, out[0])
+        return status
 
     cdef int c_handle_replace(self, uint32_t handle, uint32_t rights,
                               uint32_t *out) except -1000:
-        return sys_handle_replace(_open_state(self), handle, rights, out)
+        cdef int status = sys_handle_replace(_open_state(self), handle, rights, out)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_HANDLE_REPLACE, status, 0, handle, rights, 0, 0, 0, out[0])
+        return status
 
     cdef int c_get_info(self, uint32_t handle, uint32_t topic,
                         handle_basic_info *info) except -1000:
-        return sys_get_info(_open_state(self), handle, topic, info)
+        cdef int status = sys_get_info(_open_state(self), handle, topic, info)
+        if self._rec != NULL:
+            _rec_info(self, handle, topic, status, info)
+        return status
 
     cdef int c_event_create(self, uint32_t options, uint32_t *out) except -1000:
-        return sys_event_create(_open_state(self), options, out)
+        cdef int status = sys_event_create(_open_state(self), options, out)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_EVENT_CREATE, status, 0, 0, options, 0, 0, 0, out[0])
+        return status
 
     cdef int c_phys_read(self, uint64_t paddr, void *dst, uint64_t length) except -1000:
-        return phys_read(_open_state(self), paddr, dst, length)
+        cdef int status = phys_read(_open_state(self), paddr, dst, length)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_PHYS_READ, status, 0, 0, 0, paddr, length,
+                   hash64(<uint8_t *>dst, length) if status == NO_ERROR else 0, 0)
+        return status
 
     cdef int c_phys_write(self, uint64_t paddr, const void *src, uint64_t length) except -1000:
-        return phys_write(_open_state(self), paddr, src, length)
+        cdef uint64_t first = 0, count = 0, off = 0
+        cdef int status
+        cdef kernel_state *ks = _open_state(self)
+        if self._rec == NULL:
+            return phys_write(ks, paddr, src, length)
+        # The bytes are recorded only when the call reads them (docs/trace-format.md).
+        if phys_range(ks, paddr, length, &first, &count) == NO_ERROR:
+            tw_side(self._rec, src, length, &off)
+            status = phys_write(ks, paddr, src, length)
+            tw_put(self._rec, CALL_PHYS_WRITE, status, 0, 0, 0, paddr, length, off,
+                   length if status == NO_ERROR else 0)
+            return status
+        status = phys_write(ks, paddr, src, length)
+        tw_put(self._rec, CALL_PHYS_WRITE, status, REC_NO_DATA, 0, 0, paddr, length, 0, 0)
+        return status
 
     # -- benchmark instruments: the call floor (see _kernel.pyi) ---------------------------
     def _floor_get_size(self, handle):
@@ -596,7 +906,228 @@ cdef class Kernel:
     def _check(self):
         """Walk every structure and raise AssertionError on the first inconsistency."""
         _open(self)
-        return check(&self.ks)
+        return invariants_check(&self.ks)
+
+
+# -- recording helpers of the calls with buffers or exceptions ---------------------------------
+cdef int _rec_info(Kernel k, uint32_t h, uint32_t topic, int status,
+                   const handle_basic_info *info) except -1:
+    cdef bint filled = status == NO_ERROR and topic == MX_INFO_HANDLE_BASIC
+    tw_put(k._rec, CALL_OBJECT_GET_INFO, status, 0, h, topic, 0, 0,
+           info_word(info) if filled else 0, info.koid if filled else 0)
+    return 0
+
+
+cdef int _rec_c_write(Kernel k, uint32_t handle, const void *src, uint64_t offset,
+                      uint64_t length, uint64_t *actual) except -1000:
+    """c_write while recording: the bytes the call reads go to the side section (`b` is then
+    the length trimmed to the VMO); a call that reads none is recorded NO_DATA."""
+    cdef kernel_state *ks = _open_state(k)
+    cdef uint32_t rights
+    cdef uint64_t trimmed = 0, off = 0
+    cdef int status
+    cdef VmoObject v = _vmo(ks, handle, MX_RIGHT_WRITE, &rights, &status)
+    if v is not None and src != NULL and trim_range(offset, length, v.size, &trimmed):
+        tw_side(k._rec, src, trimmed, &off)
+        status = sys_transfer(ks, handle, <uint8_t *>src, offset, trimmed, actual, True)
+        tw_put(k._rec, CALL_VMO_WRITE, status, 0, handle, 0, offset, trimmed, off, actual[0])
+        return status
+    status = sys_transfer(ks, handle, <uint8_t *>src, offset, length, actual, True)
+    tw_put(k._rec, CALL_VMO_WRITE, status,
+           REC_NULL_BUFFER if src == NULL else REC_NO_DATA, handle, 0, offset, length, 0,
+           actual[0])
+    return status
+
+
+cdef int _rec_c_op_range(Kernel k, uint32_t handle, uint32_t op, uint64_t offset,
+                         uint64_t size, void *buffer, uint64_t buffer_size) except -1000:
+    cdef kernel_state *ks = _open_state(k)
+    cdef uint32_t rights
+    cdef int status
+    cdef uint64_t value = 0
+    cdef VmoObject v
+    if op != MX_VMO_OP_LOOKUP:
+        status = sys_op_range(ks, handle, op, offset, size, buffer, buffer_size)
+        tw_put(k._rec, CALL_VMO_OP_RANGE, status, 0, handle, op, offset, size, 0, 0)
+        return status
+    v = _vmo(ks, handle, 0, &rights, &status)
+    if v is not None:
+        status = vmo_lookup(ks, v, offset, size, <uint8_t *>buffer, buffer_size)
+        if buffer != NULL:
+            value = _lookup_hash(v, <uint8_t *>buffer, offset, size, status)
+    tw_put(k._rec, CALL_VMO_OP_RANGE, status, REC_NULL_BUFFER if buffer == NULL else 0,
+           handle, op, offset, size, buffer_size, value)
+    return status
+
+
+cdef object _rec_phys_read(Kernel k, object paddr, object length):
+    cdef uint32_t x = 0
+    cdef uint64_t a = 0, b = 0
+    cdef int bad
+    try:
+        data = phys_read_bytes(&k.ks, paddr, length)
+    except MxError as e:
+        bad = _phys_arg_flags(paddr, length, &x, &a, &b)
+        tw_put(k._rec, CALL_PHYS_READ, int(e.status), REC_ARG_RANGE if bad else 0, 0, x, a,
+               b, 0, 0)
+        raise
+    arg_u64(operator_index(paddr), &a)
+    tw_put(k._rec, CALL_PHYS_READ, NO_ERROR, 0, 0, 0, a, len(data),
+           hash64(<uint8_t *>PyBytes_AS_STRING(data), len(data)), 0)
+    return data
+
+
+cdef object _rec_phys_write(Kernel k, object paddr, object data):
+    """phys_write while recording: the bytes are copied before the write (they may be a view
+    of physical memory itself), and only when the range is good."""
+    cdef uint32_t x = 0
+    cdef uint64_t a = 0, b = 0, first = 0, count = 0, off = 0
+    cdef int bad
+    cdef Py_buffer view
+    if not PyObject_CheckBuffer(data):
+        return phys_write_buffer(&k.ks, paddr, data)      # the TypeError, unrecorded
+    operator_index(paddr)
+    if arg_buffer(data, &view, False):
+        tw_put(k._rec, CALL_PHYS_WRITE, ERR_INVALID_ARGS, REC_BAD_BUFFER, 0, 0, 0, 0, 0, 0)
+        return phys_write_buffer(&k.ks, paddr, data)      # raises MxError(ERR_INVALID_ARGS)
+    try:
+        bad = _phys_arg_flags(paddr, view.len, &x, &a, &b)
+        if bad:
+            tw_put(k._rec, CALL_PHYS_WRITE, ERR_OUT_OF_RANGE, REC_ARG_RANGE, 0, x, 0, 0, 0, 0)
+            return phys_write_buffer(&k.ks, paddr, data)
+        status = phys_range(&k.ks, a, b, &first, &count)
+        if status:
+            tw_put(k._rec, CALL_PHYS_WRITE, status, REC_NO_DATA, 0, 0, a, b, 0, 0)
+            return phys_write_buffer(&k.ks, paddr, data)
+        tw_side(k._rec, view.buf, b, &off)
+        status = phys_write(&k.ks, a, view.buf, b)
+        tw_put(k._rec, CALL_PHYS_WRITE, status, 0, 0, 0, a, b, off, b if status == 0 else 0)
+        if status:
+            return phys_write_buffer(&k.ks, paddr, data)
+        return view.len
+    finally:
+        PyBuffer_Release(&view)
+
+
+cdef object _rec_phys_view(Kernel k, object paddr, object length):
+    cdef uint32_t x = 0
+    cdef uint64_t a = 0, b = 0
+    cdef int bad
+    cdef trace_writer *w = k._rec
+    try:
+        view = phys_view_new(k, &k.ks, paddr, length, _view_released, w.session, w.views + 1)
+    except MxError as e:
+        bad = _phys_arg_flags(paddr, length, &x, &a, &b)
+        tw_put(w, CALL_PHYS_VIEW, int(e.status), REC_ARG_RANGE if bad else 0, 0, x, a, b, 0, 0)
+        raise
+    w.views += 1
+    arg_u64(operator_index(paddr), &a)
+    tw_put(w, CALL_PHYS_VIEW, NO_ERROR, 0, 0, 0, a, len(view), 0, w.views)
+    return view
+
+
+# -- batches and replays ----------------------------------------------------------------------
+from array import array as _array
+
+cdef object _run_batch(Kernel k, object records, object data):
+    """Kernel.run: validate every record (ValueError naming its index), then run them."""
+    cdef const uint8_t[::1] rv = memoryview(records).cast("B")
+    cdef const uint8_t[::1] dv = memoryview(data).cast("B")
+    cdef uint64_t n = rv.shape[0] // TRACE_RECORD_SIZE, i, side_len = dv.shape[0]
+    cdef const trace_rec *recs = <const trace_rec *>&rv[0] if n else NULL
+    cdef exec_ctx cx
+    cdef int code
+    cdef uint64_t fb = 0, bv = 0, bc = 0
+    cdef int bs = 0
+    cdef int[::1] st
+    cdef uint64_t[::1] vals, cs, starts
+    _open(k)
+    if <uint64_t>rv.shape[0] != n * TRACE_RECORD_SIZE:
+        raise ValueError("batch records are not a whole number of 48-byte records")
+    for i in range(n):
+        code = rec_check(&recs[i], <uint32_t>i if i < 0xFFFFFFFF else 0xFFFFFFFF, side_len)
+        if code:
+            raise ValueError("batch record %d: %s" % (i, rec_problem(code)))
+    statuses = _array("i", bytes(4 * n))
+    values = _array("Q", bytes(8 * n))
+    cvals = _array("Q", bytes(8 * n))
+    entry_start = _array("Q", bytes(8 * (n + 1)))
+    st = statuses
+    vals = values
+    cs = cvals
+    starts = entry_start
+    cx_init(&cx)
+    try:
+        cx.collect_entries = True
+        cx.rec = k._rec
+        cx_values(&cx, n)
+        run_records(&k.ks, &cx, recs, n, &dv[0] if side_len else NULL,
+                    &st[0] if n else NULL, &vals[0] if n else NULL, &cs[0] if n else NULL,
+                    &starts[0], False, &fb, &bs, &bv, &bc)
+        entries = _array("Q", bytes(8 * cx.nentries))
+        if cx.nentries:
+            memcpy(_abuf(entries), cx.entries, cx.nentries * 8)
+    finally:
+        cx_free(&k.ks, &cx)
+    return BatchResult(statuses, values, cvals, entries, entry_start)
+
+
+cdef void *_abuf(object arr) except NULL:
+    cdef uint64_t[::1] mv = arr
+    return &mv[0]
+
+
+cdef object _mismatch(uint64_t index, const trace_rec *r, int status, uint64_t value,
+                      uint64_t c):
+    args = {"flags": r.flags, "handle": r.handle, "x": r.x, "a": r.a, "b": r.b, "c": r.c}
+    return Mismatch(index, CALL_NAMES.get(r.call, str(r.call)), args,
+                    (_status_or_int(r.status), r.value, r.c),
+                    (_status_or_int(status), value, c))
+
+
+cdef object _status_or_int(int code):
+    try:
+        return Status(code)
+    except ValueError:
+        return code
+
+
+def replay(path, *, check=True):
+    """Replay the trace at `path` (docs/trace-format.md) on a fresh kernel built from its
+    header, every record run in C; returns a `vmo.ReplayResult`. With `check`, a record
+    whose status, value or c differs from the recorded one is a mismatch. ValueError,
+    naming the byte offset or record index, for a trace the reader refuses."""
+    cdef TraceReader rd = TraceReader(path)
+    cdef Kernel k
+    cdef exec_ctx cx
+    cdef uint64_t ops = 0, mismatches = 0, m, fb = 0, bv = 0, bc = 0
+    cdef int bs = 0
+    cdef bint c_check = check
+    first = None
+    try:
+        k = Kernel(memory=rd.memory_map)
+        try:
+            cx_init(&cx)
+            try:
+                cx_values(&cx, BLOCK_MAX_RECORDS)
+                t0 = perf_counter()
+                while rd.next_block():
+                    m = run_records(&k.ks, &cx, rd.recs, rd.nrecs, rd.side, NULL, NULL, NULL,
+                                    NULL, c_check, &fb, &bs, &bv, &bc)
+                    if m and first is None:
+                        first = _mismatch(rd.first_index + fb, &rd.recs[fb], bs, bv, bc)
+                    mismatches += m
+                    ops += rd.nrecs
+                seconds = perf_counter() - t0
+            finally:
+                cx_free(&k.ks, &cx)
+            stats = k.stats()
+        finally:
+            k.close()
+    finally:
+        rd.close()
+    return ReplayResult(ops, seconds, mismatches, first, stats, rd.truncated,
+                        rd.truncated_at if rd.truncated else None)
 
 
 cdef extern from *:

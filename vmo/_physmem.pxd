@@ -8,9 +8,20 @@ from libc.stdint cimport uint8_t, uint64_t
 from vmo._state cimport kernel_state
 
 
+# Called when a recorded view is released, before its frames are unpinned (the trace's
+# phys_view_release record: docs/trace-format.md); set by the syscall layer while recording.
+ctypedef void (*view_release_hook)(object owner, uint64_t session, uint64_t number,
+                                   uint64_t paddr, const uint8_t *ptr,
+                                   uint64_t length) noexcept
+
+
 cdef class PhysView:
     """A pinned window on physical memory (Kernel.phys_view)."""
     cdef object owner           # the Kernel: keeps `ks` (inside it) alive
+    cdef view_release_hook on_release   # NULL unless the view was made while recording
+    cdef uint64_t session       # the recording it belongs to
+    cdef uint64_t number        # its view number in that recording
+    cdef uint64_t paddr
     cdef kernel_state *ks
     cdef uint64_t first         # first frame pinned
     cdef uint64_t count         # frames pinned
@@ -29,4 +40,5 @@ cdef void phys_unpin(kernel_state *ks, uint64_t first, uint64_t count) noexcept
 
 cdef bytes phys_read_bytes(kernel_state *ks, object paddr, object length)
 cdef Py_ssize_t phys_write_buffer(kernel_state *ks, object paddr, object data) except -1
-cdef object phys_view_new(object owner, kernel_state *ks, object paddr, object length)
+cdef object phys_view_new(object owner, kernel_state *ks, object paddr, object length,
+                          view_release_hook hook=*, uint64_t session=*, uint64_t number=*)

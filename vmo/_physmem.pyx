@@ -47,6 +47,9 @@ cdef class PhysView:
     def __dealloc__(self):
         # no_gc_clear: `owner` is still set here, so `ks` still points into a live kernel.
         if self.owner is not None:
+            if self.on_release != NULL:
+                self.on_release(self.owner, self.session, self.number, self.paddr, self.ptr,
+                                <uint64_t>self.shape[0])
             phys_unpin(self.ks, self.first, self.count)
             self.ks = NULL
             self.owner = None
@@ -188,9 +191,11 @@ cdef Py_ssize_t phys_write_buffer(kernel_state *ks, object paddr, object data) e
         PyBuffer_Release(&view)
 
 
-cdef object phys_view_new(object owner, kernel_state *ks, object paddr, object length):
+cdef object phys_view_new(object owner, kernel_state *ks, object paddr, object length,
+                          view_release_hook hook=NULL, uint64_t session=0, uint64_t number=0):
     """Kernel.phys_view after the open check: a writable memoryview of [paddr, paddr+length)
-    whose frames stay pinned while it (or anything exported from it) lives."""
+    whose frames stay pinned while it (or anything exported from it) lives. `hook` (with the
+    recording's `session` and the view's `number`) is called when it is released."""
     cdef uint64_t c_paddr, c_length, first = 0, count = 0
     cdef PhysView pv
     _args(paddr, length, &c_paddr, &c_length)
@@ -208,5 +213,9 @@ cdef object phys_view_new(object owner, kernel_state *ks, object paddr, object l
               if count else &_EMPTY_VIEW_BYTE)
     pv.shape[0] = <Py_ssize_t>c_length
     pv.strides[0] = 1
+    pv.on_release = hook
+    pv.session = session
+    pv.number = number
+    pv.paddr = c_paddr
     phys_pin(ks, first, count)
     return memoryview(pv)

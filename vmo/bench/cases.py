@@ -516,6 +516,110 @@ class Case:
         return table[INDEX[contender]], warmup
 
 
+# -- traces and batches (group "trace"): one-page COMMIT / LOOKUP / DECOMMIT ------------------
+_NO_TRACE_HOST = "host: no recording or batching of madvise calls to compare with"
+_NO_TRACE_REF = "reference: its trace writer and batch runner are another module's row"
+_MIX = """
+k.vmo_op_range(h, COMMIT, 0, 4096)
+k.vmo_op_range(h, LOOKUP, 0, 4096, buf)
+k.vmo_op_range(h, DECOMMIT, 0, 4096)
+"""
+_LOOP_GLOBALS["DECOMMIT"] = DECOMMIT
+
+
+def _k_mix_loop(recorded):
+    """The Python loop of the mix, 3 calls an iteration (`calls` counts calls); `recorded`:
+    inside ``k.record()`` to a temporary file (the recording's overhead)."""
+    def make(K, size, calls):
+        import os
+        import tempfile
+        if recorded and getattr(K, "record", None) is None:
+            raise Unavailable("this kernel has no record()")
+        k = K(memory_size=64 * MiB)
+        rec = path = None
+        if recorded:
+            fd, path = tempfile.mkstemp(suffix=".trace")
+            os.close(fd)
+            rec = k.record(path)
+            rec.__enter__()
+        h = new_vmo(k, 16 * PAGE)
+        loop = _loop_factory(_MIX, ("buf", "h", "k", "r"), "res", "res")(
+            buf=array("Q", [0]), h=h, k=k, r=range(max(1, calls // 3)))
+
+        def run():
+            ns, _ = loop()
+            return ns
+
+        def close():
+            if rec is not None:
+                rec.__exit__(None, None, None)
+                os.unlink(path)
+            k.close()
+
+        return Job(run, 3 * max(1, calls // 3), close=close)
+
+    return make
+
+
+def _k_replay(K, size, calls):
+    """vmo.replay of a recording of the mix (`calls` calls); time per call replayed."""
+    import os
+    import tempfile
+
+    from .. import replay
+    if getattr(K, "record", None) is None:
+        raise Unavailable("this kernel has no record()")
+    fd, path = tempfile.mkstemp(suffix=".trace")
+    os.close(fd)
+    k = K(memory_size=64 * MiB)
+    with k.record(path):
+        h = new_vmo(k, 16 * PAGE)
+        buf = array("Q", [0])
+        for _ in range(max(1, calls // 3)):
+            k.vmo_op_range(h, COMMIT, 0, PAGE)
+            k.vmo_op_range(h, LOOKUP, 0, PAGE, buf)
+            k.vmo_op_range(h, DECOMMIT, 0, PAGE)
+    k.close()
+    ops = 1 + 3 * max(1, calls // 3)
+
+    def run():
+        t0 = perf_counter_ns()
+        result = replay(path)
+        ns = perf_counter_ns() - t0
+        if result.mismatches or result.ops != ops:
+            raise BenchError(f"replay: {result!r}")
+        return ns
+
+    return Job(run, ops, close=lambda: os.unlink(path))
+
+
+def _k_batch(K, size, calls):
+    """k.run of a 1,000-call batch of the mix (~333 iterations), built once in Python."""
+    from ..batch import Batch
+    if getattr(K, "run", None) is None:
+        raise Unavailable("this kernel has no run()")
+    k = K(memory_size=64 * MiB)
+    h = new_vmo(k, 16 * PAGE)
+    b = Batch()
+    while len(b) + 3 <= 1000:
+        b.commit(h, 0, PAGE)
+        b.lookup(h, 0, PAGE)
+        b.decommit(h, 0, PAGE)
+    b.get_size(h)
+    rounds = max(1, calls // len(b))
+
+    def run():
+        t0 = perf_counter_ns()
+        for _ in range(rounds):
+            res = k.run(b)
+        ns = perf_counter_ns() - t0
+        if any(res.statuses):
+            raise BenchError("batch: a call failed")
+        return ns
+
+    return Job(run, rounds * len(b), close=k.close)
+
+
 _SYSCALL_CALLS = (50000, 2000, 10000)
 # The project's target for the per-call syscall rows: the call costs at most 20% more than
 # its floor (the argument conversion and the call themselves).
@@ -626,6 +730,20 @@ _CASE_LIST = [
          scale="fixed", size=PAGE, calls=(20000, 1000, 0), rounds="call"),
     Case("phys_read", "embed", "phys_read", "call", _K_PHYS_READ, host_na=_NO_PHYS,
          scale="fixed", size=PAGE, calls=(20000, 1000, 0), rounds="call"),
+    Case("trace_loop", "trace", "one-page COMMIT / LOOKUP / DECOMMIT from a Python loop",
+         "call", _k_mix_loop(False), host_na=_NO_TRACE_HOST, scale="fixed", size=PAGE,
+         calls=(60000, 3000, 0), rounds="call"),
+    Case("trace_recorded", "trace", "the same loop inside k.record() (overhead: vs its floor)",
+         "call", _k_mix_loop(True), host_na=_NO_TRACE_HOST, ref_na=_NO_TRACE_REF,
+         scale="fixed", size=PAGE, calls=(60000, 3000, 0), rounds="call", floor="trace_loop",
+         floor_target=Target("<=", 30, "recording +30%")),
+    Case("trace_replay", "trace", "vmo.replay of a recording of that loop", "call", _k_replay,
+         host_na=_NO_TRACE_HOST, ref_na=_NO_TRACE_REF, scale="fixed", size=PAGE,
+         calls=(300000, 3000, 0), rounds="call",
+         target=Target("<=", 1e9 / 30e6, "<= 33 ns (30 M calls/s)")),
+    Case("trace_batch", "trace", "k.run of a 1,000-call batch of that mix, built once", "call",
+         _k_batch, host_na=_NO_TRACE_HOST, ref_na=_NO_TRACE_REF, scale="fixed", size=PAGE,
+         calls=(100000, 3000, 0), rounds="call"),
     Case("contiguous_fit", "contiguous",
          "create_contiguous 64 KiB, 64 KiB aligned + close, fragmented memory", "call",
          _k_contiguous(16 * PAGE, 16), host_na=_NO_PHYS, scale="frag",

@@ -1,0 +1,374 @@
+# Included by _kernel.pyx after _syscalls.pxi: the trace and batch executor. `exec_rec` runs
+# one record (docs/trace-format.md) against a kernel_state through the sys_* cores and the
+# physical-access functions and gives its status, value and c; `run_records` is the loop of
+# replays and batches. No Python object is made per call: the loop is one `with nogil:` away
+# once the object layer is C (today the sys_* cores hold the GIL: VMOs are Python objects).
+
+cdef enum:
+    EXEC_CHUNK = 65536          # reads and zero writes go through the scratch in chunks
+
+cdef struct view_slot:
+    uint64_t number
+    uint64_t paddr
+    uint64_t length
+    uint64_t first
+    uint64_t count
+
+cdef struct exec_ctx:
+    uint8_t *scratch            # reads, LOOKUP entries (zeroed: also the zeros of NO_DATA)
+    uint64_t scratch_cap
+    view_slot *views            # live physical views of a replay
+    uint64_t nviews
+    uint64_t views_cap
+    uint64_t view_counter
+    uint64_t *entries           # a batch's LOOKUP entries (when collect_entries)
+    uint64_t nentries
+    uint64_t entries_cap
+    bint collect_entries
+    trace_writer *rec           # record the calls run (a batch under record())
+    uint64_t *values            # each record's value (REF), or 0 when it failed
+    uint64_t values_cap
+
+
+cdef int cx_init(exec_ctx *cx) except -1:
+    memset(cx, 0, sizeof(exec_ctx))
+    cx.scratch_cap = EXEC_CHUNK
+    cx.scratch = <uint8_t *>calloc(EXEC_CHUNK, 1)
+    if cx.scratch == NULL:
+        raise MemoryError()
+    return 0
+
+
+cdef void cx_free(kernel_state *ks, exec_ctx *cx) noexcept:
+    """Free the context; views a replay left alive are unpinned (the kernel is discarded)."""
+    cdef uint64_t i
+    for i in range(cx.nviews):
+        if ks.pool.mem != NULL:
+            phys_unpin(ks, cx.views[i].first, cx.views[i].count)
+    c_free(cx.scratch)
+    c_free(cx.views)
+    c_free(cx.entries)
+    c_free(cx.values)
+    cx.scratch = NULL
+    cx.views = NULL
+    cx.entries = NULL
+    cx.values = NULL
+
+
+cdef int _scratch(exec_ctx *cx, uint64_t n) except -1:
+    cdef uint8_t *grown
+    if n > cx.scratch_cap:
+        grown = <uint8_t *>realloc(cx.scratch, n)
+        if grown == NULL:
+            raise MemoryError()
+        cx.scratch = grown
+        cx.scratch_cap = n
+    return 0
+
+
+cdef int _exec_read(kernel_state *ks, exec_ctx *cx, VmoObject v, uint64_t offset,
+                    uint64_t length, uint64_t *value, uint64_t *c) except -1000:
+    """A read (into nothing kept): status, actual and the hash64 of the bytes, in chunks."""
+    cdef uint64_t trimmed, pos = 0, chunk, got = 0, h
+    cdef int status
+    if not trim_range(offset, length, v.size, &trimmed):
+        return ERR_OUT_OF_RANGE
+    h = hash64_begin(trimmed)
+    while pos < trimmed:
+        chunk = trimmed - pos if trimmed - pos < EXEC_CHUNK else EXEC_CHUNK
+        status = vmo_transfer(ks, v, cx.scratch, offset + pos, chunk, &got, False)
+        if status:
+            return status
+        h = hash64_update(h, cx.scratch, chunk)
+        pos += chunk
+    memset(cx.scratch, 0, EXEC_CHUNK)
+    value[0] = trimmed
+    c[0] = hash64_end(h)
+    return NO_ERROR
+
+
+cdef int _exec_zero_write(kernel_state *ks, exec_ctx *cx, VmoObject v, uint64_t offset,
+                          uint64_t length, uint64_t *value) except -1000:
+    """A write of `length` zero bytes (NO_DATA), in chunks."""
+    cdef uint64_t trimmed, pos = 0, chunk, got = 0
+    cdef int status
+    if not trim_range(offset, length, v.size, &trimmed):
+        return ERR_OUT_OF_RANGE
+    while pos < trimmed:
+        chunk = trimmed - pos if trimmed - pos < EXEC_CHUNK else EXEC_CHUNK
+        status = vmo_transfer(ks, v, cx.scratch, offset + pos, chunk, &got, True)
+        if status:
+            return status
+        pos += chunk
+    value[0] = trimmed
+    return NO_ERROR
+
+
+cdef uint64_t lookup_written(VmoObject v, uint64_t offset, uint64_t size,
+                             int status) noexcept:
+    """How many entries a LOOKUP that gave `status` wrote (docs/trace-format.md)."""
+    cdef uint64_t first = offset >> PAGE_SHIFT, npages, i = 0
+    if status == NO_ERROR:
+        return (((offset + size + PAGE_MASK) & ~(<uint64_t>PAGE_MASK))
+                - (offset & ~(<uint64_t>PAGE_MASK))) >> PAGE_SHIFT
+    if status != ERR_NO_MEMORY:
+        return 0
+    npages = (((offset + size + PAGE_MASK) & ~(<uint64_t>PAGE_MASK))
+              - (offset & ~(<uint64_t>PAGE_MASK))) >> PAGE_SHIFT
+    while i < npages and vmo_find_page(v, (first + i) << PAGE_SHIFT):
+        i += 1
+    return i
+
+
+cdef int _exec_lookup(kernel_state *ks, exec_ctx *cx, const trace_rec *r, uint32_t handle,
+                      uint64_t *value) except -1000:
+    cdef uint32_t rights
+    cdef int status
+    cdef uint64_t cap, n
+    cdef VmoObject v = _vmo(ks, handle, 0, &rights, &status)
+    if v is None:
+        return status
+    if r.flags & (REC_NULL_BUFFER | REC_BAD_BUFFER):
+        return ERR_INVALID_ARGS
+    # A LOOKUP writes at most one entry per page present, so never more than the frames of
+    # memory: the scratch is bounded by that whatever `buffer_size` a trace claims.
+    cap = (ks.pool.nframes + 1) * 8
+    if r.c < cap:
+        cap = r.c
+    _scratch(cx, cap)
+    status = vmo_lookup(ks, v, r.a, r.b, cx.scratch, r.c)
+    n = lookup_written(v, r.a, r.b, status)
+    value[0] = hash64(cx.scratch, n * 8) if status == NO_ERROR or status == ERR_NO_MEMORY else 0
+    if cx.collect_entries and n:
+        _collect(cx, n)
+    memset(cx.scratch, 0, n * 8 if n * 8 < EXEC_CHUNK else EXEC_CHUNK)
+    return status
+
+
+cdef int _collect(exec_ctx *cx, uint64_t n) except -1:
+    cdef uint64_t cap
+    cdef uint64_t *grown
+    if cx.nentries + n > cx.entries_cap:
+        cap = cx.entries_cap * 2 if cx.entries_cap else 1024
+        while cap < cx.nentries + n:
+            cap *= 2
+        grown = <uint64_t *>realloc(cx.entries, cap * 8)
+        if grown == NULL:
+            raise MemoryError()
+        cx.entries = grown
+        cx.entries_cap = cap
+    memcpy(cx.entries + cx.nentries, cx.scratch, n * 8)
+    cx.nentries += n
+    return 0
+
+
+cdef int _exec_phys(kernel_state *ks, exec_ctx *cx, const trace_rec *r, const uint8_t *side,
+                    uint64_t *value, uint64_t *c) except -1000:
+    cdef uint64_t first = 0, count = 0, pos = 0, chunk, h, i
+    cdef int status
+    cdef view_slot *grown
+    if r.call == CALL_PHYS_VIEW_RELEASE:
+        for i in range(cx.nviews):
+            if cx.views[i].number == r.value:
+                break
+        else:
+            return ERR_BAD_STATE        # no such live view: a mismatch, never a crash
+        if cx.views[i].length != r.b or cx.views[i].paddr != r.a:
+            return ERR_BAD_STATE
+        if r.b:
+            # What the device wrote through the view, back under it (frames still pinned).
+            memcpy(pool_frame_ptr(&ks.pool, <uint32_t>cx.views[i].first)
+                   + (r.a & PAGE_MASK), side + r.c, r.b)
+        phys_unpin(ks, cx.views[i].first, cx.views[i].count)
+        cx.views[i] = cx.views[cx.nviews - 1]
+        cx.nviews -= 1
+        value[0] = r.value
+        c[0] = r.c
+        return NO_ERROR
+    if r.call == CALL_PHYS_WRITE and (r.flags & REC_BAD_BUFFER):
+        return ERR_INVALID_ARGS
+    status = phys_range(ks, r.a, r.b, &first, &count)
+    if status:
+        return status
+    if r.call == CALL_PHYS_READ:
+        h = hash64_begin(r.b)
+        while pos < r.b:
+            chunk = r.b - pos if r.b - pos < EXEC_CHUNK else EXEC_CHUNK
+            phys_read(ks, r.a + pos, cx.scratch, chunk)
+            h = hash64_update(h, cx.scratch, chunk)
+            pos += chunk
+        memset(cx.scratch, 0, EXEC_CHUNK)
+        c[0] = hash64_end(h)
+        return NO_ERROR
+    if r.call == CALL_PHYS_WRITE:
+        c[0] = r.c
+        if r.flags & REC_NO_DATA:
+            while pos < r.b:
+                chunk = r.b - pos if r.b - pos < EXEC_CHUNK else EXEC_CHUNK
+                phys_write(ks, r.a + pos, cx.scratch, chunk)
+                pos += chunk
+        else:
+            phys_write(ks, r.a, side + r.c, r.b)
+        value[0] = r.b
+        return NO_ERROR
+    # CALL_PHYS_VIEW
+    if cx.nviews == cx.views_cap:
+        grown = <view_slot *>realloc(cx.views, (cx.views_cap * 2 + 8) * sizeof(view_slot))
+        if grown == NULL:
+            raise MemoryError()
+        cx.views = grown
+        cx.views_cap = cx.views_cap * 2 + 8
+    phys_pin(ks, first, count)
+    cx.view_counter += 1
+    cx.views[cx.nviews] = view_slot(cx.view_counter, r.a, r.b, first, count)
+    cx.nviews += 1
+    value[0] = cx.view_counter
+    return NO_ERROR
+
+
+cdef int exec_rec(kernel_state *ks, exec_ctx *cx, const trace_rec *r, uint32_t handle,
+                  const uint8_t *side, uint64_t *value, uint64_t *c) except -1000:
+    """Run one record (its handle resolved by the caller) and give status, value and c as
+    a recording of the call would hold them. The record has passed rec_check."""
+    cdef uint32_t rights = 0, out = 0
+    cdef uint64_t v64 = 0
+    cdef int status
+    cdef uint8_t call = r.call
+    cdef VmoObject v
+    cdef handle_basic_info info
+    value[0] = 0
+    c[0] = 0
+    if r.flags & REC_ARG_RANGE:
+        if call >= CALL_PHYS_READ:
+            return ERR_OUT_OF_RANGE if r.x else ERR_INVALID_ARGS
+        return ERR_INVALID_ARGS
+    if call == CALL_VMO_OP_RANGE:
+        if r.x == MX_VMO_OP_LOOKUP:
+            return _exec_lookup(ks, cx, r, handle, value)
+        return sys_op_range(ks, handle, r.x, r.a, r.b, NULL, 0)
+    if call == CALL_VMO_READ or call == CALL_VMO_READ_BYTES or call == CALL_VMO_WRITE:
+        v = _vmo(ks, handle, MX_RIGHT_WRITE if call == CALL_VMO_WRITE else MX_RIGHT_READ,
+                 &rights, &status)
+        if v is None:
+            return status
+        if r.flags & REC_BAD_BUFFER or (r.flags & REC_NULL_BUFFER and r.b):
+            return ERR_INVALID_ARGS
+        if call != CALL_VMO_WRITE:
+            return _exec_read(ks, cx, v, r.a, r.b, value, c)
+        c[0] = r.c
+        if r.flags & REC_NO_DATA:
+            return _exec_zero_write(ks, cx, v, r.a, r.b, value)
+        return vmo_transfer(ks, v, NULL if r.flags & REC_NULL_BUFFER else <uint8_t *>side + r.c,
+                            r.a, r.b, value, True)
+    if call == CALL_VMO_CREATE:
+        status = sys_create(ks, r.a, r.x, &out)
+    elif call == CALL_VMO_GET_SIZE:
+        status = sys_get_size(ks, handle, &v64)
+        value[0] = v64
+        return status
+    elif call == CALL_VMO_SET_SIZE:
+        return sys_set_size(ks, handle, r.a)
+    elif call == CALL_VMO_CLONE:
+        status = sys_clone(ks, handle, r.x, r.a, r.b, &out)
+    elif call == CALL_HANDLE_CLOSE:
+        return sys_handle_close(ks, handle)
+    elif call == CALL_HANDLE_DUPLICATE:
+        status = sys_handle_duplicate(ks, handle, r.x, &out)
+    elif call == CALL_HANDLE_REPLACE:
+        status = sys_handle_replace(ks, handle, r.x, &out)
+    elif call == CALL_OBJECT_GET_INFO:
+        memset(&info, 0, sizeof(info))
+        status = sys_get_info(ks, handle, r.x, &info)
+        if status == NO_ERROR and r.x == MX_INFO_HANDLE_BASIC:
+            value[0] = info.koid
+            c[0] = info_word(&info)
+        return status
+    elif call == CALL_EVENT_CREATE:
+        status = sys_event_create(ks, r.x, &out)
+    elif call == CALL_VMO_COMMITTED_BYTES:
+        status = sys_committed_bytes(ks, handle, &v64)
+        value[0] = v64
+        return status
+    elif call == CALL_VMO_CREATE_CONTIGUOUS:
+        status = sys_create_contiguous(ks, r.a, r.x, &out)
+    else:
+        return _exec_phys(ks, cx, r, side, value, c)
+    value[0] = out
+    return status
+
+
+cdef inline uint64_t info_word(const handle_basic_info *info) noexcept nogil:
+    """object_get_info's second result: rights, type << 32, props << 48."""
+    return info.rights | (<uint64_t>info.type << 32) | (<uint64_t>info.props << 48)
+
+
+cdef inline bint compares_c(uint8_t call) noexcept nogil:
+    """Whether `c` is a result (compared by a replay) rather than an argument."""
+    return (call == CALL_VMO_READ or call == CALL_VMO_READ_BYTES
+            or call == CALL_OBJECT_GET_INFO or call == CALL_PHYS_READ)
+
+
+cdef int _record_run(trace_writer *w, const trace_rec *r, uint32_t handle, int status,
+                     uint64_t value, uint64_t c, const uint8_t *side) except -1:
+    """Record a call a batch ran (its REF resolved): its bytes copied to the side section."""
+    cdef uint64_t off = c
+    if rec_uses_side(r) and r.call != CALL_PHYS_VIEW_RELEASE:
+        tw_side(w, side + r.c, r.b, &off)
+    tw_put(w, r.call, status, r.flags & ~(<uint16_t>REC_REF), handle, r.x, r.a, r.b,
+           off if (r.call == CALL_VMO_WRITE or r.call == CALL_PHYS_WRITE) else c, value)
+    return 0
+
+
+cdef uint64_t run_records(kernel_state *ks, exec_ctx *cx, const trace_rec *recs, uint64_t n,
+                          const uint8_t *side, int *statuses, uint64_t *values, uint64_t *cs,
+                          uint64_t *entry_start, bint check, uint64_t *first_bad,
+                          int *bad_status, uint64_t *bad_value,
+                          uint64_t *bad_c) except? 0xFFFFFFFFFFFFFFFF:
+    """Run `n` validated records; REF handles resolve through cx.values (each record's
+    value, 0 when it failed: room for `n`). With `check`, count the records whose status,
+    value or (for calls whose c is a result) c differ from the recorded ones, and give the
+    first one's index and what it gave. The out arrays (`statuses`, `values`, `cs`,
+    `entry_start` of n + 1) may be NULL. Returns the mismatches."""
+    cdef uint64_t i, value, c, mismatches = 0
+    cdef uint32_t handle
+    cdef int status
+    cdef const trace_rec *r
+    cdef uint64_t *refs = cx.values
+    for i in range(n):
+        r = &recs[i]
+        handle = r.handle
+        if r.flags & REC_REF:
+            handle = <uint32_t>refs[r.handle]
+        if entry_start != NULL:
+            entry_start[i] = cx.nentries
+        status = exec_rec(ks, cx, r, handle, side, &value, &c)
+        refs[i] = value if status == NO_ERROR else 0
+        if statuses != NULL:
+            statuses[i] = status
+            values[i] = value
+            cs[i] = c
+        if cx.rec != NULL:
+            _record_run(cx.rec, r, handle, status, value, c, side)
+        if check and (status != r.status or value != r.value
+                      or (compares_c(r.call) and c != r.c)):
+            if mismatches == 0:
+                first_bad[0] = i
+                bad_status[0] = status
+                bad_value[0] = value
+                bad_c[0] = c
+            mismatches += 1
+    if entry_start != NULL:
+        entry_start[n] = cx.nentries
+    return mismatches
+
+
+cdef int cx_values(exec_ctx *cx, uint64_t n) except -1:
+    """Room for `n` REF values."""
+    cdef uint64_t *grown
+    if n > cx.values_cap:
+        grown = <uint64_t *>realloc(cx.values, (n if n else 1) * 8)
+        if grown == NULL:
+            raise MemoryError()
+        cx.values = grown
+        cx.values_cap = n
+    return 0

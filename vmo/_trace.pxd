@@ -1,0 +1,126 @@
+# The trace engine's codec (docs/trace-format.md): CRC-32, the delta codec, the block writer
+# and the record checks shared by the reader and batches. Pure C over `trace_rec`
+# (_tracerec.pxd): nothing here knows the kernel. The executor that runs a record against a
+# kernel_state lives in _exec.pxi, included by _kernel.pyx beside the sys_* cores it calls.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+
+from vmo._tracerec cimport TRACE_RECORD_SIZE, trace_rec
+
+cdef enum:
+    BLOCK_HEADER_SIZE = 16              # magic, nrecords, encoded_length, side_length
+    BLOCK_MAX_RECORDS = 65536
+    BLOCK_MAX_ENCODED = 4 << 20
+    BLOCK_MAX_SIDE = 64 << 20
+    WRITER_FLUSH_RECORDS = 4096         # a recording's block: 4096 records or 1 MiB of side
+    WRITER_FLUSH_SIDE = 1 << 20
+    MAX_RANGES = 64
+    MAX_HEADER = 65536                  # header length limit (docs/trace-format.md)
+    ENCODED_MAX_PER_RECORD = 54         # 6-byte mask + 48 bytes
+    REC_KNOWN_FLAGS = 0x1F
+
+cdef uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n) noexcept nogil
+cdef size_t delta_encode(const trace_rec *recs, uint32_t n, uint8_t *out) noexcept nogil
+cdef uint32_t delta_decode(const uint8_t *src, size_t length, trace_rec *out, uint32_t n,
+                           size_t *used) noexcept nogil
+cdef bint rec_uses_side(const trace_rec *r) noexcept nogil
+cdef int rec_check(const trace_rec *r, uint32_t index, uint64_t side_length) noexcept nogil
+cdef str rec_problem(int code)
+
+
+cdef struct trace_writer:
+    int fd
+    trace_rec *recs             # WRITER_FLUSH_RECORDS records, raw until the flush
+    uint32_t nrecs
+    uint8_t *side
+    uint64_t side_len
+    uint64_t side_cap
+    uint8_t *enc                # the encoded block (header, records, side, CRC)
+    uint64_t enc_cap
+    uint64_t total              # records written so far
+    uint64_t views              # phys_view numbers handed out
+    uint64_t session            # which recording (a view released later must match it)
+
+
+cdef trace_writer *tw_open(int fd, bytes header, uint64_t session) except NULL
+cdef int tw_flush(trace_writer *w) except -1
+cdef int tw_close(trace_writer *w, bint end_mark) except -1
+cdef int tw_side(trace_writer *w, const void *data, uint64_t n, uint64_t *offset) except -1
+cdef bytes trace_header(tuple memory_map)
+
+
+cdef inline int tw_put(trace_writer *w, uint8_t call, int status, uint16_t flags,
+                       uint32_t handle, uint32_t x, uint64_t a, uint64_t b, uint64_t c,
+                       uint64_t value) except -1:
+    """Append one record to the writer's block (flushed first when full). O(1)."""
+    cdef trace_rec *r
+    if w.nrecs >= WRITER_FLUSH_RECORDS:
+        tw_flush(w)
+    r = &w.recs[w.nrecs]
+    r.call = call
+    r.status = <signed char>status
+    r.flags = flags
+    r.handle = handle
+    r.x = x
+    r.reserved = 0
+    r.a = a
+    r.b = b
+    r.c = c
+    r.value = value
+    w.nrecs += 1
+    w.total += 1
+    return 0
+
+
+# -- hash64 in pieces (equal to _tracerec.hash64 over the whole): for reads done in chunks ----
+cdef inline uint64_t hash64_begin(uint64_t n) noexcept nogil:
+    return n * <uint64_t>0x9E3779B97F4A7C15ULL
+
+
+cdef inline uint64_t hash64_update(uint64_t h, const uint8_t *data, uint64_t n) noexcept nogil:
+    """Fold `n` bytes in: every piece but the last must be a multiple of 8 bytes."""
+    cdef uint64_t i = 0, j, w
+    while i + 8 <= n:
+        w = 0
+        for j in range(8):
+            w |= (<uint64_t>data[i + j]) << (8 * j)
+        h = (h ^ w) * <uint64_t>0xFF51AFD7ED558CCDULL
+        h ^= h >> 29
+        i += 8
+    if i < n:
+        w = 0
+        for j in range(n - i):
+            w |= (<uint64_t>data[i + j]) << (8 * j)
+        h = (h ^ w) * <uint64_t>0xFF51AFD7ED558CCDULL
+        h ^= h >> 29
+    return h
+
+
+cdef inline uint64_t hash64_end(uint64_t h) noexcept nogil:
+    return h ^ (h >> 32)
+
+
+cdef class TraceReader:
+    cdef object file
+    cdef bint owns
+    cdef int fd
+    cdef uint64_t file_size
+    cdef uint64_t header_length
+    cdef uint64_t pos               # offset of the next block
+    cdef readonly tuple memory_map
+    cdef trace_rec *recs            # BLOCK_MAX_RECORDS records: the current block's
+    cdef uint32_t nrecs
+    cdef uint8_t *blk               # the current block's bytes
+    cdef uint64_t blk_cap
+    cdef uint8_t *side              # inside blk
+    cdef uint64_t side_len
+    cdef uint64_t first_index       # index in the file of recs[0]
+    cdef uint64_t total             # records read so far
+    cdef bint is_truncated
+    cdef uint64_t cut_at
+    cdef bint done
+    cdef bint clean_end
+
+    cdef int _read(self, uint64_t offset, uint64_t n) except -1
+    cdef int _header(self) except -1
+    cdef int next_block(self) except -1
+    cdef int _cut(self, uint64_t off) except -1
