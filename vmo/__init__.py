@@ -30,6 +30,7 @@ _find_compiled_core()
 
 from . import constants as _constants  # noqa: E402
 from ._kernel import Kernel as _CompiledKernel  # noqa: E402
+from ._many import replay_many  # noqa: E402
 from ._pythonic import PythonicKernel, Vmo  # noqa: E402
 from .constants import *  # noqa: E402,F401,F403  (the MX_* and ERR_* names of the contract)
 from .errors import MxError, Status, status_name  # noqa: E402
@@ -43,5 +44,5 @@ class Kernel(PythonicKernel, _CompiledKernel):
     __slots__ = ()
 
 
-__all__ = ["Kernel", "Vmo", "MxError", "Status", "status_name", "HandleBasicInfo"]
+__all__ = ["Kernel", "Vmo", "MxError", "Status", "status_name", "HandleBasicInfo", "replay_many"]
 __all__ += _constants.__all__
