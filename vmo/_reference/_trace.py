@@ -239,7 +239,7 @@ def parse_header(data, file_size):
     version, length, flags, nranges = struct.unpack_from("<IIII", data, 8)
     if version > VERSION or version == 0:
         raise ValueError(f"byte 8: format version {version}; this reader reads {VERSION}")
-    if length < 24 + 16 + 8 or length > MAX_HEADER:
+    if length < 24 + 8 or length > MAX_HEADER:
         raise ValueError(f"byte 12: header length {length} beyond the limits")
     if length > file_size:
         raise ValueError(f"byte 12: header length {length} beyond the end of the file "
