@@ -33,8 +33,9 @@ cdef enum:
     REC_NULL_BUFFER = 0x2   # the buffer was None (C's null pointer)
     REC_BAD_BUFFER = 0x4    # the buffer was refused at the buffer check: ERR_INVALID_ARGS
     REC_ARG_RANGE = 0x8     # an integer argument was outside its C type: ERR_INVALID_ARGS
-    REC_NO_DATA = 0x10      # a write whose bytes are not in the side section (a batch write
-                            # of zeros: `c` is ignored and the bytes are zero)
+    # A write whose bytes are not in the side section (a batch write of zeros: `c` is
+    # ignored and the bytes are zero).
+    REC_NO_DATA = 0x10
 
 cdef packed struct trace_rec:
     uint8_t call
