@@ -54,6 +54,7 @@ extensions = [
     Extension("vmo._invariants", ["vmo/_invariants.pyx"], **common),
     Extension("vmo._trace", ["vmo/_trace.pyx"], **common),
     Extension("vmo._kernel", ["vmo/_kernel.pyx"], **common),
+    Extension("vmo._workloads", ["vmo/_workloads.pyx"], **common),
 ]
 
 setup(

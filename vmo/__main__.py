@@ -2,6 +2,8 @@
 
     python -m vmo --help                  the subcommands
     python -m vmo bench [--quick] ...     the benchmark table (python -m vmo bench --help)
+    python -m vmo trace generate|info ... trace files (python -m vmo trace --help)
+    python -m vmo replay FILE ...         replay traces, checking every call
 
 A subcommand is a module with `main(argv)` returning the exit status, registered in COMMANDS
 (name: module, one-line summary); the module is imported only when its subcommand runs.
@@ -14,6 +16,8 @@ import sys
 COMMANDS = {
     "bench": ("vmo.bench.cli",
               "benchmark vmo against the reference model and the host kernel"),
+    "trace": ("vmo.tracecli", "generate a workload's trace file; describe trace files"),
+    "replay": ("vmo.replaycli", "replay trace files and check every call (--jobs N)"),
 }
 
 

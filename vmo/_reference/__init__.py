@@ -19,6 +19,8 @@ sides. Bottom to top:
   `_args`        the Python-to-C boundary: one argument converter (`Arguments`)
   `_invariants`  the invariant walker (`check`) and the test shims
   `_kernel`      `Kernel`, the syscall layer only
+  `_trace`       traces and batches (docs/trace-format.md): codec, writer, reader, the
+                 recording hooks, the batch executor, `replay`
 
 Clarity comes before speed. The only concessions are that ranges are walked over the pages a
 VMO holds (not over every page index of the range) where the result is the same, and that
@@ -42,5 +44,6 @@ Conventions used throughout:
 """
 
 from ._kernel import Kernel
+from ._trace import ReplayResult, replay
 
-__all__ = ["Kernel"]
+__all__ = ["Kernel", "ReplayResult", "replay"]

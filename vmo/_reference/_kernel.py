@@ -126,6 +126,11 @@ class _Machine(PythonicKernel):
         state = self._state
         if state.closed:
             return
+        if self._recorder is not None:
+            self._recorder.close()
+        executor = self.__dict__.pop("_executor", None)
+        if executor is not None:
+            executor.release_all()
         for value in sorted(state.handles.entries):
             vmo_unref(state, ht_uninstall(state.handles, value).obj)
         assert not state.objects and not state.handles.entries
@@ -188,6 +193,29 @@ class _Machine(PythonicKernel):
             "memory_size": self.memory_size,
             "pinned_frames": len(state.pool.pins),
         }
+
+    # -- traces and batches (docs/trace-format.md; vmo/_reference/_trace.py) ----------------
+    _recorder = None
+
+    def record(self, path):
+        """Record every call made on this kernel into the trace file ``path`` until the
+        returned context manager exits (``with k.record(path):``). ValueError unless the
+        kernel is fresh (no object ever created, no frame ever handed out) and not already
+        recording."""
+        from ._trace import Recorder
+        return Recorder(self, path)
+
+    def run(self, batch):
+        """Run the records of ``batch`` (a `vmo.Batch`, or a (records, data) pair of
+        buffers) -> `_trace.RunResult` (statuses, values, c, lookups). Recorded when the
+        kernel records. ValueError, naming the record, for a malformed batch (before any
+        record runs)."""
+        from ._trace import Executor, run_batch
+        self._ensure_open()
+        executor = self.__dict__.get("_executor")
+        if executor is None:
+            executor = self._executor = Executor(self)
+        return run_batch(self, batch, executor, self._recorder)
 
     # -- test hooks ----------------------------------------------------------------------------
     def _allocator_state(self):

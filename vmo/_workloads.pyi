@@ -1,0 +1,3 @@
+NAMES: tuple[str, ...]
+
+def _generate(name: str, ops: int, seed: int, memory_size: int) -> tuple[bytearray, bytearray]: ...
