@@ -1,5 +1,6 @@
 """Records returned by `object_get_info` (pure Python, shared by both kernels)."""
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 __all__ = ["HandleBasicInfo"]
@@ -39,24 +40,29 @@ class Mismatch(NamedTuple):
     got: tuple
 
 
+@dataclass(frozen=True)
 class ReplayResult:
-    """What `vmo.replay` gives (docs/api.md "Traces and batches"). Pickles."""
+    """What a replay gives, on either engine (docs/api.md "Traces and batches"): the trace's
+    ``path``; records run (``ops``) and wall time (``seconds``, ``ops_per_second``);
+    ``mismatches`` (records whose status, value or result ``c`` differ from the recorded
+    ones; 0 when not ``checked``) and the first of them (`Mismatch` or None); the kernel's
+    final ``stats()``; ``truncated`` (the end mark was missing: the file was cut short) and
+    ``stop`` (the byte offset where the readable trace stops: the end of the file when it is
+    whole, else the offset of the cut block); ``verified`` (False when the last records came
+    from a cut block and ran without a checksum); ``checked``; ``engine`` ("compiled" or
+    "reference"). Pickles; equal when every field is."""
 
-    __slots__ = ("ops", "seconds", "mismatches", "first_mismatch", "stats", "truncated",
-                 "truncated_at")
-
-    def __init__(self, ops, seconds, mismatches, first_mismatch, stats, truncated,
-                 truncated_at):
-        self.ops = ops
-        self.seconds = seconds
-        self.mismatches = mismatches
-        self.first_mismatch = first_mismatch
-        self.stats = stats
-        self.truncated = truncated
-        self.truncated_at = truncated_at
-
-    def __reduce__(self):
-        return (ReplayResult, tuple(getattr(self, name) for name in self.__slots__))
+    path: str
+    ops: int
+    seconds: float
+    mismatches: int
+    first_mismatch: object
+    stats: dict
+    truncated: bool
+    stop: int
+    verified: bool = True
+    checked: bool = True
+    engine: str = "compiled"
 
     @property
     def ops_per_second(self):
@@ -64,16 +70,16 @@ class ReplayResult:
 
     @property
     def clean(self):
-        """Every record replayed as recorded, and the trace was not cut short."""
-        return self.mismatches == 0 and not self.truncated
+        """Checked, every record replayed as recorded, and the trace was whole."""
+        return self.checked and self.mismatches == 0 and not self.truncated
 
     def __repr__(self):
-        return ("<ReplayResult ops=%d mismatches=%d truncated=%s %.3g calls/s>"
-                % (self.ops, self.mismatches, self.truncated, self.ops_per_second))
+        return ("<ReplayResult %s ops=%d mismatches=%d truncated=%s %.3g calls/s>"
+                % (self.path, self.ops, self.mismatches, self.truncated, self.ops_per_second))
 
 
 class BatchResult:
-    """What `Kernel.run(batch)` gives: per op `statuses` (array('i')), `values`
+    """What `Kernel.run(batch)` gives on either engine: per op `statuses` (array('i')), `values`
     (array('Q'): handles, actuals, sizes, koids, LOOKUP hashes) and `c` (array('Q'): read
     hashes, get_info's rights | type << 32 | props << 48); `entries` (array('Q')) holds every
     LOOKUP's entries, op i's at entries[entry_start[i]:entry_start[i + 1]] (`entry_start`:
@@ -97,6 +103,12 @@ class BatchResult:
     def lookup_entries(self, i):
         """The entries LOOKUP op `i` wrote (empty for any other op)."""
         return self.entries[self.entry_start[i]:self.entry_start[i + 1]]
+
+    def __eq__(self, other):
+        return isinstance(other, BatchResult) and all(
+            getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    __hash__ = None
 
     def __repr__(self):
         return "<BatchResult ops=%d>" % len(self.statuses)

@@ -19,8 +19,9 @@ sides. Bottom to top:
   `_args`        the Python-to-C boundary: one argument converter (`Arguments`)
   `_invariants`  the invariant walker (`check`) and the test shims
   `_kernel`      `Kernel`, the syscall layer only
-  `_trace`       traces and batches (docs/trace-format.md): codec, writer, reader, the
-                 recording hooks, the batch executor, `replay`
+  `_trace`       the trace file (docs/trace-format.md): codec, writer, reader, record checks
+  `_exec`        runs records: the executor, `Kernel.run`'s batches, `replay`
+  `_recorder`    the recording hooks behind `Kernel.record`
 
 Clarity comes before speed. The only concessions are that ranges are walked over the pages a
 VMO holds (not over every page index of the range) where the result is the same, and that
@@ -43,7 +44,8 @@ Conventions used throughout:
     contract as ``docs/api.md``.
 """
 
+from ..records import ReplayResult
+from ._exec import replay
 from ._kernel import Kernel
-from ._trace import ReplayResult, replay
 
 __all__ = ["Kernel", "ReplayResult", "replay"]

@@ -194,7 +194,7 @@ class _Machine(PythonicKernel):
             "pinned_frames": len(state.pool.pins),
         }
 
-    # -- traces and batches (docs/trace-format.md; vmo/_reference/_trace.py) ----------------
+    # -- traces and batches (docs/trace-format.md; _trace, _exec, _recorder) ----------------
     _recorder = None
 
     def record(self, path):
@@ -202,20 +202,16 @@ class _Machine(PythonicKernel):
         returned context manager exits (``with k.record(path):``). ValueError unless the
         kernel is fresh (no object ever created, no frame ever handed out) and not already
         recording."""
-        from ._trace import Recorder
+        from ._recorder import Recorder
         return Recorder(self, path)
 
     def run(self, batch):
         """Run the records of ``batch`` (a `vmo.Batch`, or a (records, data) pair of
-        buffers) -> `_trace.RunResult` (statuses, values, c, lookups). Recorded when the
-        kernel records. ValueError, naming the record, for a malformed batch (before any
-        record runs)."""
-        from ._trace import Executor, run_batch
+        buffers) -> `vmo.BatchResult`. Recorded when the kernel records. ValueError, naming
+        the record, for a malformed batch (before any record runs)."""
+        from ._exec import run_batch
         self._ensure_open()
-        executor = self.__dict__.get("_executor")
-        if executor is None:
-            executor = self._executor = Executor(self)
-        return run_batch(self, batch, executor, self._recorder)
+        return run_batch(self, batch, self._recorder)
 
     # -- test hooks ----------------------------------------------------------------------------
     def _allocator_state(self):
