@@ -167,6 +167,7 @@ cdef int _exec_phys(kernel_state *ks, exec_ctx *cx, const trace_rec *r, const ui
     cdef uint64_t first = 0, count = 0, pos = 0, chunk, h, i
     cdef int status
     cdef view_slot *grown
+    cdef uint8_t *dst
     if r.call == CALL_PHYS_VIEW_RELEASE:
         for i in range(cx.nviews):
             if cx.views[i].number == r.value:
@@ -175,15 +176,17 @@ cdef int _exec_phys(kernel_state *ks, exec_ctx *cx, const trace_rec *r, const ui
             return ERR_BAD_STATE        # no such live view: a mismatch, never a crash
         if cx.views[i].length != r.b or cx.views[i].paddr != r.a:
             return ERR_BAD_STATE
-        if r.b:
+        if r.b and (rec_uses_side(r) or r.flags & REC_NO_DATA):
             # What the device wrote through the view, back under it (frames still pinned).
-            memcpy(pool_frame_ptr(&ks.pool, <uint32_t>cx.views[i].first)
-                   + (r.a & PAGE_MASK), side + r.c, r.b)
+            dst = pool_frame_ptr(&ks.pool, <uint32_t>cx.views[i].first) + (r.a & PAGE_MASK)
+            if rec_uses_side(r):
+                memcpy(dst, side + r.c, r.b)
+            else:
+                memset(dst, 0, r.b)
         phys_unpin(ks, cx.views[i].first, cx.views[i].count)
         cx.views[i] = cx.views[cx.nviews - 1]
         cx.nviews -= 1
         value[0] = r.value
-        c[0] = r.c
         return NO_ERROR
     if r.call == CALL_PHYS_WRITE and (r.flags & REC_BAD_BUFFER):
         return ERR_INVALID_ARGS
@@ -201,7 +204,6 @@ cdef int _exec_phys(kernel_state *ks, exec_ctx *cx, const trace_rec *r, const ui
         c[0] = hash64_end(h)
         return NO_ERROR
     if r.call == CALL_PHYS_WRITE:
-        c[0] = r.c
         if r.flags & REC_NO_DATA:
             while pos < r.b:
                 chunk = r.b - pos if r.b - pos < EXEC_CHUNK else EXEC_CHUNK
@@ -226,10 +228,17 @@ cdef int _exec_phys(kernel_state *ks, exec_ctx *cx, const trace_rec *r, const ui
     return NO_ERROR
 
 
+cdef inline bint compares_c(uint8_t call) noexcept nogil:
+    """Whether `c` is a result (compared by a replay) rather than an argument."""
+    return (call == CALL_VMO_READ or call == CALL_VMO_READ_BYTES
+            or call == CALL_OBJECT_GET_INFO or call == CALL_PHYS_READ)
+
+
 cdef int exec_rec(kernel_state *ks, exec_ctx *cx, const trace_rec *r, uint32_t handle,
                   const uint8_t *side, uint64_t *value, uint64_t *c) except -1000:
     """Run one record (its handle resolved by the caller) and give status, value and c as
-    a recording of the call would hold them. The record has passed rec_check."""
+    a recording of the call would hold them: c is the call's result where it is one (0 when
+    the call failed), else the record's own. The record has passed rec_check."""
     cdef uint32_t rights = 0, out = 0
     cdef uint64_t v64 = 0
     cdef int status
@@ -237,10 +246,12 @@ cdef int exec_rec(kernel_state *ks, exec_ctx *cx, const trace_rec *r, uint32_t h
     cdef VmoObject v
     cdef handle_basic_info info
     value[0] = 0
-    c[0] = 0
+    c[0] = 0 if compares_c(call) else r.c
     if r.flags & REC_ARG_RANGE:
-        if call >= CALL_PHYS_READ:
-            return ERR_OUT_OF_RANGE if r.x else ERR_INVALID_ARGS
+        # The integer checks come first and see no state: a syscall gives ERR_INVALID_ARGS,
+        # a phys_* call ERR_OUT_OF_RANGE or ERR_INVALID_ARGS, as recorded.
+        if call >= CALL_PHYS_READ and r.status == ERR_OUT_OF_RANGE:
+            return ERR_OUT_OF_RANGE
         return ERR_INVALID_ARGS
     if call == CALL_VMO_OP_RANGE:
         if r.x == MX_VMO_OP_LOOKUP:
@@ -255,7 +266,6 @@ cdef int exec_rec(kernel_state *ks, exec_ctx *cx, const trace_rec *r, uint32_t h
             return ERR_INVALID_ARGS
         if call != CALL_VMO_WRITE:
             return _exec_read(ks, cx, v, r.a, r.b, value, c)
-        c[0] = r.c
         if r.flags & REC_NO_DATA:
             return _exec_zero_write(ks, cx, v, r.a, r.b, value)
         return vmo_transfer(ks, v, NULL if r.flags & REC_NULL_BUFFER else <uint8_t *>side + r.c,
@@ -302,20 +312,17 @@ cdef inline uint64_t info_word(const handle_basic_info *info) noexcept nogil:
     return info.rights | (<uint64_t>info.type << 32) | (<uint64_t>info.props << 48)
 
 
-cdef inline bint compares_c(uint8_t call) noexcept nogil:
-    """Whether `c` is a result (compared by a replay) rather than an argument."""
-    return (call == CALL_VMO_READ or call == CALL_VMO_READ_BYTES
-            or call == CALL_OBJECT_GET_INFO or call == CALL_PHYS_READ)
-
-
 cdef int _record_run(trace_writer *w, const trace_rec *r, uint32_t handle, int status,
                      uint64_t value, uint64_t c, const uint8_t *side) except -1:
-    """Record a call a batch ran (its REF resolved): its bytes copied to the side section."""
-    cdef uint64_t off = c
-    if rec_uses_side(r) and r.call != CALL_PHYS_VIEW_RELEASE:
+    """Record a call a batch ran (its REF resolved): a write's bytes copied to the side
+    section (`c` their offset there; 0 for a write without side bytes)."""
+    cdef uint64_t off = 0
+    cdef bint write = (r.call == CALL_VMO_WRITE or r.call == CALL_PHYS_WRITE
+                       or r.call == CALL_PHYS_VIEW_RELEASE)
+    if rec_uses_side(r):
         tw_side(w, side + r.c, r.b, &off)
     tw_put(w, r.call, status, r.flags & ~(<uint16_t>REC_REF), handle, r.x, r.a, r.b,
-           off if (r.call == CALL_VMO_WRITE or r.call == CALL_PHYS_WRITE) else c, value)
+           off if write else c, value)
     return 0
 
 

@@ -8,7 +8,8 @@ kernel's shared C state and serve both the Python syscalls and their C-level twi
 spec this module is tested against; docs/semantics.md fixes what the contract leaves open.
 """
 
-from cpython.buffer cimport PyBuffer_Release, PyObject_CheckBuffer
+from cpython.buffer cimport (PyBUF_FULL_RO, PyBuffer_Release, PyObject_CheckBuffer,
+                             PyObject_GetBuffer)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.object cimport PyObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
@@ -37,6 +38,7 @@ from vmo._vmobject cimport (EventObject, VmoObject, event_new, trim_range, vmo_c
                             vmo_unref)
 
 from vmo._memmap import memory_map, merge_arenas
+from os import fspath as os_fspath
 from time import perf_counter
 
 from vmo.errors import MxError, Status
@@ -132,22 +134,15 @@ cdef void _view_released(object owner, uint64_t session, uint64_t number, uint64
         pass
 
 
-cdef int _phys_arg_flags(object paddr, object length, uint32_t *x, uint64_t *a,
-                         uint64_t *b) except -1:
-    """A failed phys_* call's arguments: 1 (x: 1 for ERR_OUT_OF_RANGE, 0 for a negative
-    length) when they did not convert, else 0 with a and b."""
+cdef int _phys_arg_flags(object paddr, object length, uint64_t *a, uint64_t *b) except -1:
+    """A failed phys_* call's arguments: 1 (ARG_RANGE) when one is outside uint64 (a
+    negative length included), else 0 with a and b."""
     try:
         paddr = operator_index(paddr)
         length = operator_index(length)
     except TypeError:
         return -1
-    if length < 0:
-        x[0] = 0
-        return 1
-    if arg_u64(paddr, a) or arg_u64(length, b):
-        x[0] = 1
-        return 1
-    return 0
+    return 1 if (length < 0 or arg_u64(paddr, a) or arg_u64(length, b)) else 0
 
 
 from operator import index as operator_index
@@ -251,34 +246,57 @@ cdef object _transfer(Kernel k, object handle, object buffer, object offset, obj
     cdef int status, held
     cdef Py_buffer view
     cdef VmoObject v
-    cdef uint8_t call = CALL_VMO_WRITE if write else CALL_VMO_READ
-    cdef uint64_t side = 0
     _open(k)
     if _transfer_args(handle, buffer, offset, length, &h, &off, &n):
-        _rec_bad_args(k, call)
+        _rec_bad_args(k, CALL_VMO_WRITE if write else CALL_VMO_READ)
         return (_st(ERR_INVALID_ARGS), 0)
+    if k._rec != NULL:
+        return _rec_transfer(k, h, buffer, off, n, length is None, write)
     v = _vmo(&k.ks, h, MX_RIGHT_WRITE if write else MX_RIGHT_READ, &rights, &status)
     if v is None:
-        if k._rec != NULL:
-            # A write refused at its handle read no bytes: none are recorded (NO_DATA).
-            tw_put(k._rec, call, status, REC_NO_DATA if write else 0, h, 0, off, n, 0, 0)
         return (_st(status), 0)
     # Reading fills the buffer, so it must be writable; writing only reads it.
     held = arg_transfer_buffer(buffer, &view, not write, length is None, &n)
     if held < 0:
-        if k._rec != NULL:
-            tw_put(k._rec, call, ERR_INVALID_ARGS,
-                   REC_NULL_BUFFER if buffer is None else REC_BAD_BUFFER, h, 0, off, n, 0, 0)
         return (_st(ERR_INVALID_ARGS), 0)
     try:
-        if k._rec != NULL and write and held:
-            tw_side(k._rec, view.buf, n, &side)
         status = vmo_transfer(&k.ks, v, <uint8_t *>view.buf, off, n, &actual, write)
-        if k._rec != NULL:
-            tw_put(k._rec, call, status, 0 if held else REC_NULL_BUFFER, h, 0, off, n,
-                   side if write else hash64(<uint8_t *>view.buf, actual), actual)
     finally:
         if held:
+            PyBuffer_Release(&view)
+    return (_st(status), actual)
+
+
+cdef object _rec_transfer(Kernel k, uint32_t h, object buffer, uint64_t off, uint64_t n,
+                          bint default_length, bint write):
+    """_transfer while recording (docs/trace-format.md "Buffers"): the buffer is looked at
+    first, whatever the call then answers, so that the record says what it was (NULL_BUFFER,
+    BAD_BUFFER) and a write keeps its bytes (copied before the call: they may be RAM)."""
+    cdef uint32_t rights
+    cdef uint64_t actual = 0, side = 0
+    cdef uint16_t flags = 0
+    cdef int status
+    cdef Py_buffer view
+    cdef VmoObject v
+    cdef int held = arg_transfer_buffer(buffer, &view, not write, default_length, &n)
+    try:
+        if buffer is None:
+            flags = REC_NULL_BUFFER
+        elif held < 0:
+            flags = REC_BAD_BUFFER
+        elif write:
+            tw_side(k._rec, view.buf, n if held else 0, &side)
+        v = _vmo(&k.ks, h, MX_RIGHT_WRITE if write else MX_RIGHT_READ, &rights, &status)
+        if v is not None:
+            if held < 0:
+                status = ERR_INVALID_ARGS
+            else:
+                status = vmo_transfer(&k.ks, v, <uint8_t *>view.buf, off, n, &actual, write)
+        tw_put(k._rec, CALL_VMO_WRITE if write else CALL_VMO_READ, status, flags, h, 0, off,
+               n, side if write else (hash64(<uint8_t *>view.buf, actual) if status == 0
+                                      else 0), actual)
+    finally:
+        if held > 0:
             PyBuffer_Release(&view)
     return (_st(status), actual)
 
@@ -472,24 +490,16 @@ cdef class Kernel:
             if self._rec != NULL:
                 tw_put(self._rec, CALL_VMO_OP_RANGE, status, 0, h, c_op, off, c_size, 0, 0)
             return _st(status)
+        if self._rec != NULL:
+            return _st(_rec_lookup(self, h, off, c_size, buffer, buffer_size, bsize))
         # LOOKUP: the handle first, then the buffer.
         v = _vmo(&self.ks, h, 0, &rights, &status)
         if v is None:
-            if self._rec != NULL:
-                tw_put(self._rec, CALL_VMO_OP_RANGE, status, 0, h, c_op, off, c_size, bsize, 0)
             return _st(status)
         if _lookup_buffer(buffer, buffer_size, &view, &bsize):
-            if self._rec != NULL:
-                tw_put(self._rec, CALL_VMO_OP_RANGE, ERR_INVALID_ARGS,
-                       REC_NULL_BUFFER if buffer is None else REC_BAD_BUFFER, h, c_op, off,
-                       c_size, bsize, 0)
             return _st(ERR_INVALID_ARGS)
         try:
-            status = vmo_lookup(&self.ks, v, off, c_size, <uint8_t *>view.buf, bsize)
-            if self._rec != NULL:
-                tw_put(self._rec, CALL_VMO_OP_RANGE, status, 0, h, c_op, off, c_size, bsize,
-                       _lookup_hash(v, <uint8_t *>view.buf, off, c_size, status))
-            return _st(status)
+            return _st(vmo_lookup(&self.ks, v, off, c_size, <uint8_t *>view.buf, bsize))
         finally:
             PyBuffer_Release(&view)
 
@@ -677,10 +687,12 @@ cdef class Kernel:
         return self._rec != NULL
 
     def run(self, batch):
-        """Run a `vmo.Batch` (its `records` and `data`) in C and return a
-        `vmo.BatchResult`. ValueError, naming the index, for an invalid record (unknown
-        call, bad REF, write bytes outside `data`) before anything runs. Recorded like any
-        other calls inside ``k.record()``. Cost: the calls."""
+        """Run a `vmo.Batch` (its `records` and `data`, or a (records, data) pair of buffers)
+        in C and return a `vmo.BatchResult`. ValueError, naming the index, for an invalid
+        record (unknown call, bad REF, write bytes outside `data`) before anything runs.
+        Recorded like any other calls inside ``k.record()``. Cost: the calls."""
+        if isinstance(batch, tuple) and len(batch) == 2:
+            return _run_batch(self, batch[0], batch[1])
         return _run_batch(self, batch.records, batch.data)
 
     def stats(self):
@@ -939,6 +951,53 @@ cdef int _rec_c_write(Kernel k, uint32_t handle, const void *src, uint64_t offse
     return status
 
 
+cdef int _rec_lookup(Kernel k, uint32_t h, uint64_t off, uint64_t size, object buffer,
+                     object buffer_size, uint64_t bsize) except -1000:
+    """vmo_op_range(LOOKUP) while recording: the buffer is looked at first, whatever the call
+    then answers; `c` is buffer_size as the call sees it (the buffer's size when None), the
+    value hashes the entries the call wrote."""
+    cdef uint32_t rights
+    cdef uint16_t flags = 0
+    cdef int status
+    cdef uint64_t value = 0
+    cdef Py_buffer view, probe
+    cdef bint held = False
+    cdef VmoObject v
+    if buffer is None:
+        flags = REC_NULL_BUFFER
+    elif arg_buffer(buffer, &view, True):
+        flags = REC_BAD_BUFFER
+        if buffer_size is None:
+            # Any layout: only the size matters; an exporter that refuses counts as 1 byte.
+            try:
+                PyObject_GetBuffer(buffer, &probe, PyBUF_FULL_RO)
+            except Exception:
+                bsize = 1
+            else:
+                bsize = probe.len
+                PyBuffer_Release(&probe)
+    else:
+        held = True
+        if buffer_size is None:
+            bsize = view.len
+        elif bsize > <uint64_t>view.len:
+            flags = REC_BAD_BUFFER
+    try:
+        v = _vmo(&k.ks, h, 0, &rights, &status)
+        if v is not None:
+            if flags:
+                status = ERR_INVALID_ARGS
+            else:
+                status = vmo_lookup(&k.ks, v, off, size, <uint8_t *>view.buf, bsize)
+                value = _lookup_hash(v, <uint8_t *>view.buf, off, size, status)
+        tw_put(k._rec, CALL_VMO_OP_RANGE, status, flags, h, MX_VMO_OP_LOOKUP, off, size, bsize,
+               value)
+    finally:
+        if held:
+            PyBuffer_Release(&view)
+    return status
+
+
 cdef int _rec_c_op_range(Kernel k, uint32_t handle, uint32_t op, uint64_t offset,
                          uint64_t size, void *buffer, uint64_t buffer_size) except -1000:
     cdef kernel_state *ks = _open_state(k)
@@ -961,15 +1020,14 @@ cdef int _rec_c_op_range(Kernel k, uint32_t handle, uint32_t op, uint64_t offset
 
 
 cdef object _rec_phys_read(Kernel k, object paddr, object length):
-    cdef uint32_t x = 0
     cdef uint64_t a = 0, b = 0
     cdef int bad
     try:
         data = phys_read_bytes(&k.ks, paddr, length)
     except MxError as e:
-        bad = _phys_arg_flags(paddr, length, &x, &a, &b)
-        tw_put(k._rec, CALL_PHYS_READ, int(e.status), REC_ARG_RANGE if bad else 0, 0, x, a,
-               b, 0, 0)
+        bad = _phys_arg_flags(paddr, length, &a, &b)
+        tw_put(k._rec, CALL_PHYS_READ, int(e.status), REC_ARG_RANGE if bad else 0, 0, 0,
+               0 if bad else a, 0 if bad else b, 0, 0)
         raise
     arg_u64(operator_index(paddr), &a)
     tw_put(k._rec, CALL_PHYS_READ, NO_ERROR, 0, 0, 0, a, len(data),
@@ -978,47 +1036,47 @@ cdef object _rec_phys_read(Kernel k, object paddr, object length):
 
 
 cdef object _rec_phys_write(Kernel k, object paddr, object data):
-    """phys_write while recording: the bytes are copied before the write (they may be a view
-    of physical memory itself), and only when the range is good."""
-    cdef uint32_t x = 0
-    cdef uint64_t a = 0, b = 0, first = 0, count = 0, off = 0
-    cdef int bad
+    """phys_write while recording: the buffer is looked at first, and its bytes are kept
+    whatever the call answers, copied before the write (they may be physical memory)."""
+    cdef uint64_t a = 0, off = 0
+    cdef int status
+    cdef bint fits
     cdef Py_buffer view
     if not PyObject_CheckBuffer(data):
         return phys_write_buffer(&k.ks, paddr, data)      # the TypeError, unrecorded
-    operator_index(paddr)
+    fits = not arg_u64(operator_index(paddr), &a)
     if arg_buffer(data, &view, False):
-        tw_put(k._rec, CALL_PHYS_WRITE, ERR_INVALID_ARGS, REC_BAD_BUFFER, 0, 0, 0, 0, 0, 0)
+        tw_put(k._rec, CALL_PHYS_WRITE, ERR_INVALID_ARGS,
+               REC_BAD_BUFFER if fits else REC_ARG_RANGE, 0, 0, a if fits else 0, 0, 0, 0)
         return phys_write_buffer(&k.ks, paddr, data)      # raises MxError(ERR_INVALID_ARGS)
     try:
-        bad = _phys_arg_flags(paddr, view.len, &x, &a, &b)
-        if bad:
-            tw_put(k._rec, CALL_PHYS_WRITE, ERR_OUT_OF_RANGE, REC_ARG_RANGE, 0, x, 0, 0, 0, 0)
-            return phys_write_buffer(&k.ks, paddr, data)
-        status = phys_range(&k.ks, a, b, &first, &count)
+        if not fits:
+            try:
+                return phys_write_buffer(&k.ks, paddr, data)
+            except MxError as e:
+                tw_put(k._rec, CALL_PHYS_WRITE, int(e.status), REC_ARG_RANGE, 0, 0, 0, 0, 0, 0)
+                raise
+        tw_side(k._rec, view.buf, view.len, &off)
+        status = phys_write(&k.ks, a, view.buf, view.len)
+        tw_put(k._rec, CALL_PHYS_WRITE, status, 0, 0, 0, a, view.len, off,
+               view.len if status == 0 else 0)
         if status:
-            tw_put(k._rec, CALL_PHYS_WRITE, status, REC_NO_DATA, 0, 0, a, b, 0, 0)
-            return phys_write_buffer(&k.ks, paddr, data)
-        tw_side(k._rec, view.buf, b, &off)
-        status = phys_write(&k.ks, a, view.buf, b)
-        tw_put(k._rec, CALL_PHYS_WRITE, status, 0, 0, 0, a, b, off, b if status == 0 else 0)
-        if status:
-            return phys_write_buffer(&k.ks, paddr, data)
+            return phys_write_buffer(&k.ks, paddr, data)  # raises the same MxError
         return view.len
     finally:
         PyBuffer_Release(&view)
 
 
 cdef object _rec_phys_view(Kernel k, object paddr, object length):
-    cdef uint32_t x = 0
     cdef uint64_t a = 0, b = 0
     cdef int bad
     cdef trace_writer *w = k._rec
     try:
         view = phys_view_new(k, &k.ks, paddr, length, _view_released, w.session, w.views + 1)
     except MxError as e:
-        bad = _phys_arg_flags(paddr, length, &x, &a, &b)
-        tw_put(w, CALL_PHYS_VIEW, int(e.status), REC_ARG_RANGE if bad else 0, 0, x, a, b, 0, 0)
+        bad = _phys_arg_flags(paddr, length, &a, &b)
+        tw_put(w, CALL_PHYS_VIEW, int(e.status), REC_ARG_RANGE if bad else 0, 0, 0,
+               0 if bad else a, 0 if bad else b, 0, 0)
         raise
     w.views += 1
     arg_u64(operator_index(paddr), &a)
@@ -1045,7 +1103,8 @@ cdef object _run_batch(Kernel k, object records, object data):
     if <uint64_t>rv.shape[0] != n * TRACE_RECORD_SIZE:
         raise ValueError("batch records are not a whole number of 48-byte records")
     for i in range(n):
-        code = rec_check(&recs[i], <uint32_t>i if i < 0xFFFFFFFF else 0xFFFFFFFF, side_len)
+        code = rec_check(&recs[i], <uint32_t>i if i < 0xFFFFFFFF else 0xFFFFFFFF, side_len,
+                         False)
         if code:
             raise ValueError("batch record %d: %s" % (i, rec_problem(code)))
     statuses = _array("i", bytes(4 * n))
@@ -1126,8 +1185,8 @@ def replay(path, *, check=True):
             k.close()
     finally:
         rd.close()
-    return ReplayResult(ops, seconds, mismatches, first, stats, rd.truncated,
-                        rd.truncated_at if rd.truncated else None)
+    return ReplayResult(os_fspath(path), ops, seconds, mismatches, first, stats,
+                        rd.truncated, rd.stop, rd.verified, c_check, "compiled")
 
 
 cdef extern from *:

@@ -23,7 +23,8 @@ cdef size_t delta_encode(const trace_rec *recs, uint32_t n, uint8_t *out) noexce
 cdef uint32_t delta_decode(const uint8_t *src, size_t length, trace_rec *out, uint32_t n,
                            size_t *used) noexcept nogil
 cdef bint rec_uses_side(const trace_rec *r) noexcept nogil
-cdef int rec_check(const trace_rec *r, uint32_t index, uint64_t side_length) noexcept nogil
+cdef int rec_check(const trace_rec *r, uint32_t index, uint64_t side_length,
+                   bint in_file) noexcept nogil
 cdef str rec_problem(int code)
 
 
@@ -51,11 +52,9 @@ cdef bytes trace_header(tuple memory_map)
 cdef inline int tw_put(trace_writer *w, uint8_t call, int status, uint16_t flags,
                        uint32_t handle, uint32_t x, uint64_t a, uint64_t b, uint64_t c,
                        uint64_t value) except -1:
-    """Append one record to the writer's block (flushed first when full). O(1)."""
-    cdef trace_rec *r
-    if w.nrecs >= WRITER_FLUSH_RECORDS:
-        tw_flush(w)
-    r = &w.recs[w.nrecs]
+    """Append one record to the writer's block, flushed after the record that brings it to
+    WRITER_FLUSH_RECORDS records or WRITER_FLUSH_SIDE side bytes. O(1)."""
+    cdef trace_rec *r = &w.recs[w.nrecs]
     r.call = call
     r.status = <signed char>status
     r.flags = flags
@@ -68,6 +67,8 @@ cdef inline int tw_put(trace_writer *w, uint8_t call, int status, uint16_t flags
     r.value = value
     w.nrecs += 1
     w.total += 1
+    if w.nrecs >= WRITER_FLUSH_RECORDS or w.side_len >= WRITER_FLUSH_SIDE:
+        tw_flush(w)
     return 0
 
 
@@ -116,7 +117,8 @@ cdef class TraceReader:
     cdef uint64_t first_index       # index in the file of recs[0]
     cdef uint64_t total             # records read so far
     cdef bint is_truncated
-    cdef uint64_t cut_at
+    cdef bint is_verified           # False once records of a cut block were given
+    cdef uint64_t stop_at           # where the readable trace stops
     cdef bint done
     cdef bint clean_end
 

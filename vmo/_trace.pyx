@@ -11,8 +11,9 @@ from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 
 from vmo._tracerec cimport (CALL_LAST, CALL_PHYS_VIEW_RELEASE, CALL_PHYS_WRITE,
-                            CALL_VMO_WRITE, REC_ARG_RANGE, REC_BAD_BUFFER, REC_NO_DATA,
-                            REC_NULL_BUFFER, REC_REF, TRACE_RECORD_SIZE, trace_rec)
+                            CALL_VMO_OP_RANGE, CALL_VMO_WRITE, REC_ARG_RANGE, REC_BAD_BUFFER,
+                            REC_NO_DATA, REC_NULL_BUFFER, REC_REF, TRACE_RECORD_SIZE,
+                            trace_rec)
 
 cdef extern from "unistd.h" nogil:
     ssize_t c_write "write"(int fd, const void *buf, size_t n)
@@ -68,35 +69,49 @@ def crc32(data, uint32_t crc=0):
 
 
 # -- the delta codec ----------------------------------------------------------------------
-cdef inline uint32_t _slot(uint8_t call) noexcept nogil:
+# A record is XORed with the previous record of its key in the block: its call, and for
+# vmo_op_range its op byte (byte 8) too. Both are stored as they are, never XORed, so that the
+# decoder knows the key first: slots 0..CALL_LAST are calls, DELTA_OP_SLOT + op the ops.
+cdef enum:
+    DELTA_OP_SLOT = CALL_LAST + 1
+    DELTA_SLOTS = DELTA_OP_SLOT + 256
+
+
+cdef inline uint32_t _slot(uint8_t call, uint8_t op) noexcept nogil:
+    if call == CALL_VMO_OP_RANGE:
+        return DELTA_OP_SLOT + op
     return call if call <= CALL_LAST else 0
 
 
 cdef size_t delta_encode(const trace_rec *recs, uint32_t n, uint8_t *out) noexcept nogil:
     """Encode `n` records into `out` (room for n * ENCODED_MAX_PER_RECORD bytes); returns the
-    bytes written. Byte 0 (the call) is stored as is (docs/trace-format.md)."""
-    cdef uint64_t prev[CALL_LAST + 1][6]
+    bytes written. The call byte, and a vmo_op_range's op byte, are stored as they are
+    (docs/trace-format.md "Delta coding")."""
+    cdef uint64_t prev[DELTA_SLOTS][6]
     cdef uint64_t w[6]
     cdef uint64_t x
     cdef uint8_t *mask
     cdef uint8_t *p = out
     cdef uint8_t byte, bits
     cdef uint32_t i, s, k, j
+    cdef bint op_range
     memset(prev, 0, sizeof(prev))
     for i in range(n):
         memcpy(w, &recs[i], TRACE_RECORD_SIZE)
-        s = _slot(recs[i].call)
+        op_range = recs[i].call == CALL_VMO_OP_RANGE
+        s = _slot(recs[i].call, <uint8_t>(recs[i].x & 0xFF))
         mask = p
         p += 6
-        # The call byte itself, not its XOR: the decoder must know the call first.
-        p[0] = <uint8_t>(w[0] & 0xFF)
-        p += 1
         for k in range(6):
             x = w[k] ^ prev[s][k]
             prev[s][k] = w[k]
-            if k == 0:
+            bits = 0
+            if k == 0 or (k == 1 and op_range):
+                # The key bytes: byte 0 (the call) and byte 8 (an op), raw and always stored.
+                p[0] = <uint8_t>(w[k] & 0xFF)
+                p += 1
+                bits = 1
                 x &= ~(<uint64_t>0xFF)
-            bits = 1 if k == 0 else 0
             if x != 0:
                 # Branch-free: every byte is stored, the pointer moves past non-zero ones.
                 for j in range(8):
@@ -120,13 +135,14 @@ cdef extern from *:
 cdef uint32_t delta_decode(const uint8_t *src, size_t length, trace_rec *out, uint32_t n,
                            size_t *used) noexcept nogil:
     """Decode up to `n` whole records from `length` bytes; returns how many, with `used` the
-    bytes they took. Stops at the first record not wholly inside `length` or without its
-    call byte (mask bit 0)."""
-    cdef uint64_t prev[CALL_LAST + 1][6]
+    bytes they took. Stops at the first record not wholly inside `length`, without its call
+    byte (mask bit 0) or, for vmo_op_range, without its op byte (mask bit 8)."""
+    cdef uint64_t prev[DELTA_SLOTS][6]
     cdef uint8_t rec[48]
     cdef size_t pos = 0, need
     cdef uint32_t i, s, bit
     cdef uint64_t mask
+    cdef uint8_t op = 0
     cdef const uint8_t *p
     memset(prev, 0, sizeof(prev))
     used[0] = 0
@@ -142,9 +158,16 @@ cdef uint32_t delta_decode(const uint8_t *src, size_t length, trace_rec *out, ui
         if length - pos - 6 < need:
             return i
         p += 6
-        s = _slot(p[0])
+        if p[0] == CALL_VMO_OP_RANGE:
+            if not (mask & 0x100):
+                return i
+            # The op byte follows the stored bytes 0..7.
+            op = p[vmo_popcount64(mask & 0xFF)]
+        s = _slot(p[0], op)
         memcpy(rec, prev[s], 48)
         rec[0] = p[0]
+        if s >= DELTA_OP_SLOT:
+            rec[8] = 0              # stored raw: XORed with 0 below
         p += 1
         mask &= ~(<uint64_t>1)
         while mask:
@@ -162,15 +185,16 @@ cdef uint32_t delta_decode(const uint8_t *src, size_t length, trace_rec *out, ui
 # -- record checks (the reader and batches) -------------------------------------------------
 cdef bint rec_uses_side(const trace_rec *r) noexcept nogil:
     """Whether the record's bytes are in the side section (`c` offset, `b` length)."""
-    if r.call == CALL_VMO_WRITE or r.call == CALL_PHYS_WRITE:
+    if (r.call == CALL_VMO_WRITE or r.call == CALL_PHYS_WRITE
+            or r.call == CALL_PHYS_VIEW_RELEASE):
         return not (r.flags & (REC_ARG_RANGE | REC_BAD_BUFFER | REC_NULL_BUFFER | REC_NO_DATA))
-    if r.call == CALL_PHYS_VIEW_RELEASE:
-        return not (r.flags & REC_ARG_RANGE)
     return False
 
 
-cdef int rec_check(const trace_rec *r, uint32_t index, uint64_t side_length) noexcept nogil:
-    """0, or the code of the record's first flaw (rec_problem gives its words)."""
+cdef int rec_check(const trace_rec *r, uint32_t index, uint64_t side_length,
+                   bint in_file) noexcept nogil:
+    """0, or the code of the record's first flaw (rec_problem gives its words). A file's
+    records never have REF (batches only)."""
     if r.call == 0 or r.call > CALL_LAST:
         return 1
     if r.flags & ~(<uint16_t>REC_KNOWN_FLAGS):
@@ -179,6 +203,8 @@ cdef int rec_check(const trace_rec *r, uint32_t index, uint64_t side_length) noe
         return 3
     if rec_uses_side(r) and (r.c > side_length or r.b > side_length - r.c):
         return 4
+    if (r.flags & REC_REF) and in_file:
+        return 6
     if (r.flags & REC_REF) and r.handle >= index:
         return 5
     return 0
@@ -186,7 +212,8 @@ cdef int rec_check(const trace_rec *r, uint32_t index, uint64_t side_length) noe
 
 cdef str rec_problem(int code):
     return ("", "unknown call code", "unknown flag bits", "reserved field not 0",
-            "side-section bytes outside the block", "REF to a record that is not earlier")[code]
+            "side-section bytes outside the block", "REF to a record that is not earlier",
+            "REF flag in a file (batches only)")[code]
 
 
 # -- the writer -------------------------------------------------------------------------------
@@ -271,8 +298,7 @@ cdef int tw_side(trace_writer *w, const void *data, uint64_t n, uint64_t *offset
     if n > BLOCK_MAX_SIDE:
         raise ValueError("a recorded write carries at most %d bytes (this one: %d)"
                          % (BLOCK_MAX_SIDE, n))
-    if w.nrecs >= WRITER_FLUSH_RECORDS or (w.side_len and (
-            w.side_len >= WRITER_FLUSH_SIDE or w.side_len + n > BLOCK_MAX_SIDE)):
+    if w.side_len and w.side_len + n > BLOCK_MAX_SIDE:
         tw_flush(w)
     if w.side_len + n > w.side_cap:
         cap = w.side_cap
@@ -362,6 +388,8 @@ cdef class TraceReader:
             raise MemoryError()
         self._header()
         self.pos = self.header_length
+        self.stop_at = self.pos
+        self.is_verified = True
 
     def __dealloc__(self):
         free(self.recs)
@@ -499,10 +527,12 @@ cdef class TraceReader:
             n = delta_decode(self.blk + BLOCK_HEADER_SIZE, encavail, self.recs,
                              <uint32_t>nrec, &used)
             for i in range(n):
-                if rec_check(&self.recs[i], i, sideavail):
+                if rec_check(&self.recs[i], i, sideavail, True):
                     n = i
                     break
             self.nrecs = n
+            if n:
+                self.is_verified = False
             self.side = self.blk + BLOCK_HEADER_SIZE + enc
             self.side_len = sideavail
             self.first_index = self.total
@@ -521,6 +551,7 @@ cdef class TraceReader:
                                  % (self.file_size - off - full, off + full))
             self.done = True
             self.clean_end = True
+            self.stop_at = off + full
             return 0
         n = delta_decode(self.blk + BLOCK_HEADER_SIZE, enc, self.recs, <uint32_t>nrec, &used)
         if n != nrec or used != enc:
@@ -528,7 +559,7 @@ cdef class TraceReader:
                              "(offset %d)" % (off, n, self.total + n,
                                               off + BLOCK_HEADER_SIZE + used))
         for i in range(n):
-            code = rec_check(&self.recs[i], i, side)
+            code = rec_check(&self.recs[i], i, side, True)
             if code:
                 raise ValueError("record %d (block at offset %d): %s"
                                  % (self.total + i, off, rec_problem(code)))
@@ -538,11 +569,12 @@ cdef class TraceReader:
         self.first_index = self.total
         self.total += n
         self.pos = off + full
+        self.stop_at = self.pos
         return 1
 
     cdef int _cut(self, uint64_t off) except -1:
         self.is_truncated = True
-        self.cut_at = off
+        self.stop_at = off
         self.done = True
         return 0
 
@@ -552,9 +584,15 @@ cdef class TraceReader:
         return self.is_truncated
 
     @property
-    def truncated_at(self):
-        """The byte offset of the block that was cut short (0 when not truncated)."""
-        return self.cut_at
+    def stop(self):
+        """The byte offset where the readable trace stops (so far): the end of the file when
+        it is whole, the offset of the block that was cut short when it is not."""
+        return self.stop_at
+
+    @property
+    def verified(self):
+        """False once records of a cut-short block (no checksum) were given."""
+        return self.is_verified
 
     def records(self):
         """Every record of the file, decoded, as (bytes of len(records) x 48, side bytes) per
@@ -583,7 +621,7 @@ def check_records(records, data_length):
         raise ValueError("records are not a whole number of 48-byte records")
     for i in range(n):
         memcpy(&r, &mv[i * TRACE_RECORD_SIZE], TRACE_RECORD_SIZE)
-        code = rec_check(&r, <uint32_t>i if i < 0xFFFFFFFF else 0xFFFFFFFF, data_length)
+        code = rec_check(&r, <uint32_t>i if i < 0xFFFFFFFF else 0xFFFFFFFF, data_length, False)
         if code:
             raise ValueError("batch record %d: %s" % (i, rec_problem(code)))
     return n
