@@ -5,7 +5,6 @@ block boundaries; the reader's refusals; `Kernel.run` against replay. The compar
 the compiled engine skip until it is built (`Kernel.record`, `vmo.replay`)."""
 
 import array
-import os
 import random
 import struct
 import zlib
@@ -41,7 +40,7 @@ def program(k, seed, steps=400):
             buf = rng.choice([bytearray(64), bytearray(5000), None, b"ro", bytearray(0)])
             k.vmo_read(h, buf, off, rng.choice([None, 0, 10, 64, 10 ** 6]))
         elif what == 2:
-            data = rng.choice([b"abc", os.urandom(5000), None, bytearray(b"x" * 64),
+            data = rng.choice([b"abc", rng.randbytes(5000), None, bytearray(b"x" * 64),
                                memoryview(b"abcd")[::2]])
             k.vmo_write(h, data, off, rng.choice([None, 0, 2, 10 ** 6]))
         elif what == 3:
@@ -90,7 +89,7 @@ def program(k, seed, steps=400):
                 if what == 16:
                     k.phys_read(p, rng.choice([0, 16, 4096, -1]))
                 elif what == 17:
-                    k.phys_write(p, rng.choice([b"dev", os.urandom(100),
+                    k.phys_write(p, rng.choice([b"dev", rng.randbytes(100),
                                                 memoryview(b"xy")[::2]]))
                 else:
                     views.append(k.phys_view(p, rng.choice([16, 4096])))
@@ -100,7 +99,7 @@ def program(k, seed, steps=400):
             # A device writes through the view just before it goes (what it writes while the
             # view lives is not seen by the kernel: docs/trace-format.md, a documented limit).
             view = views.pop(rng.randrange(len(views)))
-            view[:4] = os.urandom(4)
+            view[:4] = rng.randbytes(4)
             view.release()
         elif what == 20:
             with k.create_vmo(8192) as v:
@@ -183,10 +182,11 @@ def test_codec_round_trip():
              rng.getrandbits(64), rng.getrandbits(3)) for _ in range(500)]
     enc = T.encode_records(recs)
     assert [T.unpack(r) for r in T.decode_records(enc, len(recs))] == recs
-    # A loop of one-page COMMIT and DECOMMIT at one offset: 8 bytes a call, the call byte
-    # and the op that changes.
+    # A loop of one-page COMMIT and DECOMMIT at one offset: each op is its own delta base, so
+    # a call costs the mask, the call byte and the op byte, 8 bytes (the first of each op:
+    # call, handle, op, b).
     loop = [(6, 0, 0, 1, op, 0, 4096, 0, 0) for op in (1, 2) * 50]
-    assert len(T.encode_records(loop)) == (6 + 4) + 99 * 8  # the first: call, handle, x, b
+    assert len(T.encode_records(loop)) == 2 * (6 + 4) + 98 * 8
 
 
 def test_block_boundaries(tmp_path):
@@ -342,7 +342,7 @@ def test_run_matches_replay(tmp_path):
     assert len(recs) == len(result) == 1500
     assert [r[1] for r in recs] == list(result.statuses)
     assert [r[8] for r in recs] == list(result.values)
-    assert all(len(e) * 8 <= r[7] for i, e in result.lookups.items() for r in [recs[i]])
+    assert all(len(result.lookup_entries(i)) * 8 <= r[7] for i, r in enumerate(recs))
     assert replay(path).mismatches == 0
     # A fresh kernel running the same batch gives the same results.
     k2 = Kernel(memory_size=16 * MiB)

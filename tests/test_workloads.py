@@ -7,7 +7,7 @@ import pytest
 
 import vmo
 from vmo import workloads
-from vmo._reference import Kernel
+from vmo._reference import Kernel, replay
 from vmo._reference import _trace as T
 
 MiB = 1 << 20
@@ -76,7 +76,7 @@ def test_generate_on_the_reference_model(tmp_path):
                               kernel=Kernel)
     info = T.trace_info(path)
     assert info["records"] == 800 and not info["truncated"]
-    assert T.replay(path).mismatches == 0
+    assert replay(path).mismatches == 0
 
 
 @pytest.mark.skipif(not hasattr(vmo, "Batch"), reason="vmo.Batch (the compiled engine) is "
