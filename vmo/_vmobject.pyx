@@ -79,7 +79,8 @@ cdef VmoObject vmo_new_contiguous(kernel_state *ks, uint64_t count, uint32_t ali
     pool_take_run(&ks.pool, <uint64_t>first, count)
     v = vmo_new(ks, count << PAGE_SHIFT, None, 0)
     for i in range(count):
-        pt_set(&v.pt, i, <uint32_t>(first + i + 1))
+        if pt_set(&v.pt, i, <uint32_t>(first + i + 1)):
+            raise MemoryError("page table node")
     return v
 
 
@@ -137,11 +138,9 @@ cdef void vmo_release_all(kernel_state *ks) noexcept:
 cdef int _insert(kernel_state *ks, VmoObject v, uint64_t idx, uint32_t frame) except -1:
     """Put a frame just taken at page `idx`; if the host cannot allocate a node, the frame
     goes back to the pool before MemoryError propagates (nothing leaks)."""
-    try:
-        pt_set(&v.pt, idx, frame + 1)
-    except BaseException:
+    if pt_set(&v.pt, idx, frame + 1):
         pool_give(&ks.pool, &frame, 1)
-        raise
+        raise MemoryError("page table node")
     return 0
 
 
@@ -245,7 +244,8 @@ cdef int vmo_commit(kernel_state *ks, VmoObject v, uint64_t offset, uint64_t siz
     if missing > pool_free_count(&ks.pool):
         return ERR_NO_MEMORY
     if v.parent is None:
-        pt_fill(&v.pt, start, end, &ks.pool)
+        if pt_fill(&v.pt, start, end, &ks.pool):
+            raise MemoryError("page table node")
         return NO_ERROR
     # A clone: every missing page is a write fault; count the frames first.
     need = 0
