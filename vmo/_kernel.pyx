@@ -10,7 +10,6 @@ spec this module is tested against; docs/semantics.md fixes what the contract le
 
 from cpython.buffer cimport PyBuffer_Release, PyObject_CheckBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from cpython.object cimport PyObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
@@ -19,14 +18,14 @@ from vmo._args cimport (arg_buffer, arg_transfer_buffer, arg_u32, arg_u64, statu
 from vmo._frames cimport pool_destroy, pool_free_count, pool_init
 from vmo._handles cimport ht_destroy, ht_full, ht_get, ht_init, ht_install, ht_uninstall
 from vmo._invariants cimport allocator_state, check, vmo_pages
+from vmo._object cimport OBJ_VMO, obj_header
 from vmo._physmem cimport (phys_read, phys_read_bytes, phys_view_new, phys_write,
                            phys_write_buffer)
 from vmo._state cimport FIRST_KOID, kernel_state
 from vmo._status cimport *
-from vmo._vmobject cimport (EventObject, VmoObject, event_new, trim_range, vmo_cache_op,
+from vmo._vmobject cimport (event_new, obj_unref, trim_range, vm_object, vmo_cache_op,
                             vmo_commit, vmo_decommit, vmo_lookup, vmo_new,
-                            vmo_new_contiguous, vmo_release_all, vmo_resize, vmo_transfer,
-                            vmo_unref)
+                            vmo_new_contiguous, vmo_release_all, vmo_resize, vmo_transfer)
 
 from vmo._memmap import memory_map, merge_arenas
 from vmo.errors import Status
@@ -36,8 +35,22 @@ cdef list _STATUS = status_table()
 cdef object S_OK = Status.NO_ERROR
 
 
+cdef object _host_error():
+    raise MemoryError("the host refused an allocation")
+
+
 cdef inline object _st(int code):
+    """The `Status` member of a status from the C layers; HOST_NO_MEMORY raises MemoryError."""
+    if code == HOST_NO_MEMORY:
+        return _host_error()
     return status_of(_STATUS, code)
+
+
+cdef inline int _host(int code) except -1000:
+    """A c_* method's status: HOST_NO_MEMORY raises MemoryError, any other passes through."""
+    if code == HOST_NO_MEMORY:
+        _host_error()
+    return code
 
 
 cdef inline int _open(Kernel k) except -1:
@@ -66,23 +79,24 @@ cdef void _teardown(kernel_state *ks) noexcept:
 
 
 # -- the checked cores ------------------------------------------------------------------------
-cdef inline VmoObject _vmo(kernel_state *ks, uint32_t handle, uint32_t need, uint32_t *rights,
-                           int *status):
+cdef inline vm_object *_vmo(kernel_state *ks, uint32_t handle, uint32_t need,
+                            uint32_t *rights, int *status) noexcept nogil:
     """The one handle check of a VMO call, in Magenta's order: the handle exists
     (ERR_BAD_HANDLE), has the rights `need` (ERR_ACCESS_DENIED), is a VMO (ERR_WRONG_TYPE).
-    Gives the VMO and the handle's rights, or None and the status."""
-    cdef PyObject *p = ht_get(&ks.handles, handle, rights)
+    Gives the VMO and the handle's rights, or NULL and the status. The pointer is borrowed:
+    valid until the kernel's state next changes (never keep it across Python code)."""
+    cdef obj_header *p = ht_get(&ks.handles, handle, rights)
     if p == NULL:
         status[0] = ERR_BAD_HANDLE
-        return None
+        return NULL
     if (rights[0] & need) != need:
         status[0] = ERR_ACCESS_DENIED
-        return None
-    if type(<object>p) is not VmoObject:
+        return NULL
+    if p.type != OBJ_VMO:
         status[0] = ERR_WRONG_TYPE
-        return None
+        return NULL
     status[0] = NO_ERROR
-    return <VmoObject>p
+    return <vm_object *>p
 
 
 include "_syscalls.pxi"
@@ -138,19 +152,18 @@ cdef object _transfer(Kernel k, object handle, object buffer, object offset, obj
     cdef uint64_t off, n = 0, actual = 0
     cdef int status, held
     cdef Py_buffer view
-    cdef VmoObject v
     _open(k)
     if _transfer_args(handle, buffer, offset, length, &h, &off, &n):
         return (_st(ERR_INVALID_ARGS), 0)
-    v = _vmo(&k.ks, h, MX_RIGHT_WRITE if write else MX_RIGHT_READ, &rights, &status)
-    if v is None:
+    if _vmo(&k.ks, h, MX_RIGHT_WRITE if write else MX_RIGHT_READ, &rights, &status) == NULL:
         return (_st(status), 0)
-    # Reading fills the buffer, so it must be writable; writing only reads it.
+    # Reading fills the buffer, so it must be writable; writing only reads it. Exporting it
+    # may run Python code, so the handle is looked up again afterwards (by sys_transfer).
     held = arg_transfer_buffer(buffer, &view, not write, length is None, &n)
     if held < 0:
         return (_st(ERR_INVALID_ARGS), 0)
     try:
-        status = vmo_transfer(&k.ks, v, <uint8_t *>view.buf, off, n, &actual, write)
+        status = sys_transfer(&k.ks, h, <uint8_t *>view.buf, off, n, &actual, write)
     finally:
         if held:
             PyBuffer_Release(&view)
@@ -248,12 +261,12 @@ cdef class Kernel:
         cdef uint32_t h, rights
         cdef uint64_t off = 0, n = 0, trimmed = 0, actual = 0
         cdef int status
-        cdef VmoObject v
+        cdef vm_object *v
         _open(self)
         if arg_u32(handle, &h) | arg_u64(offset, &off) | arg_u64(length, &n):
             return (_st(ERR_INVALID_ARGS), b"")
         v = _vmo(&self.ks, h, MX_RIGHT_READ, &rights, &status)
-        if v is None:
+        if v == NULL:
             return (_st(status), b"")
         if not trim_range(off, n, v.size, &trimmed):
             return (_st(ERR_OUT_OF_RANGE), b"")
@@ -261,7 +274,8 @@ cdef class Kernel:
             # What bytes(n) raises for such an n.
             raise OverflowError("cannot return %d bytes" % trimmed)
         data = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>trimmed)
-        status = vmo_transfer(&self.ks, v, <uint8_t *>PyBytes_AS_STRING(data), off, trimmed,
+        # The handle again (`v` is not kept across the allocation).
+        status = sys_transfer(&self.ks, h, <uint8_t *>PyBytes_AS_STRING(data), off, trimmed,
                               &actual, False)
         return (_st(status), data) if status == NO_ERROR else (_st(status), b"")
 
@@ -305,21 +319,20 @@ cdef class Kernel:
         cdef uint64_t off, c_size, bsize = 0
         cdef int status
         cdef Py_buffer view
-        cdef VmoObject v
         _open(self)
         if _op_range_args(handle, op, offset, size, buffer, buffer_size, &h, &c_op, &off,
                           &c_size, &bsize):
             return _st(ERR_INVALID_ARGS)
         if c_op != MX_VMO_OP_LOOKUP:
             return _st(sys_op_range(&self.ks, h, c_op, off, c_size, NULL, 0))
-        # LOOKUP: the handle first, then the buffer.
-        v = _vmo(&self.ks, h, 0, &rights, &status)
-        if v is None:
+        # LOOKUP: the handle first, then the buffer (exporting it may run Python code, so
+        # sys_op_range looks the handle up again).
+        if _vmo(&self.ks, h, 0, &rights, &status) == NULL:
             return _st(status)
         if _lookup_buffer(buffer, buffer_size, &view, &bsize):
             return _st(ERR_INVALID_ARGS)
         try:
-            return _st(vmo_lookup(&self.ks, v, off, c_size, <uint8_t *>view.buf, bsize))
+            return _st(sys_op_range(&self.ks, h, c_op, off, c_size, view.buf, bsize))
         finally:
             PyBuffer_Release(&view)
 
@@ -464,73 +477,76 @@ cdef class Kernel:
 
     # -- the C-level API (contract: _kernel.pxd; documented in vmo/api.pxd) ----------------
     cdef int c_create(self, uint64_t size, uint32_t options, uint32_t *out) except -1000:
-        return sys_create(_open_state(self), size, options, out)
+        return _host(sys_create(_open_state(self), size, options, out))
 
     cdef int c_create_contiguous(self, uint64_t size, uint32_t alignment_log2,
                                  uint32_t *out) except -1000:
-        return sys_create_contiguous(_open_state(self), size, alignment_log2, out)
+        return _host(sys_create_contiguous(_open_state(self), size, alignment_log2, out))
 
     cdef int c_get_size(self, uint32_t handle, uint64_t *size) except -1000:
-        return sys_get_size(_open_state(self), handle, size)
+        return _host(sys_get_size(_open_state(self), handle, size))
 
     cdef int c_set_size(self, uint32_t handle, uint64_t size) except -1000:
-        return sys_set_size(_open_state(self), handle, size)
+        return _host(sys_set_size(_open_state(self), handle, size))
 
     cdef int c_read(self, uint32_t handle, void *dst, uint64_t offset, uint64_t length,
                     uint64_t *actual) except -1000:
-        return sys_transfer(_open_state(self), handle, <uint8_t *>dst, offset, length, actual,
-                            False)
+        return _host(sys_transfer(_open_state(self), handle, <uint8_t *>dst, offset, length,
+                                  actual, False))
 
     cdef int c_write(self, uint32_t handle, const void *src, uint64_t offset, uint64_t length,
                      uint64_t *actual) except -1000:
-        return sys_transfer(_open_state(self), handle, <uint8_t *>src, offset, length, actual,
-                            True)
+        return _host(sys_transfer(_open_state(self), handle, <uint8_t *>src, offset, length,
+                                  actual, True))
 
     cdef int c_op_range(self, uint32_t handle, uint32_t op, uint64_t offset, uint64_t size,
                         void *buffer, uint64_t buffer_size) except -1000:
-        return sys_op_range(_open_state(self), handle, op, offset, size, buffer, buffer_size)
+        return _host(sys_op_range(_open_state(self), handle, op, offset, size, buffer,
+                                  buffer_size))
 
     cdef int c_commit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000:
-        return sys_op_range(_open_state(self), handle, MX_VMO_OP_COMMIT, offset, size, NULL, 0)
+        return _host(sys_op_range(_open_state(self), handle, MX_VMO_OP_COMMIT, offset, size,
+                                  NULL, 0))
 
     cdef int c_decommit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000:
-        return sys_op_range(_open_state(self), handle, MX_VMO_OP_DECOMMIT, offset, size, NULL, 0)
+        return _host(sys_op_range(_open_state(self), handle, MX_VMO_OP_DECOMMIT, offset, size,
+                                  NULL, 0))
 
     cdef int c_lookup(self, uint32_t handle, uint64_t offset, uint64_t size, uint64_t *out,
                       uint64_t max_entries) except -1000:
-        return sys_op_range(_open_state(self), handle, MX_VMO_OP_LOOKUP, offset, size, out,
-                            max_entries * 8)
+        return _host(sys_op_range(_open_state(self), handle, MX_VMO_OP_LOOKUP, offset, size,
+                                  out, max_entries * 8))
 
     cdef int c_clone(self, uint32_t handle, uint32_t options, uint64_t offset, uint64_t size,
                      uint32_t *out) except -1000:
-        return sys_clone(_open_state(self), handle, options, offset, size, out)
+        return _host(sys_clone(_open_state(self), handle, options, offset, size, out))
 
     cdef int c_committed_bytes(self, uint32_t handle, uint64_t *out) except -1000:
-        return sys_committed_bytes(_open_state(self), handle, out)
+        return _host(sys_committed_bytes(_open_state(self), handle, out))
 
     cdef int c_handle_close(self, uint32_t handle) except -1000:
-        return sys_handle_close(_open_state(self), handle)
+        return _host(sys_handle_close(_open_state(self), handle))
 
     cdef int c_handle_duplicate(self, uint32_t handle, uint32_t rights,
                                 uint32_t *out) except -1000:
-        return sys_handle_duplicate(_open_state(self), handle, rights, out)
+        return _host(sys_handle_duplicate(_open_state(self), handle, rights, out))
 
     cdef int c_handle_replace(self, uint32_t handle, uint32_t rights,
                               uint32_t *out) except -1000:
-        return sys_handle_replace(_open_state(self), handle, rights, out)
+        return _host(sys_handle_replace(_open_state(self), handle, rights, out))
 
     cdef int c_get_info(self, uint32_t handle, uint32_t topic,
                         handle_basic_info *info) except -1000:
-        return sys_get_info(_open_state(self), handle, topic, info)
+        return _host(sys_get_info(_open_state(self), handle, topic, info))
 
     cdef int c_event_create(self, uint32_t options, uint32_t *out) except -1000:
-        return sys_event_create(_open_state(self), options, out)
+        return _host(sys_event_create(_open_state(self), options, out))
 
     cdef int c_phys_read(self, uint64_t paddr, void *dst, uint64_t length) except -1000:
-        return phys_read(_open_state(self), paddr, dst, length)
+        return _host(phys_read(_open_state(self), paddr, dst, length))
 
     cdef int c_phys_write(self, uint64_t paddr, const void *src, uint64_t length) except -1000:
-        return phys_write(_open_state(self), paddr, src, length)
+        return _host(phys_write(_open_state(self), paddr, src, length))
 
     # -- benchmark instruments: the call floor (see _kernel.pyi) ---------------------------
     def _floor_get_size(self, handle):
@@ -579,12 +595,12 @@ cdef class Kernel:
         """(status, {page index: paddr}) of the pages the VMO itself holds."""
         cdef uint32_t h, rights
         cdef int status
-        cdef VmoObject v
+        cdef vm_object *v
         _open(self)
         if arg_u32(handle, &h):
             return (_st(ERR_INVALID_ARGS), {})
         v = _vmo(&self.ks, h, 0, &rights, &status)
-        if v is None:
+        if v == NULL:
             return (_st(status), {})
         return (S_OK, vmo_pages(&self.ks, v))
 
