@@ -11,6 +11,7 @@ spec this module is tested against; docs/semantics.md fixes what the contract le
 from cpython.buffer cimport PyBuffer_Release, PyObject_CheckBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.pyport cimport PY_SSIZE_T_MAX
+from cpython.pythread cimport PyThread_allocate_lock, PyThread_free_lock
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 from vmo._args cimport (arg_buffer, arg_transfer_buffer, arg_u32, arg_u64, status_of,
@@ -21,11 +22,15 @@ from vmo._invariants cimport allocator_state, check, vmo_pages
 from vmo._object cimport OBJ_VMO, obj_header
 from vmo._physmem cimport (phys_read, phys_read_bytes, phys_view_new, phys_write,
                            phys_write_buffer)
-from vmo._state cimport FIRST_KOID, kernel_state
+from vmo._state cimport (FIRST_KOID, LONG_BYTES, LONG_PAGES, kernel_state, ks_enter,
+                         ks_leave, ks_wait, ks_wait_idle)
 from vmo._status cimport *
 from vmo._vmobject cimport (event_new, obj_unref, trim_range, vm_object, vmo_cache_op,
                             vmo_commit, vmo_decommit, vmo_lookup, vmo_new,
-                            vmo_new_contiguous, vmo_release_all, vmo_resize, vmo_transfer)
+                            vmo_new_contiguous, vmo_release_all, vmo_release_cost,
+                            vmo_resize, vmo_transfer)
+
+import gc
 
 from vmo._memmap import memory_map, merge_arenas
 from vmo.errors import Status
@@ -60,19 +65,38 @@ cdef inline int _open(Kernel k) except -1:
     return 0
 
 
-cdef inline kernel_state *_open_state(Kernel k) except NULL:
-    """The kernel's state, for a c_* method: ValueError once the kernel is closed."""
+cdef kernel_state *_open_state_slow(Kernel k) except NULL:
     if k.ks.closed:
         raise ValueError("kernel is closed")
+    ks_wait(&k.ks)
+    return &k.ks
+
+
+cdef inline kernel_state *_open_state(Kernel k) except NULL:
+    """The kernel's state, for a c_* method: ValueError once the kernel is closed; waits
+    while another thread owns it (_state.pxd)."""
+    if k.ks.closed or k.ks.busy:
+        return _open_state_slow(k)
     return &k.ks
 
 
 cdef void _teardown(kernel_state *ks) noexcept:
     """Destroy every object (iteratively, so long clone chains cannot recurse), then give
     the arena and the tables back to the host; while physical views are alive the arena
-    stays mapped and the last view to go releases it (no use-after-free from Python)."""
-    ks.closed = True
-    vmo_release_all(ks)
+    stays mapped and the last view to go releases it (no use-after-free from Python). With
+    many pages committed, the objects are destroyed while owning the kernel, GIL released."""
+    ks_wait_idle(ks)
+    if ks.closed:
+        return
+    if ks.pool.nframes - pool_free_count(&ks.pool) > LONG_PAGES and ks.gate != NULL:
+        ks_enter(ks)        # cannot raise: the kernel is idle and open
+        ks.closed = True
+        with nogil:
+            vmo_release_all(ks)
+        ks_leave(ks)
+    else:
+        ks.closed = True
+        vmo_release_all(ks)
     ht_destroy(&ks.handles)
     if ks.pool.npinned == 0:
         pool_destroy(&ks.pool)
@@ -100,6 +124,147 @@ cdef inline vm_object *_vmo(kernel_state *ks, uint32_t handle, uint32_t need,
 
 
 include "_syscalls.pxi"
+
+
+# -- the calls: each sys_* core behind the kernel's ownership protocol ------------------------
+# Every Python syscall and c_* method reaches its core through one of these, right after its
+# last Python-level step (argument conversion, buffer export), so no Python code runs
+# between the busy check and the end of the work (_state.pxd, docs/semantics.md "Threads").
+# A short call pays one load and a branch; a long one (above LONG_PAGES / LONG_BYTES) owns
+# the kernel and runs its core with the GIL released.
+
+cdef inline int _idle(kernel_state *ks) except -1:
+    if ks.busy:
+        ks_wait(ks)
+    return 0
+
+
+cdef int _long_op_range(kernel_state *ks, uint32_t handle, uint32_t op, uint64_t offset,
+                        uint64_t size, void *buffer, uint64_t buffer_size) except -1000:
+    cdef int status
+    ks_enter(ks)
+    with nogil:
+        status = sys_op_range(ks, handle, op, offset, size, buffer, buffer_size)
+    ks_leave(ks)
+    return _host(status)
+
+
+cdef inline int _c_op_range(kernel_state *ks, uint32_t handle, uint32_t op, uint64_t offset,
+                            uint64_t size, void *buffer, uint64_t buffer_size) except -1000:
+    if ks.busy:
+        ks_wait(ks)
+    if size > LONG_PAGES * PAGE_SIZE and (op == MX_VMO_OP_COMMIT or op == MX_VMO_OP_DECOMMIT
+                                          or op == MX_VMO_OP_LOOKUP):
+        return _long_op_range(ks, handle, op, offset, size, buffer, buffer_size)
+    return _host(sys_op_range(ks, handle, op, offset, size, buffer, buffer_size))
+
+
+cdef int _long_transfer(kernel_state *ks, uint32_t handle, uint8_t *buf, uint64_t offset,
+                        uint64_t length, uint64_t *actual, bint write) except -1000:
+    cdef int status
+    ks_enter(ks)
+    with nogil:
+        status = sys_transfer(ks, handle, buf, offset, length, actual, write)
+    ks_leave(ks)
+    return _host(status)
+
+
+cdef inline int _c_transfer(kernel_state *ks, uint32_t handle, uint8_t *buf, uint64_t offset,
+                            uint64_t length, uint64_t *actual, bint write) except -1000:
+    if ks.busy:
+        ks_wait(ks)
+    if length > LONG_BYTES:
+        return _long_transfer(ks, handle, buf, offset, length, actual, write)
+    return _host(sys_transfer(ks, handle, buf, offset, length, actual, write))
+
+
+cdef int _c_set_size(kernel_state *ks, uint32_t handle, uint64_t size) except -1000:
+    cdef uint32_t rights
+    cdef int status
+    cdef vm_object *v
+    if ks.busy:
+        ks_wait(ks)
+    v = _vmo(ks, handle, MX_RIGHT_WRITE, &rights, &status)
+    if v != NULL and size < v.size and v.pt.npages > LONG_PAGES:
+        ks_enter(ks)
+        with nogil:
+            status = sys_set_size(ks, handle, size)
+        ks_leave(ks)
+        return _host(status)
+    return _host(sys_set_size(ks, handle, size))
+
+
+cdef int _c_handle_close(kernel_state *ks, uint32_t handle) except -1000:
+    cdef uint32_t rights
+    cdef int status
+    cdef obj_header *p
+    if ks.busy:
+        ks_wait(ks)
+    p = ht_get(&ks.handles, handle, &rights)
+    if p != NULL and p.type == OBJ_VMO and vmo_release_cost(<vm_object *>p) > LONG_PAGES:
+        ks_enter(ks)
+        with nogil:
+            status = sys_handle_close(ks, handle)
+        ks_leave(ks)
+        return _host(status)
+    return _host(sys_handle_close(ks, handle))
+
+
+cdef int _c_create_contiguous(kernel_state *ks, uint64_t size, uint32_t align,
+                              uint32_t *out) except -1000:
+    cdef int status
+    if ks.busy:
+        ks_wait(ks)
+    if size > LONG_PAGES * PAGE_SIZE:
+        ks_enter(ks)
+        with nogil:
+            status = sys_create_contiguous(ks, size, align, out)
+        ks_leave(ks)
+        return _host(status)
+    return _host(sys_create_contiguous(ks, size, align, out))
+
+
+cdef int _c_phys_read(kernel_state *ks, uint64_t paddr, void *dst,
+                      uint64_t length) except -1000:
+    cdef int status
+    if ks.busy:
+        ks_wait(ks)
+    if length > LONG_BYTES:
+        ks_enter(ks)
+        with nogil:
+            status = phys_read(ks, paddr, dst, length)
+        ks_leave(ks)
+        return status
+    return phys_read(ks, paddr, dst, length)
+
+
+cdef int _c_phys_write(kernel_state *ks, uint64_t paddr, const void *src,
+                       uint64_t length) except -1000:
+    cdef int status
+    if ks.busy:
+        ks_wait(ks)
+    if length > LONG_BYTES:
+        ks_enter(ks)
+        with nogil:
+            status = phys_write(ks, paddr, src, length)
+        ks_leave(ks)
+        return status
+    return phys_write(ks, paddr, src, length)
+
+
+cdef object _walk_begin(kernel_state *ks):
+    """Before a test shim walks the state building Python objects: wait for any owner, and
+    switch the garbage collector off so no finalizer (no other thread) runs mid-walk.
+    Returns whether it was on."""
+    _idle(ks)
+    was = gc.isenabled()
+    gc.disable()
+    return was
+
+
+cdef void _walk_end(object was) noexcept:
+    if was:
+        gc.enable()
 
 
 # -- argument conversion shared by a syscall and its floor ------------------------------------
@@ -155,6 +320,7 @@ cdef object _transfer(Kernel k, object handle, object buffer, object offset, obj
     _open(k)
     if _transfer_args(handle, buffer, offset, length, &h, &off, &n):
         return (_st(ERR_INVALID_ARGS), 0)
+    _idle(&k.ks)
     if _vmo(&k.ks, h, MX_RIGHT_WRITE if write else MX_RIGHT_READ, &rights, &status) == NULL:
         return (_st(status), 0)
     # Reading fills the buffer, so it must be writable; writing only reads it. Exporting it
@@ -163,7 +329,7 @@ cdef object _transfer(Kernel k, object handle, object buffer, object offset, obj
     if held < 0:
         return (_st(ERR_INVALID_ARGS), 0)
     try:
-        status = sys_transfer(&k.ks, h, <uint8_t *>view.buf, off, n, &actual, write)
+        status = _c_transfer(&k.ks, h, <uint8_t *>view.buf, off, n, &actual, write)
     finally:
         if held:
             PyBuffer_Release(&view)
@@ -184,8 +350,12 @@ cdef class Kernel:
 
     def __cinit__(self):
         self.ks.closed = True
+        self.ks.busy = False
         self.ks.pool.mem = NULL
         self.ks.handles.objs = NULL
+        self.ks.gate = PyThread_allocate_lock()
+        if self.ks.gate == NULL:
+            raise MemoryError("cannot allocate the kernel's lock")
 
     def __init__(self, memory_size=None, *, memory_base=None, memory=None):
         if not self.ks.closed or self.ks.pool.mem != NULL:
@@ -209,10 +379,14 @@ cdef class Kernel:
             _teardown(&self.ks)
         if self.ks.pool.mem != NULL:
             pool_destroy(&self.ks.pool)
+        if self.ks.gate != NULL:
+            PyThread_free_lock(self.ks.gate)
+            self.ks.gate = NULL
 
     def close(self):
         """Close every handle and release the arena back to the host. Idempotent; any other
-        call afterwards raises ValueError. Cost: the pages still committed."""
+        call afterwards raises ValueError. Waits for a call running in another thread.
+        Cost: the pages still committed."""
         if not self.ks.closed:
             _teardown(&self.ks)
 
@@ -220,6 +394,12 @@ cdef class Kernel:
     def closed(self):
         """True once `close()` has run."""
         return self.ks.closed
+
+    @property
+    def _busy(self):
+        """True while a thread owns the kernel: a long call running without the GIL (a test
+        instrument: docs/semantics.md "Threads")."""
+        return bool(self.ks.busy)
 
     @property
     def memory_map(self):
@@ -246,6 +426,7 @@ cdef class Kernel:
         _open(self)
         if arg_u64(size, &c_size) | arg_u32(options, &c_options):
             return (_st(ERR_INVALID_ARGS), 0)
+        _idle(&self.ks)
         return (_st(sys_create(&self.ks, c_size, c_options, &out)), out)
 
     def vmo_read(self, handle, buffer, offset, length=None):
@@ -265,6 +446,7 @@ cdef class Kernel:
         _open(self)
         if arg_u32(handle, &h) | arg_u64(offset, &off) | arg_u64(length, &n):
             return (_st(ERR_INVALID_ARGS), b"")
+        _idle(&self.ks)
         v = _vmo(&self.ks, h, MX_RIGHT_READ, &rights, &status)
         if v == NULL:
             return (_st(status), b"")
@@ -275,8 +457,8 @@ cdef class Kernel:
             raise OverflowError("cannot return %d bytes" % trimmed)
         data = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>trimmed)
         # The handle again (`v` is not kept across the allocation).
-        status = sys_transfer(&self.ks, h, <uint8_t *>PyBytes_AS_STRING(data), off, trimmed,
-                              &actual, False)
+        status = _c_transfer(&self.ks, h, <uint8_t *>PyBytes_AS_STRING(data), off, trimmed,
+                             &actual, False)
         return (_st(status), data) if status == NO_ERROR else (_st(status), b"")
 
     def vmo_write(self, handle, data, offset, length=None):
@@ -293,6 +475,7 @@ cdef class Kernel:
         _open(self)
         if arg_u32(handle, &h):
             return (_st(ERR_INVALID_ARGS), 0)
+        _idle(&self.ks)
         return (_st(sys_get_size(&self.ks, h, &size)), size)
 
     def vmo_set_size(self, handle, size):
@@ -305,7 +488,7 @@ cdef class Kernel:
         _open(self)
         if arg_u32(handle, &h) | arg_u64(size, &c_size):
             return _st(ERR_INVALID_ARGS)
-        return _st(sys_set_size(&self.ks, h, c_size))
+        return _st(_c_set_size(&self.ks, h, c_size))
 
     def vmo_op_range(self, handle, op, offset, size, buffer=None, buffer_size=None):
         """COMMIT, DECOMMIT, LOCK, UNLOCK, LOOKUP and the cache ops over [offset,
@@ -324,15 +507,16 @@ cdef class Kernel:
                           &c_size, &bsize):
             return _st(ERR_INVALID_ARGS)
         if c_op != MX_VMO_OP_LOOKUP:
-            return _st(sys_op_range(&self.ks, h, c_op, off, c_size, NULL, 0))
+            return _st(_c_op_range(&self.ks, h, c_op, off, c_size, NULL, 0))
         # LOOKUP: the handle first, then the buffer (exporting it may run Python code, so
         # sys_op_range looks the handle up again).
+        _idle(&self.ks)
         if _vmo(&self.ks, h, 0, &rights, &status) == NULL:
             return _st(status)
         if _lookup_buffer(buffer, buffer_size, &view, &bsize):
             return _st(ERR_INVALID_ARGS)
         try:
-            return _st(sys_op_range(&self.ks, h, c_op, off, c_size, view.buf, bsize))
+            return _st(_c_op_range(&self.ks, h, c_op, off, c_size, view.buf, bsize))
         finally:
             PyBuffer_Release(&view)
 
@@ -349,6 +533,7 @@ cdef class Kernel:
         if (arg_u32(handle, &h) | arg_u32(options, &c_options) | arg_u64(offset, &off)
                 | arg_u64(size, &c_size)):
             return (_st(ERR_INVALID_ARGS), 0)
+        _idle(&self.ks)
         return (_st(sys_clone(&self.ks, h, c_options, off, c_size, &out)), out)
 
     def handle_close(self, handle):
@@ -358,7 +543,7 @@ cdef class Kernel:
         _open(self)
         if arg_u32(handle, &h):
             return _st(ERR_INVALID_ARGS)
-        return _st(sys_handle_close(&self.ks, h))
+        return _st(_c_handle_close(&self.ks, h))
 
     def handle_duplicate(self, handle, rights):
         """A new handle to the same object with `rights` (a subset, or
@@ -368,6 +553,7 @@ cdef class Kernel:
         _open(self)
         if arg_u32(handle, &h) | arg_u32(rights, &c_rights):
             return (_st(ERR_INVALID_ARGS), 0)
+        _idle(&self.ks)
         return (_st(sys_handle_duplicate(&self.ks, h, c_rights, &out)), out)
 
     def handle_replace(self, handle, rights):
@@ -378,6 +564,7 @@ cdef class Kernel:
         _open(self)
         if arg_u32(handle, &h) | arg_u32(rights, &c_rights):
             return (_st(ERR_INVALID_ARGS), 0)
+        _idle(&self.ks)
         return (_st(sys_handle_replace(&self.ks, h, c_rights, &out)), out)
 
     def object_get_info(self, handle, topic):
@@ -391,6 +578,7 @@ cdef class Kernel:
         _open(self)
         if arg_u32(handle, &h) | arg_u32(topic, &c_topic):
             return (_st(ERR_INVALID_ARGS), 0)
+        _idle(&self.ks)
         status = sys_get_info(&self.ks, h, c_topic, &info)
         if status:
             return (_st(status), 0)
@@ -406,6 +594,7 @@ cdef class Kernel:
         _open(self)
         if arg_u32(options, &c_options):
             return (_st(ERR_INVALID_ARGS), 0)
+        _idle(&self.ks)
         return (_st(sys_event_create(&self.ks, c_options, &out)), out)
 
     def vmo_committed_bytes(self, handle):
@@ -416,6 +605,7 @@ cdef class Kernel:
         _open(self)
         if arg_u32(handle, &h):
             return (_st(ERR_INVALID_ARGS), 0)
+        _idle(&self.ks)
         return (_st(sys_committed_bytes(&self.ks, h, &out)), out)
 
     def vmo_create_contiguous(self, size, alignment_log2=0):
@@ -430,7 +620,7 @@ cdef class Kernel:
         _open(self)
         if arg_u64(size, &c_size) | arg_u32(alignment_log2, &c_align):
             return (_st(ERR_INVALID_ARGS), 0)
-        return (_st(sys_create_contiguous(&self.ks, c_size, c_align, &out)), out)
+        return (_st(_c_create_contiguous(&self.ks, c_size, c_align, &out)), out)
 
     # -- physical memory access (device models, DMA): the bodies are in _physmem ------------
     def phys_read(self, paddr, length):
@@ -460,19 +650,30 @@ cdef class Kernel:
         """A dict: total_frames, free_frames, committed_frames (not free: held by VMOs or
         pinned by a physical view after their VMO let go), vmos, handles, pinned_frames, plus
         memory_base, memory_size and the allocator's zeroing counters. O(1)."""
+        cdef uint64_t free, nframes, npinned, released, zeroed
+        cdef Py_ssize_t nvmos
+        cdef uint32_t nhandles
         _open(self)
+        _idle(&self.ks)
+        # Read everything before making Python objects (which may run other threads).
         free = pool_free_count(&self.ks.pool)
+        nframes = self.ks.pool.nframes
+        nvmos = self.ks.nvmos
+        nhandles = self.ks.handles.count
+        npinned = self.ks.pool.npinned
+        released = self.ks.pool.released_runs
+        zeroed = self.ks.pool.zeroed_frames
         return {
-            "total_frames": self.ks.pool.nframes,
+            "total_frames": nframes,
             "free_frames": free,
-            "committed_frames": self.ks.pool.nframes - free,
-            "vmos": self.ks.nvmos,
-            "handles": self.ks.handles.count,
+            "committed_frames": nframes - free,
+            "vmos": nvmos,
+            "handles": nhandles,
             "memory_base": self._memory_base,
             "memory_size": self._memory_size,
-            "pinned_frames": self.ks.pool.npinned,
-            "released_runs": self.ks.pool.released_runs,
-            "zeroed_frames": self.ks.pool.zeroed_frames,
+            "pinned_frames": npinned,
+            "released_runs": released,
+            "zeroed_frames": zeroed,
         }
 
     # -- the C-level API (contract: _kernel.pxd; documented in vmo/api.pxd) ----------------
@@ -481,72 +682,69 @@ cdef class Kernel:
 
     cdef int c_create_contiguous(self, uint64_t size, uint32_t alignment_log2,
                                  uint32_t *out) except -1000:
-        return _host(sys_create_contiguous(_open_state(self), size, alignment_log2, out))
+        return _c_create_contiguous(_open_state(self), size, alignment_log2, out)
 
     cdef int c_get_size(self, uint32_t handle, uint64_t *size) except -1000:
-        return _host(sys_get_size(_open_state(self), handle, size))
+        return sys_get_size(_open_state(self), handle, size)
 
     cdef int c_set_size(self, uint32_t handle, uint64_t size) except -1000:
-        return _host(sys_set_size(_open_state(self), handle, size))
+        return _c_set_size(_open_state(self), handle, size)
 
     cdef int c_read(self, uint32_t handle, void *dst, uint64_t offset, uint64_t length,
                     uint64_t *actual) except -1000:
-        return _host(sys_transfer(_open_state(self), handle, <uint8_t *>dst, offset, length,
-                                  actual, False))
+        return _c_transfer(_open_state(self), handle, <uint8_t *>dst, offset, length, actual,
+                           False)
 
     cdef int c_write(self, uint32_t handle, const void *src, uint64_t offset, uint64_t length,
                      uint64_t *actual) except -1000:
-        return _host(sys_transfer(_open_state(self), handle, <uint8_t *>src, offset, length,
-                                  actual, True))
+        return _c_transfer(_open_state(self), handle, <uint8_t *>src, offset, length, actual,
+                           True)
 
     cdef int c_op_range(self, uint32_t handle, uint32_t op, uint64_t offset, uint64_t size,
                         void *buffer, uint64_t buffer_size) except -1000:
-        return _host(sys_op_range(_open_state(self), handle, op, offset, size, buffer,
-                                  buffer_size))
+        return _c_op_range(_open_state(self), handle, op, offset, size, buffer, buffer_size)
 
     cdef int c_commit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000:
-        return _host(sys_op_range(_open_state(self), handle, MX_VMO_OP_COMMIT, offset, size,
-                                  NULL, 0))
+        return _c_op_range(_open_state(self), handle, MX_VMO_OP_COMMIT, offset, size, NULL, 0)
 
     cdef int c_decommit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000:
-        return _host(sys_op_range(_open_state(self), handle, MX_VMO_OP_DECOMMIT, offset, size,
-                                  NULL, 0))
+        return _c_op_range(_open_state(self), handle, MX_VMO_OP_DECOMMIT, offset, size, NULL, 0)
 
     cdef int c_lookup(self, uint32_t handle, uint64_t offset, uint64_t size, uint64_t *out,
                       uint64_t max_entries) except -1000:
-        return _host(sys_op_range(_open_state(self), handle, MX_VMO_OP_LOOKUP, offset, size,
-                                  out, max_entries * 8))
+        return _c_op_range(_open_state(self), handle, MX_VMO_OP_LOOKUP, offset, size, out,
+                           max_entries * 8)
 
     cdef int c_clone(self, uint32_t handle, uint32_t options, uint64_t offset, uint64_t size,
                      uint32_t *out) except -1000:
         return _host(sys_clone(_open_state(self), handle, options, offset, size, out))
 
     cdef int c_committed_bytes(self, uint32_t handle, uint64_t *out) except -1000:
-        return _host(sys_committed_bytes(_open_state(self), handle, out))
+        return sys_committed_bytes(_open_state(self), handle, out)
 
     cdef int c_handle_close(self, uint32_t handle) except -1000:
-        return _host(sys_handle_close(_open_state(self), handle))
+        return _c_handle_close(_open_state(self), handle)
 
     cdef int c_handle_duplicate(self, uint32_t handle, uint32_t rights,
                                 uint32_t *out) except -1000:
-        return _host(sys_handle_duplicate(_open_state(self), handle, rights, out))
+        return sys_handle_duplicate(_open_state(self), handle, rights, out)
 
     cdef int c_handle_replace(self, uint32_t handle, uint32_t rights,
                               uint32_t *out) except -1000:
-        return _host(sys_handle_replace(_open_state(self), handle, rights, out))
+        return sys_handle_replace(_open_state(self), handle, rights, out)
 
     cdef int c_get_info(self, uint32_t handle, uint32_t topic,
                         handle_basic_info *info) except -1000:
-        return _host(sys_get_info(_open_state(self), handle, topic, info))
+        return sys_get_info(_open_state(self), handle, topic, info)
 
     cdef int c_event_create(self, uint32_t options, uint32_t *out) except -1000:
         return _host(sys_event_create(_open_state(self), options, out))
 
     cdef int c_phys_read(self, uint64_t paddr, void *dst, uint64_t length) except -1000:
-        return _host(phys_read(_open_state(self), paddr, dst, length))
+        return _c_phys_read(_open_state(self), paddr, dst, length)
 
     cdef int c_phys_write(self, uint64_t paddr, const void *src, uint64_t length) except -1000:
-        return _host(phys_write(_open_state(self), paddr, src, length))
+        return _c_phys_write(_open_state(self), paddr, src, length)
 
     # -- benchmark instruments: the call floor (see _kernel.pyi) ---------------------------
     def _floor_get_size(self, handle):
@@ -599,20 +797,32 @@ cdef class Kernel:
         _open(self)
         if arg_u32(handle, &h):
             return (_st(ERR_INVALID_ARGS), {})
-        v = _vmo(&self.ks, h, 0, &rights, &status)
-        if v == NULL:
-            return (_st(status), {})
-        return (S_OK, vmo_pages(&self.ks, v))
+        gc_was = _walk_begin(&self.ks)
+        try:
+            v = _vmo(&self.ks, h, 0, &rights, &status)
+            if v == NULL:
+                return (_st(status), {})
+            return (S_OK, vmo_pages(&self.ks, v))
+        finally:
+            _walk_end(gc_was)
 
     def _allocator_state(self):
         """(next fresh frame, [freed frames, bottom of the LIFO list first])."""
         _open(self)
-        return allocator_state(&self.ks)
+        gc_was = _walk_begin(&self.ks)
+        try:
+            return allocator_state(&self.ks)
+        finally:
+            _walk_end(gc_was)
 
     def _check(self):
         """Walk every structure and raise AssertionError on the first inconsistency."""
         _open(self)
-        return check(&self.ks)
+        gc_was = _walk_begin(&self.ks)
+        try:
+            return check(&self.ks)
+        finally:
+            _walk_end(gc_was)
 
 
 cdef extern from *:

@@ -145,11 +145,12 @@ cdef void obj_unref(kernel_state *ks, obj_header *obj) noexcept nogil:
 
 
 cdef uint64_t vmo_release_cost(const vm_object *v) noexcept nogil:
-    """Pages that dropping one reference to `v` would free: its own and those of each
-    ancestor whose last reference goes with it. Cost: the chain released."""
+    """The work of dropping one reference to `v`: the pages it would free (its own and
+    those of each ancestor whose last reference goes with it) plus one per object freed.
+    Cost: the chain released."""
     cdef uint64_t n = 0
     while v != NULL and v.hdr.refs == 1:
-        n += v.pt.npages
+        n += v.pt.npages + 1
         v = v.parent
     return n
 
