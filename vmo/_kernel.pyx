@@ -6,6 +6,12 @@ once, and calls the object layer (_vmobject, _physmem). The checked cores (`sys_
 kernel's shared C state and serve both the Python syscalls and their C-level twins (the
 `c_*` methods, contract in _kernel.pxd and vmo/api.pxd). `vmo._reference` is the executable
 spec this module is tested against; docs/semantics.md fixes what the contract leaves open.
+
+Threads (docs/semantics.md "Threads"): every call reaches its core through a `_c_*` helper
+that waits while another thread owns the kernel (`kernel_state.busy`, _state.pxd); a long
+call (more than LONG_PAGES pages or LONG_BYTES bytes) owns the kernel itself and runs its
+core with the GIL released. The cores and the object layer are nogil C over C structs; a
+host allocation failure comes back as HOST_NO_MEMORY and is raised here as MemoryError.
 """
 
 from cpython.buffer cimport PyBuffer_Release, PyObject_CheckBuffer

@@ -92,6 +92,7 @@ class ThreadsCase:
     value_unit = "ratio"
     ratios = False
     host = None
+    host_doc = None
     host_na = "not a host operation (the ratio is of the compiled core to itself)"
     ref_na = _REASON
     floor = None
