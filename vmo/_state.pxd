@@ -56,10 +56,12 @@ cdef inline int ks_wait(kernel_state *ks) except -1:
 
 
 cdef inline int ks_enter(kernel_state *ks) except -1:
-    """GIL held: own the kernel (after any current owner; ValueError if that one closed
-    it). The caller then works without the GIL and calls ks_leave with the GIL held."""
+    """GIL held: own the kernel (after any current owner; ValueError if the kernel is
+    closed). The caller then works without the GIL and calls ks_leave with the GIL held."""
     if ks.busy:
         ks_wait(ks)
+    if ks.closed:
+        raise ValueError("kernel is closed")
     ks.busy = True
     # The gate is free unless a waiter is passing through it (it holds it for an instant,
     # without the GIL): wait for that one without the GIL. Nobody else can enter: busy.
