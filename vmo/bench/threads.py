@@ -3,8 +3,13 @@ COMMIT + LOOKUP + DECOMMIT over a whole VMO on each of two kernels, once by one 
 both kernels in turn, once by two threads doing one kernel each (the long calls run with the
 GIL released, docs/semantics.md "Threads"). The value is the ratio of the wall times,
 two threads / one thread: 1.0 means no parallelism, 0.5 perfect scaling on two cores.
-vmo only (the reference model holds the GIL)."""
+vmo only (the reference model holds the GIL).
 
+A control is reported beside it (`extra`): the same work in two processes / one process,
+which no lock of ours can serialise, so it is the machine's own limit for this work (memory
+bandwidth, SMT siblings, other load); the thread ratio can only be judged against it."""
+
+import multiprocessing
 import statistics
 import threading
 from array import array
@@ -76,6 +81,50 @@ def _measure(contender, size, rounds, samples):
             k.close()
 
 
+def _proc_body(size, rounds, nkernels, barrier, results):
+    """One process of the control: `nkernels` kernels, warmed up, then timed after all the
+    processes meet at `barrier`."""
+    from .common import kernel_class as _kc
+    K = _kc("vmo")
+    vmos = []
+    for _ in range(nkernels):
+        k = K(memory_size=size + 16 * PAGE)
+        h = ok_handle(k.vmo_create(size))
+        vmos.append((k, h, array("Q", bytes(8 * (size // PAGE)))))
+    for k, h, out in vmos:
+        _work(k, h, size, out, 1)
+    barrier.wait()
+    t0 = perf_counter_ns()
+    for k, h, out in vmos:
+        _work(k, h, size, out, rounds)
+    results.put(perf_counter_ns() - t0)
+    for k, _, _ in vmos:
+        k.close()
+
+
+def _processes(size, rounds, nprocs):
+    """Wall time of the slowest of `nprocs` processes doing 2 / nprocs kernels each."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(nprocs)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_proc_body, args=(size, rounds, 2 // nprocs, barrier, results))
+             for _ in range(nprocs)]
+    for p in procs:
+        p.start()
+    times = [results.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+    return max(times)
+
+
+def _control(size, rounds, samples):
+    """Median of two processes / one process (the same work as the row)."""
+    ratios = []
+    for _ in range(samples):
+        ratios.append(_processes(size, rounds, 2) / _processes(size, rounds, 1))
+    return statistics.median(ratios)
+
+
 def ok_handle(result):
     ok(result[0], "vmo_create")
     return result[1]
@@ -114,7 +163,9 @@ class ThreadsCase:
                 "samples": ratios, "rounds": samples,
                 "extra": {"one_thread_ns": statistics.median(ones),
                           "two_threads_ns": statistics.median(twos),
-                          "rounds_per_sample": self.rounds_per_sample}}
+                          "rounds_per_sample": self.rounds_per_sample,
+                          "control_two_processes_ratio": _control(
+                              size, self.rounds_per_sample, min(samples, 3))}}
 
 
 THREADS_CASES = {case.key: case for case in [
