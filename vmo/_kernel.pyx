@@ -15,7 +15,8 @@ host allocation failure comes back as HOST_NO_MEMORY and is raised here as Memor
 """
 
 from cpython.buffer cimport PyBuffer_Release, PyObject_CheckBuffer
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.bytearray cimport PyByteArray_CheckExact
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.pythread cimport PyThread_allocate_lock, PyThread_free_lock
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
@@ -139,9 +140,14 @@ include "_syscalls.pxi"
 # A short call pays one load and a branch; a long one (above LONG_PAGES / LONG_BYTES) owns
 # the kernel and runs its core with the GIL released.
 
+cdef int _wait(kernel_state *ks) except -1:
+    """The slow path of every busy check, out of line so the hot paths stay small."""
+    return ks_wait(ks)
+
+
 cdef inline int _idle(kernel_state *ks) except -1:
     if ks.busy:
-        ks_wait(ks)
+        _wait(ks)
     return 0
 
 
@@ -158,11 +164,28 @@ cdef int _long_op_range(kernel_state *ks, uint32_t handle, uint32_t op, uint64_t
 cdef inline int _c_op_range(kernel_state *ks, uint32_t handle, uint32_t op, uint64_t offset,
                             uint64_t size, void *buffer, uint64_t buffer_size) except -1000:
     if ks.busy:
-        ks_wait(ks)
+        _wait(ks)
     if size > LONG_PAGES * PAGE_SIZE and (op == MX_VMO_OP_COMMIT or op == MX_VMO_OP_DECOMMIT
                                           or op == MX_VMO_OP_LOOKUP):
         return _long_op_range(ks, handle, op, offset, size, buffer, buffer_size)
     return _host(sys_op_range(ks, handle, op, offset, size, buffer, buffer_size))
+
+
+cdef inline int _c_lookup(kernel_state *ks, uint32_t handle, uint64_t offset, uint64_t size,
+                          void *buffer, uint64_t buffer_size) except -1000:
+    """sys_op_range's LOOKUP, inlined by hand on the short path (the Python LOOKUP, after its
+    buffer export: the handle is looked up again)."""
+    cdef uint32_t rights
+    cdef int status
+    cdef vm_object *v
+    if ks.busy:
+        _wait(ks)
+    if size > LONG_PAGES * PAGE_SIZE:
+        return _long_op_range(ks, handle, MX_VMO_OP_LOOKUP, offset, size, buffer, buffer_size)
+    v = _vmo(ks, handle, 0, &rights, &status)
+    if v == NULL:
+        return status
+    return vmo_lookup(ks, v, offset, size, <uint8_t *>buffer, buffer_size)
 
 
 cdef int _long_transfer(kernel_state *ks, uint32_t handle, uint8_t *buf, uint64_t offset,
@@ -177,11 +200,19 @@ cdef int _long_transfer(kernel_state *ks, uint32_t handle, uint8_t *buf, uint64_
 
 cdef inline int _c_transfer(kernel_state *ks, uint32_t handle, uint8_t *buf, uint64_t offset,
                             uint64_t length, uint64_t *actual, bint write) except -1000:
+    # sys_transfer, inlined by hand on the short path (the hot path of vmo_read/vmo_write).
+    cdef uint32_t rights
+    cdef int status
+    cdef vm_object *v
     if ks.busy:
-        ks_wait(ks)
+        _wait(ks)
     if length > LONG_BYTES:
         return _long_transfer(ks, handle, buf, offset, length, actual, write)
-    return _host(sys_transfer(ks, handle, buf, offset, length, actual, write))
+    v = _vmo(ks, handle, MX_RIGHT_WRITE if write else MX_RIGHT_READ, &rights, &status)
+    actual[0] = 0
+    if v == NULL:
+        return status
+    return _host(vmo_transfer(ks, v, buf, offset, length, actual, write))
 
 
 cdef int _c_set_size(kernel_state *ks, uint32_t handle, uint64_t size) except -1000:
@@ -189,7 +220,7 @@ cdef int _c_set_size(kernel_state *ks, uint32_t handle, uint64_t size) except -1
     cdef int status
     cdef vm_object *v
     if ks.busy:
-        ks_wait(ks)
+        _wait(ks)
     v = _vmo(ks, handle, MX_RIGHT_WRITE, &rights, &status)
     if v != NULL and size < v.size and v.pt.npages > LONG_PAGES:
         ks_enter(ks)
@@ -205,7 +236,7 @@ cdef int _c_handle_close(kernel_state *ks, uint32_t handle) except -1000:
     cdef int status
     cdef obj_header *p
     if ks.busy:
-        ks_wait(ks)
+        _wait(ks)
     p = ht_get(&ks.handles, handle, &rights)
     if p != NULL and p.type == OBJ_VMO and vmo_release_cost(<vm_object *>p) > LONG_PAGES:
         ks_enter(ks)
@@ -220,7 +251,7 @@ cdef int _c_create_contiguous(kernel_state *ks, uint64_t size, uint32_t align,
                               uint32_t *out) except -1000:
     cdef int status
     if ks.busy:
-        ks_wait(ks)
+        _wait(ks)
     if size > LONG_PAGES * PAGE_SIZE:
         ks_enter(ks)
         with nogil:
@@ -234,7 +265,7 @@ cdef int _c_phys_read(kernel_state *ks, uint64_t paddr, void *dst,
                       uint64_t length) except -1000:
     cdef int status
     if ks.busy:
-        ks_wait(ks)
+        _wait(ks)
     if length > LONG_BYTES:
         ks_enter(ks)
         with nogil:
@@ -248,7 +279,7 @@ cdef int _c_phys_write(kernel_state *ks, uint64_t paddr, const void *src,
                        uint64_t length) except -1000:
     cdef int status
     if ks.busy:
-        ks_wait(ks)
+        _wait(ks)
     if length > LONG_BYTES:
         ks_enter(ks)
         with nogil:
@@ -323,19 +354,28 @@ cdef object _transfer(Kernel k, object handle, object buffer, object offset, obj
     cdef uint64_t off, n = 0, actual = 0
     cdef int status, held
     cdef Py_buffer view
+    cdef vm_object *v
+    cdef bint exact
     _open(k)
     if _transfer_args(handle, buffer, offset, length, &h, &off, &n):
         return (_st(ERR_INVALID_ARGS), 0)
     _idle(&k.ks)
-    if _vmo(&k.ks, h, MX_RIGHT_WRITE if write else MX_RIGHT_READ, &rights, &status) == NULL:
+    v = _vmo(&k.ks, h, MX_RIGHT_WRITE if write else MX_RIGHT_READ, &rights, &status)
+    if v == NULL:
         return (_st(status), 0)
     # Reading fills the buffer, so it must be writable; writing only reads it. Exporting it
-    # may run Python code, so the handle is looked up again afterwards (by sys_transfer).
+    # may run Python code (a Python-level exporter), so the handle is looked up again
+    # afterwards (by _c_transfer), except after a bytearray's or bytes' export, which runs
+    # none: then `v` is still valid and the kernel still not busy (the GIL was held).
+    exact = PyByteArray_CheckExact(buffer) or PyBytes_CheckExact(buffer)
     held = arg_transfer_buffer(buffer, &view, not write, length is None, &n)
     if held < 0:
         return (_st(ERR_INVALID_ARGS), 0)
     try:
-        status = _c_transfer(&k.ks, h, <uint8_t *>view.buf, off, n, &actual, write)
+        if exact and n <= LONG_BYTES:
+            status = _host(vmo_transfer(&k.ks, v, <uint8_t *>view.buf, off, n, &actual, write))
+        else:
+            status = _c_transfer(&k.ks, h, <uint8_t *>view.buf, off, n, &actual, write)
     finally:
         if held:
             PyBuffer_Release(&view)
@@ -515,14 +555,14 @@ cdef class Kernel:
         if c_op != MX_VMO_OP_LOOKUP:
             return _st(_c_op_range(&self.ks, h, c_op, off, c_size, NULL, 0))
         # LOOKUP: the handle first, then the buffer (exporting it may run Python code, so
-        # sys_op_range looks the handle up again).
+        # _c_lookup looks the handle up again).
         _idle(&self.ks)
         if _vmo(&self.ks, h, 0, &rights, &status) == NULL:
             return _st(status)
         if _lookup_buffer(buffer, buffer_size, &view, &bsize):
             return _st(ERR_INVALID_ARGS)
         try:
-            return _st(_c_op_range(&self.ks, h, c_op, off, c_size, view.buf, bsize))
+            return _st(_c_lookup(&self.ks, h, off, c_size, view.buf, bsize))
         finally:
             PyBuffer_Release(&view)
 
