@@ -17,6 +17,7 @@ host allocation failure comes back as HOST_NO_MEMORY and is raised here as Memor
 from cpython.buffer cimport PyBuffer_Release, PyObject_CheckBuffer
 from cpython.bytearray cimport PyByteArray_CheckExact
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
+from cpython.memoryview cimport PyMemoryView_Check
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.pythread cimport PyThread_allocate_lock, PyThread_free_lock
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
@@ -365,9 +366,11 @@ cdef object _transfer(Kernel k, object handle, object buffer, object offset, obj
         return (_st(status), 0)
     # Reading fills the buffer, so it must be writable; writing only reads it. Exporting it
     # may run Python code (a Python-level exporter), so the handle is looked up again
-    # afterwards (by _c_transfer), except after a bytearray's or bytes' export, which runs
-    # none: then `v` is still valid and the kernel still not busy (the GIL was held).
-    exact = PyByteArray_CheckExact(buffer) or PyBytes_CheckExact(buffer)
+    # afterwards (by _c_transfer), except after the export of a bytearray, bytes or
+    # memoryview (which never calls back into the object it views), which runs none: then
+    # `v` is still valid and the kernel still not busy (the GIL was held throughout).
+    exact = (PyByteArray_CheckExact(buffer) or PyBytes_CheckExact(buffer)
+             or PyMemoryView_Check(buffer))
     held = arg_transfer_buffer(buffer, &view, not write, length is None, &n)
     if held < 0:
         return (_st(ERR_INVALID_ARGS), 0)
