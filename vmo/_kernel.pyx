@@ -6,12 +6,20 @@ once, and calls the object layer (_vmobject, _physmem). The checked cores (`sys_
 kernel's shared C state and serve both the Python syscalls and their C-level twins (the
 `c_*` methods, contract in _kernel.pxd and vmo/api.pxd). `vmo._reference` is the executable
 spec this module is tested against; docs/semantics.md fixes what the contract leaves open.
+
+Threads (docs/semantics.md "Threads"): every call reaches its core through a `_c_*` helper
+that waits while another thread owns the kernel (`kernel_state.busy`, _state.pxd); a long
+call (more than LONG_PAGES pages or LONG_BYTES bytes) owns the kernel itself and runs its
+core with the GIL released. The cores and the object layer are nogil C over C structs; a
+host allocation failure comes back as HOST_NO_MEMORY and is raised here as MemoryError.
 """
 
 from cpython.buffer cimport PyBuffer_Release, PyObject_CheckBuffer
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from cpython.object cimport PyObject
+from cpython.bytearray cimport PyByteArray_CheckExact
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
+from cpython.memoryview cimport PyMemoryView_Check
 from cpython.pyport cimport PY_SSIZE_T_MAX
+from cpython.pythread cimport PyThread_allocate_lock, PyThread_free_lock
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 from vmo._args cimport (arg_buffer, arg_transfer_buffer, arg_u32, arg_u64, status_of,
@@ -19,14 +27,18 @@ from vmo._args cimport (arg_buffer, arg_transfer_buffer, arg_u32, arg_u64, statu
 from vmo._frames cimport pool_destroy, pool_free_count, pool_init
 from vmo._handles cimport ht_destroy, ht_full, ht_get, ht_init, ht_install, ht_uninstall
 from vmo._invariants cimport allocator_state, check, vmo_pages
+from vmo._object cimport OBJ_VMO, obj_header
 from vmo._physmem cimport (phys_read, phys_read_bytes, phys_view_new, phys_write,
                            phys_write_buffer)
-from vmo._state cimport FIRST_KOID, kernel_state
+from vmo._state cimport (FIRST_KOID, LONG_BYTES, LONG_PAGES, kernel_state, ks_enter,
+                         ks_leave, ks_wait, ks_wait_idle)
 from vmo._status cimport *
-from vmo._vmobject cimport (EventObject, VmoObject, event_new, trim_range, vmo_cache_op,
+from vmo._vmobject cimport (event_new, obj_unref, trim_range, vm_object, vmo_cache_op,
                             vmo_commit, vmo_decommit, vmo_lookup, vmo_new,
-                            vmo_new_contiguous, vmo_release_all, vmo_resize, vmo_transfer,
-                            vmo_unref)
+                            vmo_new_contiguous, vmo_release_all, vmo_release_cost,
+                            vmo_resize, vmo_transfer)
+
+import gc
 
 from vmo._memmap import memory_map, merge_arenas
 from vmo.errors import Status
@@ -36,8 +48,22 @@ cdef list _STATUS = status_table()
 cdef object S_OK = Status.NO_ERROR
 
 
+cdef object _host_error():
+    raise MemoryError("the host refused an allocation")
+
+
 cdef inline object _st(int code):
+    """The `Status` member of a status from the C layers; HOST_NO_MEMORY raises MemoryError."""
+    if code == HOST_NO_MEMORY:
+        return _host_error()
     return status_of(_STATUS, code)
+
+
+cdef inline int _host(int code) except -1000:
+    """A c_* method's status: HOST_NO_MEMORY raises MemoryError, any other passes through."""
+    if code == HOST_NO_MEMORY:
+        _host_error()
+    return code
 
 
 cdef inline int _open(Kernel k) except -1:
@@ -47,45 +73,236 @@ cdef inline int _open(Kernel k) except -1:
     return 0
 
 
-cdef inline kernel_state *_open_state(Kernel k) except NULL:
-    """The kernel's state, for a c_* method: ValueError once the kernel is closed."""
+cdef kernel_state *_open_state_slow(Kernel k) except NULL:
     if k.ks.closed:
         raise ValueError("kernel is closed")
+    ks_wait(&k.ks)
+    return &k.ks
+
+
+cdef inline kernel_state *_open_state(Kernel k) except NULL:
+    """The kernel's state, for a c_* method: ValueError once the kernel is closed; waits
+    while another thread owns it (_state.pxd)."""
+    if k.ks.closed or k.ks.busy:
+        return _open_state_slow(k)
     return &k.ks
 
 
 cdef void _teardown(kernel_state *ks) noexcept:
     """Destroy every object (iteratively, so long clone chains cannot recurse), then give
     the arena and the tables back to the host; while physical views are alive the arena
-    stays mapped and the last view to go releases it (no use-after-free from Python)."""
-    ks.closed = True
-    vmo_release_all(ks)
+    stays mapped and the last view to go releases it (no use-after-free from Python). With
+    many pages committed, the objects are destroyed while owning the kernel, GIL released."""
+    ks_wait_idle(ks)
+    if ks.closed:
+        return
+    if ks.pool.nframes - pool_free_count(&ks.pool) > LONG_PAGES and ks.gate != NULL:
+        ks_enter(ks)        # cannot raise: the kernel is idle and open
+        ks.closed = True
+        with nogil:
+            vmo_release_all(ks)
+        ks_leave(ks)
+    else:
+        ks.closed = True
+        vmo_release_all(ks)
     ht_destroy(&ks.handles)
     if ks.pool.npinned == 0:
         pool_destroy(&ks.pool)
 
 
 # -- the checked cores ------------------------------------------------------------------------
-cdef inline VmoObject _vmo(kernel_state *ks, uint32_t handle, uint32_t need, uint32_t *rights,
-                           int *status):
+cdef inline vm_object *_vmo(kernel_state *ks, uint32_t handle, uint32_t need,
+                            uint32_t *rights, int *status) noexcept nogil:
     """The one handle check of a VMO call, in Magenta's order: the handle exists
     (ERR_BAD_HANDLE), has the rights `need` (ERR_ACCESS_DENIED), is a VMO (ERR_WRONG_TYPE).
-    Gives the VMO and the handle's rights, or None and the status."""
-    cdef PyObject *p = ht_get(&ks.handles, handle, rights)
+    Gives the VMO and the handle's rights, or NULL and the status. The pointer is borrowed:
+    valid until the kernel's state next changes (never keep it across Python code)."""
+    cdef obj_header *p = ht_get(&ks.handles, handle, rights)
     if p == NULL:
         status[0] = ERR_BAD_HANDLE
-        return None
+        return NULL
     if (rights[0] & need) != need:
         status[0] = ERR_ACCESS_DENIED
-        return None
-    if type(<object>p) is not VmoObject:
+        return NULL
+    if p.type != OBJ_VMO:
         status[0] = ERR_WRONG_TYPE
-        return None
+        return NULL
     status[0] = NO_ERROR
-    return <VmoObject>p
+    return <vm_object *>p
 
 
 include "_syscalls.pxi"
+
+
+# -- the calls: each sys_* core behind the kernel's ownership protocol ------------------------
+# Every Python syscall and c_* method reaches its core through one of these, right after its
+# last Python-level step (argument conversion, buffer export), so no Python code runs
+# between the busy check and the end of the work (_state.pxd, docs/semantics.md "Threads").
+# A short call pays one load and a branch; a long one (above LONG_PAGES / LONG_BYTES) owns
+# the kernel and runs its core with the GIL released.
+
+cdef int _wait(kernel_state *ks) except -1:
+    """The slow path of every busy check, out of line so the hot paths stay small."""
+    return ks_wait(ks)
+
+
+cdef inline int _idle(kernel_state *ks) except -1:
+    if ks.busy:
+        _wait(ks)
+    return 0
+
+
+cdef int _long_op_range(kernel_state *ks, uint32_t handle, uint32_t op, uint64_t offset,
+                        uint64_t size, void *buffer, uint64_t buffer_size) except -1000:
+    cdef int status
+    ks_enter(ks)
+    with nogil:
+        status = sys_op_range(ks, handle, op, offset, size, buffer, buffer_size)
+    ks_leave(ks)
+    return _host(status)
+
+
+cdef inline int _c_op_range(kernel_state *ks, uint32_t handle, uint32_t op, uint64_t offset,
+                            uint64_t size, void *buffer, uint64_t buffer_size) except -1000:
+    if ks.busy:
+        _wait(ks)
+    if size > LONG_PAGES * PAGE_SIZE and (op == MX_VMO_OP_COMMIT or op == MX_VMO_OP_DECOMMIT
+                                          or op == MX_VMO_OP_LOOKUP):
+        return _long_op_range(ks, handle, op, offset, size, buffer, buffer_size)
+    return _host(sys_op_range(ks, handle, op, offset, size, buffer, buffer_size))
+
+
+cdef inline int _c_lookup(kernel_state *ks, uint32_t handle, uint64_t offset, uint64_t size,
+                          void *buffer, uint64_t buffer_size) except -1000:
+    """sys_op_range's LOOKUP, inlined by hand on the short path (the Python LOOKUP, after its
+    buffer export: the handle is looked up again)."""
+    cdef uint32_t rights
+    cdef int status
+    cdef vm_object *v
+    if ks.busy:
+        _wait(ks)
+    if size > LONG_PAGES * PAGE_SIZE:
+        return _long_op_range(ks, handle, MX_VMO_OP_LOOKUP, offset, size, buffer, buffer_size)
+    v = _vmo(ks, handle, 0, &rights, &status)
+    if v == NULL:
+        return status
+    return vmo_lookup(ks, v, offset, size, <uint8_t *>buffer, buffer_size)
+
+
+cdef int _long_transfer(kernel_state *ks, uint32_t handle, uint8_t *buf, uint64_t offset,
+                        uint64_t length, uint64_t *actual, bint write) except -1000:
+    cdef int status
+    ks_enter(ks)
+    with nogil:
+        status = sys_transfer(ks, handle, buf, offset, length, actual, write)
+    ks_leave(ks)
+    return _host(status)
+
+
+cdef inline int _c_transfer(kernel_state *ks, uint32_t handle, uint8_t *buf, uint64_t offset,
+                            uint64_t length, uint64_t *actual, bint write) except -1000:
+    # sys_transfer, inlined by hand on the short path (the hot path of vmo_read/vmo_write).
+    cdef uint32_t rights
+    cdef int status
+    cdef vm_object *v
+    if ks.busy:
+        _wait(ks)
+    if length > LONG_BYTES:
+        return _long_transfer(ks, handle, buf, offset, length, actual, write)
+    v = _vmo(ks, handle, MX_RIGHT_WRITE if write else MX_RIGHT_READ, &rights, &status)
+    actual[0] = 0
+    if v == NULL:
+        return status
+    return _host(vmo_transfer(ks, v, buf, offset, length, actual, write))
+
+
+cdef int _c_set_size(kernel_state *ks, uint32_t handle, uint64_t size) except -1000:
+    cdef uint32_t rights
+    cdef int status
+    cdef vm_object *v
+    if ks.busy:
+        _wait(ks)
+    v = _vmo(ks, handle, MX_RIGHT_WRITE, &rights, &status)
+    if v != NULL and size < v.size and v.pt.npages > LONG_PAGES:
+        ks_enter(ks)
+        with nogil:
+            status = sys_set_size(ks, handle, size)
+        ks_leave(ks)
+        return _host(status)
+    return _host(sys_set_size(ks, handle, size))
+
+
+cdef int _c_handle_close(kernel_state *ks, uint32_t handle) except -1000:
+    cdef uint32_t rights
+    cdef int status
+    cdef obj_header *p
+    if ks.busy:
+        _wait(ks)
+    p = ht_get(&ks.handles, handle, &rights)
+    if p != NULL and p.type == OBJ_VMO and vmo_release_cost(<vm_object *>p) > LONG_PAGES:
+        ks_enter(ks)
+        with nogil:
+            status = sys_handle_close(ks, handle)
+        ks_leave(ks)
+        return _host(status)
+    return _host(sys_handle_close(ks, handle))
+
+
+cdef int _c_create_contiguous(kernel_state *ks, uint64_t size, uint32_t align,
+                              uint32_t *out) except -1000:
+    cdef int status
+    if ks.busy:
+        _wait(ks)
+    if size > LONG_PAGES * PAGE_SIZE:
+        ks_enter(ks)
+        with nogil:
+            status = sys_create_contiguous(ks, size, align, out)
+        ks_leave(ks)
+        return _host(status)
+    return _host(sys_create_contiguous(ks, size, align, out))
+
+
+cdef int _c_phys_read(kernel_state *ks, uint64_t paddr, void *dst,
+                      uint64_t length) except -1000:
+    cdef int status
+    if ks.busy:
+        _wait(ks)
+    if length > LONG_BYTES:
+        ks_enter(ks)
+        with nogil:
+            status = phys_read(ks, paddr, dst, length)
+        ks_leave(ks)
+        return status
+    return phys_read(ks, paddr, dst, length)
+
+
+cdef int _c_phys_write(kernel_state *ks, uint64_t paddr, const void *src,
+                       uint64_t length) except -1000:
+    cdef int status
+    if ks.busy:
+        _wait(ks)
+    if length > LONG_BYTES:
+        ks_enter(ks)
+        with nogil:
+            status = phys_write(ks, paddr, src, length)
+        ks_leave(ks)
+        return status
+    return phys_write(ks, paddr, src, length)
+
+
+cdef object _walk_begin(kernel_state *ks):
+    """Before a test shim walks the state building Python objects: wait for any owner, and
+    switch the garbage collector off so no finalizer (no other thread) runs mid-walk.
+    Returns whether it was on."""
+    _idle(ks)
+    was = gc.isenabled()
+    gc.disable()
+    return was
+
+
+cdef void _walk_end(object was) noexcept:
+    if was:
+        gc.enable()
 
 
 # -- argument conversion shared by a syscall and its floor ------------------------------------
@@ -138,19 +355,30 @@ cdef object _transfer(Kernel k, object handle, object buffer, object offset, obj
     cdef uint64_t off, n = 0, actual = 0
     cdef int status, held
     cdef Py_buffer view
-    cdef VmoObject v
+    cdef vm_object *v
+    cdef bint exact
     _open(k)
     if _transfer_args(handle, buffer, offset, length, &h, &off, &n):
         return (_st(ERR_INVALID_ARGS), 0)
+    _idle(&k.ks)
     v = _vmo(&k.ks, h, MX_RIGHT_WRITE if write else MX_RIGHT_READ, &rights, &status)
-    if v is None:
+    if v == NULL:
         return (_st(status), 0)
-    # Reading fills the buffer, so it must be writable; writing only reads it.
+    # Reading fills the buffer, so it must be writable; writing only reads it. Exporting it
+    # may run Python code (a Python-level exporter), so the handle is looked up again
+    # afterwards (by _c_transfer), except after the export of a bytearray, bytes or
+    # memoryview (which never calls back into the object it views), which runs none: then
+    # `v` is still valid and the kernel still not busy (the GIL was held throughout).
+    exact = (PyByteArray_CheckExact(buffer) or PyBytes_CheckExact(buffer)
+             or PyMemoryView_Check(buffer))
     held = arg_transfer_buffer(buffer, &view, not write, length is None, &n)
     if held < 0:
         return (_st(ERR_INVALID_ARGS), 0)
     try:
-        status = vmo_transfer(&k.ks, v, <uint8_t *>view.buf, off, n, &actual, write)
+        if exact and n <= LONG_BYTES:
+            status = _host(vmo_transfer(&k.ks, v, <uint8_t *>view.buf, off, n, &actual, write))
+        else:
+            status = _c_transfer(&k.ks, h, <uint8_t *>view.buf, off, n, &actual, write)
     finally:
         if held:
             PyBuffer_Release(&view)
@@ -171,8 +399,12 @@ cdef class Kernel:
 
     def __cinit__(self):
         self.ks.closed = True
+        self.ks.busy = False
         self.ks.pool.mem = NULL
         self.ks.handles.objs = NULL
+        self.ks.gate = PyThread_allocate_lock()
+        if self.ks.gate == NULL:
+            raise MemoryError("cannot allocate the kernel's lock")
 
     def __init__(self, memory_size=None, *, memory_base=None, memory=None):
         if not self.ks.closed or self.ks.pool.mem != NULL:
@@ -196,10 +428,14 @@ cdef class Kernel:
             _teardown(&self.ks)
         if self.ks.pool.mem != NULL:
             pool_destroy(&self.ks.pool)
+        if self.ks.gate != NULL:
+            PyThread_free_lock(self.ks.gate)
+            self.ks.gate = NULL
 
     def close(self):
         """Close every handle and release the arena back to the host. Idempotent; any other
-        call afterwards raises ValueError. Cost: the pages still committed."""
+        call afterwards raises ValueError. Waits for a call running in another thread.
+        Cost: the pages still committed."""
         if not self.ks.closed:
             _teardown(&self.ks)
 
@@ -207,6 +443,12 @@ cdef class Kernel:
     def closed(self):
         """True once `close()` has run."""
         return self.ks.closed
+
+    @property
+    def _busy(self):
+        """True while a thread owns the kernel: a long call running without the GIL (a test
+        instrument: docs/semantics.md "Threads")."""
+        return bool(self.ks.busy)
 
     @property
     def memory_map(self):
@@ -233,6 +475,7 @@ cdef class Kernel:
         _open(self)
         if arg_u64(size, &c_size) | arg_u32(options, &c_options):
             return (_st(ERR_INVALID_ARGS), 0)
+        _idle(&self.ks)
         return (_st(sys_create(&self.ks, c_size, c_options, &out)), out)
 
     def vmo_read(self, handle, buffer, offset, length=None):
@@ -248,12 +491,13 @@ cdef class Kernel:
         cdef uint32_t h, rights
         cdef uint64_t off = 0, n = 0, trimmed = 0, actual = 0
         cdef int status
-        cdef VmoObject v
+        cdef vm_object *v
         _open(self)
         if arg_u32(handle, &h) | arg_u64(offset, &off) | arg_u64(length, &n):
             return (_st(ERR_INVALID_ARGS), b"")
+        _idle(&self.ks)
         v = _vmo(&self.ks, h, MX_RIGHT_READ, &rights, &status)
-        if v is None:
+        if v == NULL:
             return (_st(status), b"")
         if not trim_range(off, n, v.size, &trimmed):
             return (_st(ERR_OUT_OF_RANGE), b"")
@@ -261,8 +505,9 @@ cdef class Kernel:
             # What bytes(n) raises for such an n.
             raise OverflowError("cannot return %d bytes" % trimmed)
         data = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>trimmed)
-        status = vmo_transfer(&self.ks, v, <uint8_t *>PyBytes_AS_STRING(data), off, trimmed,
-                              &actual, False)
+        # The handle again (`v` is not kept across the allocation).
+        status = _c_transfer(&self.ks, h, <uint8_t *>PyBytes_AS_STRING(data), off, trimmed,
+                             &actual, False)
         return (_st(status), data) if status == NO_ERROR else (_st(status), b"")
 
     def vmo_write(self, handle, data, offset, length=None):
@@ -279,6 +524,7 @@ cdef class Kernel:
         _open(self)
         if arg_u32(handle, &h):
             return (_st(ERR_INVALID_ARGS), 0)
+        _idle(&self.ks)
         return (_st(sys_get_size(&self.ks, h, &size)), size)
 
     def vmo_set_size(self, handle, size):
@@ -291,7 +537,7 @@ cdef class Kernel:
         _open(self)
         if arg_u32(handle, &h) | arg_u64(size, &c_size):
             return _st(ERR_INVALID_ARGS)
-        return _st(sys_set_size(&self.ks, h, c_size))
+        return _st(_c_set_size(&self.ks, h, c_size))
 
     def vmo_op_range(self, handle, op, offset, size, buffer=None, buffer_size=None):
         """COMMIT, DECOMMIT, LOCK, UNLOCK, LOOKUP and the cache ops over [offset,
@@ -305,21 +551,21 @@ cdef class Kernel:
         cdef uint64_t off, c_size, bsize = 0
         cdef int status
         cdef Py_buffer view
-        cdef VmoObject v
         _open(self)
         if _op_range_args(handle, op, offset, size, buffer, buffer_size, &h, &c_op, &off,
                           &c_size, &bsize):
             return _st(ERR_INVALID_ARGS)
         if c_op != MX_VMO_OP_LOOKUP:
-            return _st(sys_op_range(&self.ks, h, c_op, off, c_size, NULL, 0))
-        # LOOKUP: the handle first, then the buffer.
-        v = _vmo(&self.ks, h, 0, &rights, &status)
-        if v is None:
+            return _st(_c_op_range(&self.ks, h, c_op, off, c_size, NULL, 0))
+        # LOOKUP: the handle first, then the buffer (exporting it may run Python code, so
+        # _c_lookup looks the handle up again).
+        _idle(&self.ks)
+        if _vmo(&self.ks, h, 0, &rights, &status) == NULL:
             return _st(status)
         if _lookup_buffer(buffer, buffer_size, &view, &bsize):
             return _st(ERR_INVALID_ARGS)
         try:
-            return _st(vmo_lookup(&self.ks, v, off, c_size, <uint8_t *>view.buf, bsize))
+            return _st(_c_lookup(&self.ks, h, off, c_size, view.buf, bsize))
         finally:
             PyBuffer_Release(&view)
 
@@ -336,6 +582,7 @@ cdef class Kernel:
         if (arg_u32(handle, &h) | arg_u32(options, &c_options) | arg_u64(offset, &off)
                 | arg_u64(size, &c_size)):
             return (_st(ERR_INVALID_ARGS), 0)
+        _idle(&self.ks)
         return (_st(sys_clone(&self.ks, h, c_options, off, c_size, &out)), out)
 
     def handle_close(self, handle):
@@ -345,7 +592,7 @@ cdef class Kernel:
         _open(self)
         if arg_u32(handle, &h):
             return _st(ERR_INVALID_ARGS)
-        return _st(sys_handle_close(&self.ks, h))
+        return _st(_c_handle_close(&self.ks, h))
 
     def handle_duplicate(self, handle, rights):
         """A new handle to the same object with `rights` (a subset, or
@@ -355,6 +602,7 @@ cdef class Kernel:
         _open(self)
         if arg_u32(handle, &h) | arg_u32(rights, &c_rights):
             return (_st(ERR_INVALID_ARGS), 0)
+        _idle(&self.ks)
         return (_st(sys_handle_duplicate(&self.ks, h, c_rights, &out)), out)
 
     def handle_replace(self, handle, rights):
@@ -365,6 +613,7 @@ cdef class Kernel:
         _open(self)
         if arg_u32(handle, &h) | arg_u32(rights, &c_rights):
             return (_st(ERR_INVALID_ARGS), 0)
+        _idle(&self.ks)
         return (_st(sys_handle_replace(&self.ks, h, c_rights, &out)), out)
 
     def object_get_info(self, handle, topic):
@@ -378,6 +627,7 @@ cdef class Kernel:
         _open(self)
         if arg_u32(handle, &h) | arg_u32(topic, &c_topic):
             return (_st(ERR_INVALID_ARGS), 0)
+        _idle(&self.ks)
         status = sys_get_info(&self.ks, h, c_topic, &info)
         if status:
             return (_st(status), 0)
@@ -393,6 +643,7 @@ cdef class Kernel:
         _open(self)
         if arg_u32(options, &c_options):
             return (_st(ERR_INVALID_ARGS), 0)
+        _idle(&self.ks)
         return (_st(sys_event_create(&self.ks, c_options, &out)), out)
 
     def vmo_committed_bytes(self, handle):
@@ -403,6 +654,7 @@ cdef class Kernel:
         _open(self)
         if arg_u32(handle, &h):
             return (_st(ERR_INVALID_ARGS), 0)
+        _idle(&self.ks)
         return (_st(sys_committed_bytes(&self.ks, h, &out)), out)
 
     def vmo_create_contiguous(self, size, alignment_log2=0):
@@ -417,7 +669,7 @@ cdef class Kernel:
         _open(self)
         if arg_u64(size, &c_size) | arg_u32(alignment_log2, &c_align):
             return (_st(ERR_INVALID_ARGS), 0)
-        return (_st(sys_create_contiguous(&self.ks, c_size, c_align, &out)), out)
+        return (_st(_c_create_contiguous(&self.ks, c_size, c_align, &out)), out)
 
     # -- physical memory access (device models, DMA): the bodies are in _physmem ------------
     def phys_read(self, paddr, length):
@@ -447,69 +699,80 @@ cdef class Kernel:
         """A dict: total_frames, free_frames, committed_frames (not free: held by VMOs or
         pinned by a physical view after their VMO let go), vmos, handles, pinned_frames, plus
         memory_base, memory_size and the allocator's zeroing counters. O(1)."""
+        cdef uint64_t free, nframes, npinned, released, zeroed
+        cdef Py_ssize_t nvmos
+        cdef uint32_t nhandles
         _open(self)
+        _idle(&self.ks)
+        # Read everything before making Python objects (which may run other threads).
         free = pool_free_count(&self.ks.pool)
+        nframes = self.ks.pool.nframes
+        nvmos = self.ks.nvmos
+        nhandles = self.ks.handles.count
+        npinned = self.ks.pool.npinned
+        released = self.ks.pool.released_runs
+        zeroed = self.ks.pool.zeroed_frames
         return {
-            "total_frames": self.ks.pool.nframes,
+            "total_frames": nframes,
             "free_frames": free,
-            "committed_frames": self.ks.pool.nframes - free,
-            "vmos": self.ks.nvmos,
-            "handles": self.ks.handles.count,
+            "committed_frames": nframes - free,
+            "vmos": nvmos,
+            "handles": nhandles,
             "memory_base": self._memory_base,
             "memory_size": self._memory_size,
-            "pinned_frames": self.ks.pool.npinned,
-            "released_runs": self.ks.pool.released_runs,
-            "zeroed_frames": self.ks.pool.zeroed_frames,
+            "pinned_frames": npinned,
+            "released_runs": released,
+            "zeroed_frames": zeroed,
         }
 
     # -- the C-level API (contract: _kernel.pxd; documented in vmo/api.pxd) ----------------
     cdef int c_create(self, uint64_t size, uint32_t options, uint32_t *out) except -1000:
-        return sys_create(_open_state(self), size, options, out)
+        return _host(sys_create(_open_state(self), size, options, out))
 
     cdef int c_create_contiguous(self, uint64_t size, uint32_t alignment_log2,
                                  uint32_t *out) except -1000:
-        return sys_create_contiguous(_open_state(self), size, alignment_log2, out)
+        return _c_create_contiguous(_open_state(self), size, alignment_log2, out)
 
     cdef int c_get_size(self, uint32_t handle, uint64_t *size) except -1000:
         return sys_get_size(_open_state(self), handle, size)
 
     cdef int c_set_size(self, uint32_t handle, uint64_t size) except -1000:
-        return sys_set_size(_open_state(self), handle, size)
+        return _c_set_size(_open_state(self), handle, size)
 
     cdef int c_read(self, uint32_t handle, void *dst, uint64_t offset, uint64_t length,
                     uint64_t *actual) except -1000:
-        return sys_transfer(_open_state(self), handle, <uint8_t *>dst, offset, length, actual,
-                            False)
+        return _c_transfer(_open_state(self), handle, <uint8_t *>dst, offset, length, actual,
+                           False)
 
     cdef int c_write(self, uint32_t handle, const void *src, uint64_t offset, uint64_t length,
                      uint64_t *actual) except -1000:
-        return sys_transfer(_open_state(self), handle, <uint8_t *>src, offset, length, actual,
-                            True)
+        return _c_transfer(_open_state(self), handle, <uint8_t *>src, offset, length, actual,
+                           True)
 
     cdef int c_op_range(self, uint32_t handle, uint32_t op, uint64_t offset, uint64_t size,
                         void *buffer, uint64_t buffer_size) except -1000:
-        return sys_op_range(_open_state(self), handle, op, offset, size, buffer, buffer_size)
+        return _c_op_range(_open_state(self), handle, op, offset, size, buffer, buffer_size)
 
     cdef int c_commit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000:
-        return sys_op_range(_open_state(self), handle, MX_VMO_OP_COMMIT, offset, size, NULL, 0)
+        return _c_op_range(_open_state(self), handle, MX_VMO_OP_COMMIT, offset, size, NULL, 0)
 
     cdef int c_decommit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000:
-        return sys_op_range(_open_state(self), handle, MX_VMO_OP_DECOMMIT, offset, size, NULL, 0)
+        return _c_op_range(_open_state(self), handle, MX_VMO_OP_DECOMMIT, offset, size, NULL, 0)
 
     cdef int c_lookup(self, uint32_t handle, uint64_t offset, uint64_t size, uint64_t *out,
                       uint64_t max_entries) except -1000:
-        return sys_op_range(_open_state(self), handle, MX_VMO_OP_LOOKUP, offset, size, out,
-                            max_entries * 8)
+        return _c_op_range(_open_state(self), handle, MX_VMO_OP_LOOKUP, offset, size, out,
+                           max_entries * 8)
 
     cdef int c_clone(self, uint32_t handle, uint32_t options, uint64_t offset, uint64_t size,
                      uint32_t *out) except -1000:
-        return sys_clone(_open_state(self), handle, options, offset, size, out)
+        return _host(sys_clone(_open_state(self), handle, options, offset, size, out))
 
     cdef int c_committed_bytes(self, uint32_t handle, uint64_t *out) except -1000:
         return sys_committed_bytes(_open_state(self), handle, out)
 
     cdef int c_handle_close(self, uint32_t handle) except -1000:
-        return sys_handle_close(_open_state(self), handle)
+        return _c_handle_close(_open_state(self), handle)
 
     cdef int c_handle_duplicate(self, uint32_t handle, uint32_t rights,
                                 uint32_t *out) except -1000:
@@ -524,13 +787,13 @@ cdef class Kernel:
         return sys_get_info(_open_state(self), handle, topic, info)
 
     cdef int c_event_create(self, uint32_t options, uint32_t *out) except -1000:
-        return sys_event_create(_open_state(self), options, out)
+        return _host(sys_event_create(_open_state(self), options, out))
 
     cdef int c_phys_read(self, uint64_t paddr, void *dst, uint64_t length) except -1000:
-        return phys_read(_open_state(self), paddr, dst, length)
+        return _c_phys_read(_open_state(self), paddr, dst, length)
 
     cdef int c_phys_write(self, uint64_t paddr, const void *src, uint64_t length) except -1000:
-        return phys_write(_open_state(self), paddr, src, length)
+        return _c_phys_write(_open_state(self), paddr, src, length)
 
     # -- benchmark instruments: the call floor (see _kernel.pyi) ---------------------------
     def _floor_get_size(self, handle):
@@ -579,24 +842,36 @@ cdef class Kernel:
         """(status, {page index: paddr}) of the pages the VMO itself holds."""
         cdef uint32_t h, rights
         cdef int status
-        cdef VmoObject v
+        cdef vm_object *v
         _open(self)
         if arg_u32(handle, &h):
             return (_st(ERR_INVALID_ARGS), {})
-        v = _vmo(&self.ks, h, 0, &rights, &status)
-        if v is None:
-            return (_st(status), {})
-        return (S_OK, vmo_pages(&self.ks, v))
+        gc_was = _walk_begin(&self.ks)
+        try:
+            v = _vmo(&self.ks, h, 0, &rights, &status)
+            if v == NULL:
+                return (_st(status), {})
+            return (S_OK, vmo_pages(&self.ks, v))
+        finally:
+            _walk_end(gc_was)
 
     def _allocator_state(self):
         """(next fresh frame, [freed frames, bottom of the LIFO list first])."""
         _open(self)
-        return allocator_state(&self.ks)
+        gc_was = _walk_begin(&self.ks)
+        try:
+            return allocator_state(&self.ks)
+        finally:
+            _walk_end(gc_was)
 
     def _check(self):
         """Walk every structure and raise AssertionError on the first inconsistency."""
         _open(self)
-        return check(&self.ks)
+        gc_was = _walk_begin(&self.ks)
+        try:
+            return check(&self.ks)
+        finally:
+            _walk_end(gc_was)
 
 
 cdef extern from *:
