@@ -573,3 +573,266 @@ def test_threads_share_one_vmo_and_its_views(fast_switching):
                 assert k.vmo_read_bytes(h, page * PAGE, PAGE) == (OK, bytes([(i << 4) | p]) * PAGE)
         assert k.handle_close(h) is OK
         assert_all_free(k)
+
+
+# -- long calls run without the GIL -------------------------------------------------------------
+# A long call (COMMIT/DECOMMIT/LOOKUP of more than 256 pages, a read or write of more than
+# 64 KiB, a shrink or close freeing many pages, a large contiguous create, a large phys_read or
+# phys_write) owns its kernel (`Kernel._busy`) and releases the GIL while it works; any other
+# call on that kernel waits until it is done (docs/semantics.md "Threads"). Nothing here is
+# timed: every loop is bounded by a count, and what is asserted holds for every interleaving
+# that a working implementation allows.
+BIG = 1 << 30                        # 262144 pages: one COMMIT walks them without the GIL
+MAX_ROUNDS = 400
+
+
+def _long_rounds(k, h, size, seen, done, failures, lookup=None):
+    """COMMIT (+ LOOKUP) + DECOMMIT of the whole VMO until `seen` is set (at most MAX_ROUNDS)."""
+    try:
+        for _ in range(MAX_ROUNDS):
+            expect_status(failures, "COMMIT", k.vmo_op_range(h, COMMIT, 0, size), OK)
+            if lookup is not None:
+                expect_status(failures, "LOOKUP", k.vmo_op_range(h, LOOKUP, 0, size, lookup), OK)
+            expect_status(failures, "DECOMMIT", k.vmo_op_range(h, DECOMMIT, 0, size), OK)
+            if seen.is_set():
+                break
+    finally:
+        done.set()
+
+
+def test_a_long_commit_releases_the_gil(fast_switching):
+    """While one thread's long COMMIT/LOOKUP/DECOMMIT runs, another Python thread runs: it
+    sees the kernel busy (which it can only see while the first thread's call is in progress,
+    since `busy` is set and cleared inside one call) and makes calls on another kernel then.
+    With the GIL held for the whole call, it could never see the kernel busy."""
+    failures = Failures()
+    seen, done = threading.Event(), threading.Event()
+    progress = []
+    with vmo.Kernel(memory_size=BIG + (1 << 20)) as k, vmo.Kernel(memory_size=1 << 20) as k2:
+        status, h = k.vmo_create(BIG)
+        assert status is OK
+        status, h2 = k2.vmo_create(PAGE)
+        assert status is OK
+        lookup = array("Q", bytes(8 * (BIG // PAGE)))
+
+        def observer():
+            while not done.is_set():
+                if k._busy:
+                    # Inside the long call: another kernel answers at once, in this thread.
+                    for _ in range(10):
+                        expect_status(failures, "k2.COMMIT", k2.vmo_op_range(h2, COMMIT, 0, PAGE),
+                                      OK)
+                        progress.append(k._busy)
+                    seen.set()
+                    return
+
+        run_threads([lambda: _long_rounds(k, h, BIG, seen, done, failures, lookup), observer],
+                    failures)
+        failures.check()
+        assert seen.is_set(), "no other thread ran during %d long COMMITs" % MAX_ROUNDS
+        assert len(progress) == 10
+        k._check()
+        k2._check()
+
+
+def test_short_calls_wait_for_a_long_one(fast_switching):
+    """A call that finds the kernel busy waits until the long call is done: it never sees a
+    COMMIT or DECOMMIT half done (the committed frame count is all or nothing), and its own
+    call then succeeds."""
+    failures = Failures()
+    seen, done = threading.Event(), threading.Event()
+    pages = BIG // PAGE
+    observed = []
+    with vmo.Kernel(memory_size=BIG + (1 << 20)) as k:
+        status, h = k.vmo_create(BIG)
+        assert status is OK
+        status, small = k.vmo_create(PAGE)
+        assert status is OK
+        assert k.vmo_write(small, b"x" * 10, 0) == (OK, 10)
+
+        def waiter():
+            while not done.is_set():
+                if k._busy:
+                    observed.append(k.stats()["committed_frames"])   # waits for the owner
+                    observed.append(k.vmo_read_bytes(small, 0, 10))
+                    observed.append(k.vmo_op_range(h, LOOKUP, 0, PAGE, array("Q", [0]))
+                                    in (OK, S.ERR_NO_MEMORY))
+                    k._check()
+                    seen.set()
+                    return
+
+        run_threads([lambda: _long_rounds(k, h, BIG, seen, done, failures), waiter], failures)
+        failures.check()
+        assert seen.is_set(), "no other thread ran during %d long COMMITs" % MAX_ROUNDS
+        assert observed[0] in (1, 1 + pages), observed[0]
+        assert observed[1] == (OK, b"x" * 10)
+        assert observed[2] is True
+        k._check()
+
+
+def _session(k, seed, mask=False):
+    """A deterministic mix of long and short calls on `k`'s own objects; returns every
+    result, so two runs (one in a thread, one sequential) can be compared. `mask`: record
+    no handle value or physical address (they depend on other threads' calls)."""
+    rng = random.Random(seed)
+    out = []
+    big = 4 << 20                                     # 1024 pages: long COMMIT/LOOKUP
+    status, h = k.vmo_create(big)
+    out.append(status if mask else (status, h))
+    for i in range(30):
+        choice = rng.randrange(7)
+        if choice == 0:
+            out.append(k.vmo_op_range(h, COMMIT, 0, big))
+            buf = array("Q", bytes(8 * (big // PAGE)))
+            out.append(k.vmo_op_range(h, LOOKUP, 0, big, buf))
+            out.append(len(set(buf)) if mask else buf.tobytes())
+        elif choice == 1:
+            data = bytes([i & 0xFF]) * (rng.randrange(1, 200) * 1024)   # up to 200 KiB: long
+            out.append(k.vmo_write(h, data, rng.randrange(0, big - len(data))))
+        elif choice == 2:
+            out.append(k.vmo_read_bytes(h, rng.randrange(0, big), rng.randrange(0, 300 * 1024)))
+        elif choice == 3:
+            status, c = k.vmo_clone(h, vmo.MX_VMO_CLONE_COPY_ON_WRITE, 0, big)
+            out.append(status)
+            out.append(k.vmo_write(c, b"clone", 5 * PAGE))
+            out.append(k.vmo_op_range(c, COMMIT, 0, big))            # long, on a clone
+            out.append(k.vmo_read_bytes(c, 5 * PAGE, 5))
+            out.append(k.handle_close(c))                            # long close
+        elif choice == 4:
+            out.append(k.vmo_op_range(h, DECOMMIT, 0, big))
+        elif choice == 5:
+            out.append(k.vmo_set_size(h, PAGE))                       # long shrink
+            out.append(k.vmo_set_size(h, big))
+        else:
+            status, c = k.vmo_create_contiguous(2 << 20)              # 512 pages: long
+            out.append(status)
+            if status is OK:
+                buf = array("Q", [0])
+                k.vmo_op_range(c, LOOKUP, 0, PAGE, buf)
+                out.append(k.phys_write(buf[0], b"\x5a" * (128 * 1024)))   # long phys_write
+                out.append(k.phys_read(buf[0], 128 * 1024))               # long phys_read
+                out.append(k.handle_close(c))
+    out.append(k.vmo_read_bytes(h, 0, big))
+    out.append(k.handle_close(h))
+    return out
+
+
+def test_two_kernels_in_two_threads_match_sequential_runs(fast_switching):
+    """Each thread works on its own kernel: handles, statuses, bytes and physical addresses
+    are those of the same session run alone on a fresh kernel."""
+    failures = Failures()
+    results = {}
+    kernels = [vmo.Kernel(memory_size=64 << 20) for _ in range(2)]
+
+    def run(i):
+        results[i] = _session(kernels[i], 100 + i)
+
+    run_threads([lambda: run(0), lambda: run(1)], failures)
+    failures.check()
+    for i, k in enumerate(kernels):
+        assert_all_free(k)
+        k.close()
+        with vmo.Kernel(memory_size=64 << 20) as alone:
+            assert _session(alone, 100 + i) == results[i], "kernel %d differs" % i
+
+
+def test_long_and_short_calls_share_one_kernel(fast_switching):
+    """Threads mix long COMMITs, LOOKUPs, writes, reads, clones, shrinks, closes, contiguous
+    creates and physical accesses on one kernel (each on its own objects) while others make
+    short calls: every invariant holds throughout and afterwards, and each thread's results
+    are those of its session run alone (they depend only on its own objects; handle values
+    and physical addresses, which depend on the interleaving, are left out)."""
+    failures = Failures()
+    results = {}
+    checks = []
+    with vmo.Kernel(memory_size=256 << 20) as k:
+        def run(i):
+            results[i] = _session(k, 200 + i, mask=True)
+
+        def checker():
+            for _ in range(50):
+                k._check()
+                checks.append(k.stats()["handles"])
+
+        def short():
+            for i in range(300):
+                status, h = k.vmo_create(PAGE)
+                expect_status(failures, "create", (status,), OK)
+                expect_status(failures, "write", k.vmo_write(h, b"s%d" % i, 0), OK)
+                if k.vmo_read_bytes(h, 0, 8)[1][:len(b"s%d" % i)] != b"s%d" % i:
+                    failures.add("short VMO lost its bytes")
+                expect_status(failures, "close", k.handle_close(h), OK)
+
+        workers = [Worker(k, 6 + i, 150, failures, []) for i in range(2)]
+        run_threads([lambda: run(0), lambda: run(1), checker, short] + [w.run for w in workers],
+                    failures)
+        failures.check()
+        assert_all_free(k)
+        assert len(checks) == 50
+
+    for i in range(2):
+        with vmo.Kernel(memory_size=256 << 20) as alone:
+            assert _session(alone, 200 + i, mask=True) == results[i], "session %d differs" % i
+
+
+def test_close_waits_for_a_long_call(fast_switching):
+    """Kernel.close() from another thread while a long call runs waits for it; the long
+    thread's next call raises ValueError; nothing crashes; every invariant held until then."""
+    failures = Failures()
+    seen, done = threading.Event(), threading.Event()
+    errors = []
+    k = vmo.Kernel(memory_size=BIG + (1 << 20))
+    status, h = k.vmo_create(BIG)
+    assert status is OK
+
+    def long_thread():
+        try:
+            _long_rounds(k, h, BIG, seen, done, failures)
+        except ValueError as exc:
+            errors.append(exc)
+
+    def closer():
+        while not done.is_set():
+            if k._busy:
+                k.close()
+                seen.set()
+                return
+
+    run_threads([long_thread, closer], failures)
+    failures.check()
+    assert k.closed
+    assert seen.is_set() or not errors
+    with pytest.raises(ValueError):
+        k.stats()
+
+
+def test_a_view_released_during_a_long_call(fast_switching):
+    """A physical view dropped by one thread while another owns the kernel unpins its
+    frames after the long call (never during it): the invariants hold and every frame comes
+    back."""
+    failures = Failures()
+    seen, done = threading.Event(), threading.Event()
+    with vmo.Kernel(memory_size=BIG + (1 << 20)) as k:
+        status, h = k.vmo_create(BIG)
+        assert status is OK
+        status, small = k.vmo_create(PAGE)
+        assert k.vmo_write(small, b"v", 0) == (OK, 1)
+        buf = array("Q", [0])
+        assert k.vmo_op_range(small, LOOKUP, 0, PAGE, buf) is OK
+        views = [k.phys_view(buf[0], PAGE) for _ in range(20)]
+        assert k.handle_close(small) is OK                # the frame is now held by pins only
+
+        def releaser():
+            while not done.is_set():
+                if k._busy:
+                    while views:
+                        views.pop().release()
+                    seen.set()
+                    return
+
+        run_threads([lambda: _long_rounds(k, h, BIG, seen, done, failures), releaser],
+                    failures)
+        failures.check()
+        views.clear()
+        assert k.handle_close(h) is OK
+        assert_all_free(k)

@@ -1,8 +1,10 @@
 # Included by _kernel.pyx after _syscalls.pxi: the trace and batch executor. `exec_rec` runs
-# one record (docs/trace-format.md) against a kernel_state through the sys_* cores and the
-# physical-access functions and gives its status, value and c; `run_records` is the loop of
-# replays and batches. No Python object is made per call: the loop is one `with nogil:` away
-# once the object layer is C (today the sys_* cores hold the GIL: VMOs are Python objects).
+# one record (docs/trace-format.md) against a kernel_state through the sys_* cores, the
+# object layer and the physical-access functions and gives its status, value and c;
+# `run_records` is the loop of replays and batches. All of it is `noexcept nogil` C: the
+# caller owns the kernel (ks_enter), runs the loop in `with nogil:`, then ks_leave, and only
+# then looks at `cx.error` (HOST_NO_MEMORY: MemoryError) and the writer's `err` (never a c_*
+# method or a Python syscall inside: they would wait on the gate this thread holds).
 
 cdef enum:
     EXEC_CHUNK = 65536          # reads and zero writes go through the scratch in chunks
@@ -28,6 +30,8 @@ cdef struct exec_ctx:
     trace_writer *rec           # record the calls run (a batch under record())
     uint64_t *values            # each record's value (REF), or 0 when it failed
     uint64_t values_cap
+    int error                   # HOST_NO_MEMORY when the loop stopped for it, else 0
+    uint64_t done               # records run by the last run_records
 
 
 cdef int cx_init(exec_ctx *cx) except -1:
@@ -55,19 +59,19 @@ cdef void cx_free(kernel_state *ks, exec_ctx *cx) noexcept:
     cx.values = NULL
 
 
-cdef int _scratch(exec_ctx *cx, uint64_t n) except -1:
+cdef int _scratch(exec_ctx *cx, uint64_t n) noexcept nogil:
     cdef uint8_t *grown
     if n > cx.scratch_cap:
         grown = <uint8_t *>realloc(cx.scratch, n)
         if grown == NULL:
-            raise MemoryError()
+            return HOST_NO_MEMORY
         cx.scratch = grown
         cx.scratch_cap = n
     return 0
 
 
-cdef int _exec_read(kernel_state *ks, exec_ctx *cx, VmoObject v, uint64_t offset,
-                    uint64_t length, uint64_t *value, uint64_t *c) except -1000:
+cdef int _exec_read(kernel_state *ks, exec_ctx *cx, vm_object *v, uint64_t offset,
+                    uint64_t length, uint64_t *value, uint64_t *c) noexcept nogil:
     """A read (into nothing kept): status, actual and the hash64 of the bytes, in chunks."""
     cdef uint64_t trimmed, pos = 0, chunk, got = 0, h
     cdef int status
@@ -87,8 +91,8 @@ cdef int _exec_read(kernel_state *ks, exec_ctx *cx, VmoObject v, uint64_t offset
     return NO_ERROR
 
 
-cdef int _exec_zero_write(kernel_state *ks, exec_ctx *cx, VmoObject v, uint64_t offset,
-                          uint64_t length, uint64_t *value) except -1000:
+cdef int _exec_zero_write(kernel_state *ks, exec_ctx *cx, vm_object *v, uint64_t offset,
+                          uint64_t length, uint64_t *value) noexcept nogil:
     """A write of `length` zero bytes (NO_DATA), in chunks."""
     cdef uint64_t trimmed, pos = 0, chunk, got = 0
     cdef int status
@@ -104,8 +108,8 @@ cdef int _exec_zero_write(kernel_state *ks, exec_ctx *cx, VmoObject v, uint64_t 
     return NO_ERROR
 
 
-cdef uint64_t lookup_written(VmoObject v, uint64_t offset, uint64_t size,
-                             int status) noexcept:
+cdef uint64_t lookup_written(const vm_object *v, uint64_t offset, uint64_t size,
+                             int status) noexcept nogil:
     """How many entries a LOOKUP that gave `status` wrote (docs/trace-format.md)."""
     cdef uint64_t first = offset >> PAGE_SHIFT, npages, i = 0
     if status == NO_ERROR:
@@ -121,12 +125,12 @@ cdef uint64_t lookup_written(VmoObject v, uint64_t offset, uint64_t size,
 
 
 cdef int _exec_lookup(kernel_state *ks, exec_ctx *cx, const trace_rec *r, uint32_t handle,
-                      uint64_t *value) except -1000:
+                      uint64_t *value) noexcept nogil:
     cdef uint32_t rights
     cdef int status
     cdef uint64_t cap, n
-    cdef VmoObject v = _vmo(ks, handle, 0, &rights, &status)
-    if v is None:
+    cdef vm_object *v = _vmo(ks, handle, 0, &rights, &status)
+    if v == NULL:
         return status
     if r.flags & (REC_NULL_BUFFER | REC_BAD_BUFFER):
         return ERR_INVALID_ARGS
@@ -135,17 +139,18 @@ cdef int _exec_lookup(kernel_state *ks, exec_ctx *cx, const trace_rec *r, uint32
     cap = (ks.pool.nframes + 1) * 8
     if r.c < cap:
         cap = r.c
-    _scratch(cx, cap)
+    if _scratch(cx, cap):
+        return HOST_NO_MEMORY
     status = vmo_lookup(ks, v, r.a, r.b, cx.scratch, r.c)
     n = lookup_written(v, r.a, r.b, status)
     value[0] = hash64(cx.scratch, n * 8) if status == NO_ERROR or status == ERR_NO_MEMORY else 0
-    if cx.collect_entries and n:
-        _collect(cx, n)
+    if cx.collect_entries and n and _collect(cx, n):
+        return HOST_NO_MEMORY
     memset(cx.scratch, 0, n * 8 if n * 8 < EXEC_CHUNK else EXEC_CHUNK)
     return status
 
 
-cdef int _collect(exec_ctx *cx, uint64_t n) except -1:
+cdef int _collect(exec_ctx *cx, uint64_t n) noexcept nogil:
     cdef uint64_t cap
     cdef uint64_t *grown
     if cx.nentries + n > cx.entries_cap:
@@ -154,7 +159,7 @@ cdef int _collect(exec_ctx *cx, uint64_t n) except -1:
             cap *= 2
         grown = <uint64_t *>realloc(cx.entries, cap * 8)
         if grown == NULL:
-            raise MemoryError()
+            return HOST_NO_MEMORY
         cx.entries = grown
         cx.entries_cap = cap
     memcpy(cx.entries + cx.nentries, cx.scratch, n * 8)
@@ -163,7 +168,7 @@ cdef int _collect(exec_ctx *cx, uint64_t n) except -1:
 
 
 cdef int _exec_phys(kernel_state *ks, exec_ctx *cx, const trace_rec *r, const uint8_t *side,
-                    uint64_t *value, uint64_t *c) except -1000:
+                    uint64_t *value, uint64_t *c) noexcept nogil:
     cdef uint64_t first = 0, count = 0, pos = 0, chunk, h, i
     cdef int status
     cdef view_slot *grown
@@ -217,7 +222,7 @@ cdef int _exec_phys(kernel_state *ks, exec_ctx *cx, const trace_rec *r, const ui
     if cx.nviews == cx.views_cap:
         grown = <view_slot *>realloc(cx.views, (cx.views_cap * 2 + 8) * sizeof(view_slot))
         if grown == NULL:
-            raise MemoryError()
+            return HOST_NO_MEMORY
         cx.views = grown
         cx.views_cap = cx.views_cap * 2 + 8
     phys_pin(ks, first, count)
@@ -235,7 +240,7 @@ cdef inline bint compares_c(uint8_t call) noexcept nogil:
 
 
 cdef int exec_rec(kernel_state *ks, exec_ctx *cx, const trace_rec *r, uint32_t handle,
-                  const uint8_t *side, uint64_t *value, uint64_t *c) except -1000:
+                  const uint8_t *side, uint64_t *value, uint64_t *c) noexcept nogil:
     """Run one record (its handle resolved by the caller) and give status, value and c as
     a recording of the call would hold them: c is the call's result where it is one (0 when
     the call failed), else the record's own. The record has passed rec_check."""
@@ -243,7 +248,7 @@ cdef int exec_rec(kernel_state *ks, exec_ctx *cx, const trace_rec *r, uint32_t h
     cdef uint64_t v64 = 0
     cdef int status
     cdef uint8_t call = r.call
-    cdef VmoObject v
+    cdef vm_object *v
     cdef handle_basic_info info
     value[0] = 0
     c[0] = 0 if compares_c(call) else r.c
@@ -260,7 +265,7 @@ cdef int exec_rec(kernel_state *ks, exec_ctx *cx, const trace_rec *r, uint32_t h
     if call == CALL_VMO_READ or call == CALL_VMO_READ_BYTES or call == CALL_VMO_WRITE:
         v = _vmo(ks, handle, MX_RIGHT_WRITE if call == CALL_VMO_WRITE else MX_RIGHT_READ,
                  &rights, &status)
-        if v is None:
+        if v == NULL:
             return status
         if r.flags & REC_BAD_BUFFER or (r.flags & REC_NULL_BUFFER and r.b):
             return ERR_INVALID_ARGS
@@ -313,34 +318,37 @@ cdef inline uint64_t info_word(const handle_basic_info *info) noexcept nogil:
 
 
 cdef int _record_run(trace_writer *w, const trace_rec *r, uint32_t handle, int status,
-                     uint64_t value, uint64_t c, const uint8_t *side) except -1:
-    """Record a call a batch ran (its REF resolved): a write's bytes copied to the side
-    section (`c` their offset there; 0 for a write without side bytes)."""
+                     uint64_t value, uint64_t c, const uint8_t *side) noexcept nogil:
+    """Record a call a batch ran (its REF resolved), C only: a write's bytes copied to the
+    side section (`c` their offset there; 0 for a write without side bytes). 0, or -1 with
+    the failure in `w.err`."""
     cdef uint64_t off = 0
     cdef bint write = (r.call == CALL_VMO_WRITE or r.call == CALL_PHYS_WRITE
                        or r.call == CALL_PHYS_VIEW_RELEASE)
-    if rec_uses_side(r):
-        tw_side(w, side + r.c, r.b, &off)
-    tw_put(w, r.call, status, r.flags & ~(<uint16_t>REC_REF), handle, r.x, r.a, r.b,
-           off if write else c, value)
-    return 0
+    if rec_uses_side(r) and tw_side_c(w, side + r.c, r.b, &off):
+        return -1
+    return tw_put_c(w, r.call, status, r.flags & ~(<uint16_t>REC_REF), handle, r.x, r.a, r.b,
+                    off if write else c, value)
 
 
 cdef uint64_t run_records(kernel_state *ks, exec_ctx *cx, const trace_rec *recs, uint64_t n,
                           const uint8_t *side, int *statuses, uint64_t *values, uint64_t *cs,
                           uint64_t *entry_start, bint check, uint64_t *first_bad,
                           int *bad_status, uint64_t *bad_value,
-                          uint64_t *bad_c) except? 0xFFFFFFFFFFFFFFFF:
+                          uint64_t *bad_c) noexcept nogil:
     """Run `n` validated records; REF handles resolve through cx.values (each record's
     value, 0 when it failed: room for `n`). With `check`, count the records whose status,
     value or (for calls whose c is a result) c differ from the recorded ones, and give the
     first one's index and what it gave. The out arrays (`statuses`, `values`, `cs`,
-    `entry_start` of n + 1) may be NULL. Returns the mismatches."""
+    `entry_start` of n + 1) may be NULL. Returns the mismatches; `cx.done` is the records
+    run. Stops early on HOST_NO_MEMORY (`cx.error`) or a failure of the recording writer
+    (its `err`): the caller raises them once it holds the GIL again."""
     cdef uint64_t i, value, c, mismatches = 0
     cdef uint32_t handle
     cdef int status
     cdef const trace_rec *r
     cdef uint64_t *refs = cx.values
+    cx.error = 0
     for i in range(n):
         r = &recs[i]
         handle = r.handle
@@ -349,13 +357,18 @@ cdef uint64_t run_records(kernel_state *ks, exec_ctx *cx, const trace_rec *recs,
         if entry_start != NULL:
             entry_start[i] = cx.nentries
         status = exec_rec(ks, cx, r, handle, side, &value, &c)
+        if status == HOST_NO_MEMORY:
+            cx.error = status
+            cx.done = i
+            return mismatches
         refs[i] = value if status == NO_ERROR else 0
         if statuses != NULL:
             statuses[i] = status
             values[i] = value
             cs[i] = c
-        if cx.rec != NULL:
-            _record_run(cx.rec, r, handle, status, value, c, side)
+        if cx.rec != NULL and _record_run(cx.rec, r, handle, status, value, c, side):
+            cx.done = i + 1
+            return mismatches
         if check and (status != r.status or value != r.value
                       or (compares_c(r.call) and c != r.c)):
             if mismatches == 0:
@@ -366,6 +379,7 @@ cdef uint64_t run_records(kernel_state *ks, exec_ctx *cx, const trace_rec *recs,
             mismatches += 1
     if entry_start != NULL:
         entry_start[n] = cx.nentries
+    cx.done = n
     return mismatches
 
 

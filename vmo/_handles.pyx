@@ -1,7 +1,5 @@
 """The handle table (see _handles.pxd): install, uninstall, and the table's lifetime."""
 
-from cpython.object cimport PyObject
-from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from libc.stdint cimport uint16_t, uint32_t
 
 from vmo._arena cimport vmo_arena_map, vmo_arena_unmap
@@ -12,7 +10,7 @@ cdef int ht_init(handle_table *ht) except -1:
     the host refuses the reservation; the table is then empty and ht_destroy is harmless."""
     ht.rights = <uint32_t *>vmo_arena_map(MX_MAX_HANDLES * sizeof(uint32_t))
     ht.gen = <uint16_t *>vmo_arena_map(MX_MAX_HANDLES * sizeof(uint16_t))
-    ht.objs = <PyObject **>vmo_arena_map(MX_MAX_HANDLES * sizeof(PyObject *))
+    ht.objs = <obj_header **>vmo_arena_map(MX_MAX_HANDLES * sizeof(obj_header *))
     ht.free_slots = <uint32_t *>vmo_arena_map(MX_MAX_HANDLES * sizeof(uint32_t))
     ht.nslots = 0
     ht.nfree = 0
@@ -23,18 +21,12 @@ cdef int ht_init(handle_table *ht) except -1:
     return 0
 
 
-cdef void ht_destroy(handle_table *ht) noexcept:
-    """Drop the references still held, then give the arrays back to the host."""
-    cdef uint32_t slot
-    cdef PyObject *p
-    if ht.objs != NULL:
-        for slot in range(ht.nslots):
-            p = ht.objs[slot]
-            ht.objs[slot] = NULL
-            Py_XDECREF(p)
+cdef void ht_destroy(handle_table *ht) noexcept nogil:
+    """Give the arrays back to the host. The objects are the caller's: the kernel releases
+    every one first (vmo_release_all)."""
     vmo_arena_unmap(ht.rights, MX_MAX_HANDLES * sizeof(uint32_t))
     vmo_arena_unmap(ht.gen, MX_MAX_HANDLES * sizeof(uint16_t))
-    vmo_arena_unmap(ht.objs, MX_MAX_HANDLES * sizeof(PyObject *))
+    vmo_arena_unmap(ht.objs, MX_MAX_HANDLES * sizeof(obj_header *))
     vmo_arena_unmap(ht.free_slots, MX_MAX_HANDLES * sizeof(uint32_t))
     ht.rights = NULL
     ht.gen = NULL
@@ -45,9 +37,10 @@ cdef void ht_destroy(handle_table *ht) noexcept:
     ht.count = 0
 
 
-cdef uint32_t ht_install(handle_table *ht, object obj, uint32_t rights) noexcept:
-    """Put `obj` (a new reference is taken) in the most recently freed slot, else the next
-    unused one; the caller checked ht_full() first. Returns the handle value. O(1)."""
+cdef uint32_t ht_install(handle_table *ht, obj_header *obj, uint32_t rights) noexcept nogil:
+    """Put `obj` (the caller counted the handle's reference) in the most recently freed
+    slot, else the next unused one; the caller checked ht_full() first. Returns the handle
+    value. O(1)."""
     cdef uint32_t slot
     if ht.nfree:
         ht.nfree -= 1
@@ -56,24 +49,21 @@ cdef uint32_t ht_install(handle_table *ht, object obj, uint32_t rights) noexcept
         slot = ht.nslots
         ht.gen[slot] = 0
         ht.nslots += 1
-    Py_INCREF(obj)
-    ht.objs[slot] = <PyObject *>obj
+    ht.objs[slot] = obj
     ht.rights[slot] = rights
     ht.count += 1
     return ((((<uint32_t>ht.gen[slot]) << SLOT_BITS) | slot) << 1) | 1
 
 
-cdef object ht_uninstall(handle_table *ht, uint32_t handle):
+cdef obj_header *ht_uninstall(handle_table *ht, uint32_t handle) noexcept nogil:
     """Remove a live handle (the caller checked it with ht_get) and return its object, the
-    table's reference handed to the caller. The slot's generation moves on, so the old value
-    stays invalid, and the slot goes on top of the free stack. O(1)."""
+    handle's reference handed to the caller. The slot's generation moves on, so the old
+    value stays invalid, and the slot goes on top of the free stack. O(1)."""
     cdef uint32_t slot = (handle >> 1) & SLOT_MASK
-    cdef PyObject *p = ht.objs[slot]
+    cdef obj_header *p = ht.objs[slot]
     ht.objs[slot] = NULL
     ht.gen[slot] = (ht.gen[slot] + 1) & GEN_MASK
     ht.free_slots[ht.nfree] = slot
     ht.nfree += 1
     ht.count -= 1
-    obj = <object>p     # a new reference for the caller ...
-    Py_DECREF(obj)      # ... replacing the table's
-    return obj
+    return p

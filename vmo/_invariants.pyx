@@ -1,15 +1,21 @@
 """The invariant walker (`check`) and the test shims that list a VMO's pages and the
-allocator's state (docs/semantics.md; compared with the reference model by the tests)."""
+allocator's state (docs/semantics.md; compared with the reference model by the tests).
 
-from cpython.object cimport PyObject
-from libc.stdint cimport uint32_t, uint64_t
+The walker reads the C structs (objects, page tables, the frame pool) and builds Python
+containers of its findings; objects are identified by their address. The syscall layer
+holds the kernel (busy, docs/semantics.md "Threads") while it runs, so no other thread
+changes the state under it.
+"""
+
+from libc.stdint cimport uint32_t, uint64_t, uintptr_t
 
 from vmo._frames cimport NIL, bit_test, frame_pool, pool_list, pool_paddr
+from vmo._object cimport OBJ_EVENT, OBJ_VMO, obj_header
 from vmo._pagetable cimport pt_next
 from vmo._status cimport PAGE_LIMIT, PAGE_MASK, PAGE_SHIFT
 
 
-cdef dict _frames_of(VmoObject v):
+cdef dict _frames_of(const vm_object *v):
     """{page index: frame} of the pages v itself holds."""
     cdef uint64_t idx = 0, found = 0
     cdef uint32_t e = 0
@@ -20,7 +26,7 @@ cdef dict _frames_of(VmoObject v):
     return frames
 
 
-cdef dict vmo_pages(kernel_state *ks, VmoObject v):
+cdef dict vmo_pages(kernel_state *ks, const vm_object *v):
     """{page index: paddr} of the pages v itself holds."""
     return {idx: pool_paddr(&ks.pool, f) for idx, f in _frames_of(v).items()}
 
@@ -40,44 +46,52 @@ cdef bint check(kernel_state *ks) except 0:
     that disagree; reference counts that do not match handles + children; pins."""
     cdef uint64_t i, w, f, nwords, word
     cdef uint32_t s
-    cdef PyObject *p
-    cdef VmoObject v
+    cdef uintptr_t addr
+    cdef obj_header *p
+    cdef vm_object *v
     cdef frame_pool *pool = &ks.pool
     nwords = (pool.nframes + 63) >> 6
     assert pool.next_fresh <= pool.nframes, "fresh mark beyond memory"
-    # Handle and child references of every object reachable from the table.
+    # Handle and child references of every object reachable from the table, by address.
     refs = {}
     roots = []
     for s in range(ks.handles.nslots):
         p = ks.handles.objs[s]
         if p != NULL:
-            roots.append(<object>p)
-    for obj in roots:
-        refs[id(obj)] = refs.get(id(obj), 0) + 1
-    seen = {}
-    for obj in roots:
-        while obj is not None and id(obj) not in seen:
-            seen[id(obj)] = obj
-            obj = (<VmoObject>obj).parent if type(obj) is VmoObject else None
-    for obj in seen.values():
-        if type(obj) is VmoObject and (<VmoObject>obj).parent is not None:
-            parent = (<VmoObject>obj).parent
-            refs[id(parent)] = refs.get(id(parent), 0) + 1
+            assert p.type == OBJ_VMO or p.type == OBJ_EVENT, "handle slot %d: bad object type" % s
+            roots.append(<uintptr_t>p)
+    for addr in roots:
+        refs[addr] = refs.get(addr, 0) + 1
+    seen = {}       # address -> is a VMO
+    for addr in roots:
+        while addr != 0 and addr not in seen:
+            p = <obj_header *>addr
+            seen[addr] = p.type == OBJ_VMO
+            addr = <uintptr_t>(<vm_object *>p).parent if p.type == OBJ_VMO else 0
+    for addr, is_vmo in seen.items():
+        v = <vm_object *>addr
+        if is_vmo and v.parent != NULL:
+            refs[<uintptr_t>v.parent] = refs.get(<uintptr_t>v.parent, 0) + 1
     assert len(roots) == ks.handles.count, "handle count %d != %d" % (
         len(roots), ks.handles.count)
     nvmos = 0
     held = set()
-    for key, obj in seen.items():
-        if type(obj) is not VmoObject:
+    for addr, is_vmo in seen.items():
+        p = <obj_header *>addr
+        if not is_vmo:
+            assert p.refs == refs[addr], "event koid %d refs %d != %d" % (
+                p.koid, p.refs, refs[addr])
             continue
-        v = <VmoObject>obj
+        v = <vm_object *>addr
         nvmos += 1
         assert v.alive, "dead VMO reachable"
-        assert v.refs == refs[key], "VMO koid %d refs %d != %d" % (v.koid, v.refs, refs[key])
+        assert v.hdr.refs == refs[addr], "VMO koid %d refs %d != %d" % (
+            v.hdr.koid, v.hdr.refs, refs[addr])
         frames = _frames_of(v)
-        assert <uint64_t>len(frames) == v.pt.npages, "VMO koid %d page count" % v.koid
+        assert <uint64_t>len(frames) == v.pt.npages, "VMO koid %d page count" % v.hdr.koid
         for idx, f in frames.items():
-            assert idx < _pages_up(v.size), "page %d beyond size of koid %d" % (idx, v.koid)
+            assert idx < _pages_up(v.size), "page %d beyond size of koid %d" % (
+                idx, v.hdr.koid)
             assert f < pool.nframes, "frame %d beyond memory" % f
             assert f not in held, "frame %d held twice" % f
             assert bit_test(pool.held, f), "frame %d held but not marked" % f

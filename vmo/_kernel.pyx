@@ -6,13 +6,26 @@ once, and calls the object layer (_vmobject, _physmem). The checked cores (`sys_
 kernel's shared C state and serve both the Python syscalls and their C-level twins (the
 `c_*` methods, contract in _kernel.pxd and vmo/api.pxd). `vmo._reference` is the executable
 spec this module is tested against; docs/semantics.md fixes what the contract leaves open.
+
+Threads (docs/semantics.md "Threads"): every call reaches its core through a `_c_*` helper
+that waits while another thread owns the kernel (`kernel_state.busy`, _state.pxd); a long
+call (more than LONG_PAGES pages or LONG_BYTES bytes) owns the kernel itself and runs its
+core with the GIL released. The cores and the object layer are nogil C over C structs; a
+host allocation failure comes back as HOST_NO_MEMORY and is raised here as MemoryError.
+
+Traces and batches (docs/trace-format.md): inside ``with k.record(path):`` every call appends
+a record after its core (`Kernel._rec`, the trace writer); `Kernel.run` and `replay` run
+records through the executor (_exec.pxi) with the kernel owned and the GIL released, the
+writer then used through its C-only face.
 """
 
 from cpython.buffer cimport (PyBUF_FULL_RO, PyBuffer_Release, PyObject_CheckBuffer,
                              PyObject_GetBuffer)
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from cpython.object cimport PyObject
+from cpython.bytearray cimport PyByteArray_CheckExact
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
+from cpython.memoryview cimport PyMemoryView_Check
 from cpython.pyport cimport PY_SSIZE_T_MAX
+from cpython.pythread cimport PyThread_allocate_lock, PyThread_free_lock
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, realloc
 from libc.stdlib cimport free as c_free
@@ -24,23 +37,28 @@ from vmo._frames cimport pool_destroy, pool_frame_ptr, pool_free_count, pool_ini
 from vmo._handles cimport ht_destroy, ht_full, ht_get, ht_init, ht_install, ht_uninstall
 from vmo._invariants cimport allocator_state, vmo_pages
 from vmo._invariants cimport check as invariants_check
+from vmo._object cimport OBJ_VMO, obj_header
 from vmo._physmem cimport (phys_pin, phys_range, phys_read, phys_read_bytes, phys_unpin,
                            phys_view_new, phys_write, phys_write_buffer)
+from vmo._state cimport (FIRST_KOID, LONG_BYTES, LONG_PAGES, kernel_state, ks_enter,
+                         ks_leave, ks_wait, ks_wait_idle)
+from vmo._status cimport *
 from vmo._trace cimport (BLOCK_MAX_RECORDS, TraceReader, hash64_begin, hash64_end,
                          hash64_update, rec_check, rec_problem, rec_uses_side, trace_header,
-                         trace_writer, tw_close, tw_open, tw_put, tw_side)
+                         trace_writer, tw_close, tw_open, tw_put, tw_put_c, tw_raise, tw_side,
+                         tw_side_c)
 from vmo._tracerec cimport *
-from vmo._state cimport FIRST_KOID, kernel_state
-from vmo._status cimport *
-from vmo._vmobject cimport (EventObject, VmoObject, event_new, trim_range, vmo_cache_op,
+from vmo._vmobject cimport (event_new, obj_unref, trim_range, vm_object, vmo_cache_op,
                             vmo_commit, vmo_decommit, vmo_find_page, vmo_lookup, vmo_new,
-                            vmo_new_contiguous, vmo_release_all, vmo_resize, vmo_transfer,
-                            vmo_unref)
+                            vmo_new_contiguous, vmo_release_all, vmo_release_cost,
+                            vmo_resize, vmo_transfer)
 
-from vmo._memmap import memory_map, merge_arenas
+import gc
+from operator import index as operator_index
 from os import fspath as os_fspath
 from time import perf_counter
 
+from vmo._memmap import memory_map, merge_arenas
 from vmo.errors import MxError, Status
 from vmo.records import CALL_NAMES, BatchResult, HandleBasicInfo, Mismatch, ReplayResult
 
@@ -48,8 +66,22 @@ cdef list _STATUS = status_table()
 cdef object S_OK = Status.NO_ERROR
 
 
+cdef object _host_error():
+    raise MemoryError("the host refused an allocation")
+
+
 cdef inline object _st(int code):
+    """The `Status` member of a status from the C layers; HOST_NO_MEMORY raises MemoryError."""
+    if code == HOST_NO_MEMORY:
+        return _host_error()
     return status_of(_STATUS, code)
+
+
+cdef inline int _host(int code) except -1000:
+    """A c_* method's status: HOST_NO_MEMORY raises MemoryError, any other passes through."""
+    if code == HOST_NO_MEMORY:
+        _host_error()
+    return code
 
 
 cdef inline int _open(Kernel k) except -1:
@@ -59,58 +91,261 @@ cdef inline int _open(Kernel k) except -1:
     return 0
 
 
-cdef inline kernel_state *_open_state(Kernel k) except NULL:
-    """The kernel's state, for a c_* method: ValueError once the kernel is closed."""
+cdef kernel_state *_open_state_slow(Kernel k) except NULL:
     if k.ks.closed:
         raise ValueError("kernel is closed")
+    ks_wait(&k.ks)
+    return &k.ks
+
+
+cdef inline kernel_state *_open_state(Kernel k) except NULL:
+    """The kernel's state, for a c_* method: ValueError once the kernel is closed; waits
+    while another thread owns it (_state.pxd)."""
+    if k.ks.closed or k.ks.busy:
+        return _open_state_slow(k)
     return &k.ks
 
 
 cdef void _teardown(kernel_state *ks) noexcept:
     """Destroy every object (iteratively, so long clone chains cannot recurse), then give
     the arena and the tables back to the host; while physical views are alive the arena
-    stays mapped and the last view to go releases it (no use-after-free from Python)."""
-    ks.closed = True
-    vmo_release_all(ks)
+    stays mapped and the last view to go releases it (no use-after-free from Python). With
+    many pages committed, the objects are destroyed while owning the kernel, GIL released."""
+    ks_wait_idle(ks)
+    if ks.closed:
+        return
+    if ks.pool.nframes - pool_free_count(&ks.pool) > LONG_PAGES and ks.gate != NULL:
+        ks_enter(ks)        # cannot raise: the kernel is idle and open
+        ks.closed = True
+        with nogil:
+            vmo_release_all(ks)
+        ks_leave(ks)
+    else:
+        ks.closed = True
+        vmo_release_all(ks)
     ht_destroy(&ks.handles)
     if ks.pool.npinned == 0:
         pool_destroy(&ks.pool)
 
 
 # -- the checked cores ------------------------------------------------------------------------
-cdef inline VmoObject _vmo(kernel_state *ks, uint32_t handle, uint32_t need, uint32_t *rights,
-                           int *status):
+cdef inline vm_object *_vmo(kernel_state *ks, uint32_t handle, uint32_t need,
+                            uint32_t *rights, int *status) noexcept nogil:
     """The one handle check of a VMO call, in Magenta's order: the handle exists
     (ERR_BAD_HANDLE), has the rights `need` (ERR_ACCESS_DENIED), is a VMO (ERR_WRONG_TYPE).
-    Gives the VMO and the handle's rights, or None and the status."""
-    cdef PyObject *p = ht_get(&ks.handles, handle, rights)
+    Gives the VMO and the handle's rights, or NULL and the status. The pointer is borrowed:
+    valid until the kernel's state next changes (never keep it across Python code)."""
+    cdef obj_header *p = ht_get(&ks.handles, handle, rights)
     if p == NULL:
         status[0] = ERR_BAD_HANDLE
-        return None
+        return NULL
     if (rights[0] & need) != need:
         status[0] = ERR_ACCESS_DENIED
-        return None
-    if type(<object>p) is not VmoObject:
+        return NULL
+    if p.type != OBJ_VMO:
         status[0] = ERR_WRONG_TYPE
-        return None
+        return NULL
     status[0] = NO_ERROR
-    return <VmoObject>p
+    return <vm_object *>p
 
 
 include "_syscalls.pxi"
 include "_exec.pxi"
 
 
-# -- recording (docs/trace-format.md): one test of `k._rec` per call when not recording -----
-cdef inline int _rec_bad_args(Kernel k, uint8_t call) except -1:
-    """Record a call refused for an integer outside its C type (ERR_INVALID_ARGS)."""
-    if k._rec != NULL:
-        tw_put(k._rec, call, ERR_INVALID_ARGS, REC_ARG_RANGE, 0, 0, 0, 0, 0, 0)
+# -- the calls: each sys_* core behind the kernel's ownership protocol ------------------------
+# Every Python syscall and c_* method reaches its core through one of these, right after its
+# last Python-level step (argument conversion, buffer export), so no Python code runs
+# between the busy check and the end of the work (_state.pxd, docs/semantics.md "Threads").
+# A short call pays one load and a branch; a long one (above LONG_PAGES / LONG_BYTES) owns
+# the kernel and runs its core with the GIL released.
+
+cdef int _wait(kernel_state *ks) except -1:
+    """The slow path of every busy check, out of line so the hot paths stay small."""
+    return ks_wait(ks)
+
+
+cdef inline int _idle(kernel_state *ks) except -1:
+    if ks.busy:
+        _wait(ks)
     return 0
 
 
-cdef inline uint64_t _lookup_hash(VmoObject v, const uint8_t *buf, uint64_t offset,
-                                  uint64_t size, int status) noexcept:
+cdef int _long_op_range(kernel_state *ks, uint32_t handle, uint32_t op, uint64_t offset,
+                        uint64_t size, void *buffer, uint64_t buffer_size) except -1000:
+    cdef int status
+    ks_enter(ks)
+    with nogil:
+        status = sys_op_range(ks, handle, op, offset, size, buffer, buffer_size)
+    ks_leave(ks)
+    return _host(status)
+
+
+cdef inline int _c_op_range(kernel_state *ks, uint32_t handle, uint32_t op, uint64_t offset,
+                            uint64_t size, void *buffer, uint64_t buffer_size) except -1000:
+    if ks.busy:
+        _wait(ks)
+    if size > LONG_PAGES * PAGE_SIZE and (op == MX_VMO_OP_COMMIT or op == MX_VMO_OP_DECOMMIT
+                                          or op == MX_VMO_OP_LOOKUP):
+        return _long_op_range(ks, handle, op, offset, size, buffer, buffer_size)
+    return _host(sys_op_range(ks, handle, op, offset, size, buffer, buffer_size))
+
+
+cdef inline int _c_lookup(kernel_state *ks, uint32_t handle, uint64_t offset, uint64_t size,
+                          void *buffer, uint64_t buffer_size) except -1000:
+    """sys_op_range's LOOKUP, inlined by hand on the short path (the Python LOOKUP, after its
+    buffer export: the handle is looked up again)."""
+    cdef uint32_t rights
+    cdef int status
+    cdef vm_object *v
+    if ks.busy:
+        _wait(ks)
+    if size > LONG_PAGES * PAGE_SIZE:
+        return _long_op_range(ks, handle, MX_VMO_OP_LOOKUP, offset, size, buffer, buffer_size)
+    v = _vmo(ks, handle, 0, &rights, &status)
+    if v == NULL:
+        return status
+    return vmo_lookup(ks, v, offset, size, <uint8_t *>buffer, buffer_size)
+
+
+cdef int _long_transfer(kernel_state *ks, uint32_t handle, uint8_t *buf, uint64_t offset,
+                        uint64_t length, uint64_t *actual, bint write) except -1000:
+    cdef int status
+    ks_enter(ks)
+    with nogil:
+        status = sys_transfer(ks, handle, buf, offset, length, actual, write)
+    ks_leave(ks)
+    return _host(status)
+
+
+cdef inline int _c_transfer(kernel_state *ks, uint32_t handle, uint8_t *buf, uint64_t offset,
+                            uint64_t length, uint64_t *actual, bint write) except -1000:
+    # sys_transfer, inlined by hand on the short path (the hot path of vmo_read/vmo_write).
+    cdef uint32_t rights
+    cdef int status
+    cdef vm_object *v
+    if ks.busy:
+        _wait(ks)
+    if length > LONG_BYTES:
+        return _long_transfer(ks, handle, buf, offset, length, actual, write)
+    v = _vmo(ks, handle, MX_RIGHT_WRITE if write else MX_RIGHT_READ, &rights, &status)
+    actual[0] = 0
+    if v == NULL:
+        return status
+    return _host(vmo_transfer(ks, v, buf, offset, length, actual, write))
+
+
+cdef int _c_set_size(kernel_state *ks, uint32_t handle, uint64_t size) except -1000:
+    cdef uint32_t rights
+    cdef int status
+    cdef vm_object *v
+    if ks.busy:
+        _wait(ks)
+    v = _vmo(ks, handle, MX_RIGHT_WRITE, &rights, &status)
+    if v != NULL and size < v.size and v.pt.npages > LONG_PAGES:
+        ks_enter(ks)
+        with nogil:
+            status = sys_set_size(ks, handle, size)
+        ks_leave(ks)
+        return _host(status)
+    return _host(sys_set_size(ks, handle, size))
+
+
+cdef int _c_handle_close(kernel_state *ks, uint32_t handle) except -1000:
+    cdef uint32_t rights
+    cdef int status
+    cdef obj_header *p
+    if ks.busy:
+        _wait(ks)
+    p = ht_get(&ks.handles, handle, &rights)
+    if p != NULL and p.type == OBJ_VMO and vmo_release_cost(<vm_object *>p) > LONG_PAGES:
+        ks_enter(ks)
+        with nogil:
+            status = sys_handle_close(ks, handle)
+        ks_leave(ks)
+        return _host(status)
+    return _host(sys_handle_close(ks, handle))
+
+
+cdef int _c_create_contiguous(kernel_state *ks, uint64_t size, uint32_t align,
+                              uint32_t *out) except -1000:
+    cdef int status
+    if ks.busy:
+        _wait(ks)
+    if size > LONG_PAGES * PAGE_SIZE:
+        ks_enter(ks)
+        with nogil:
+            status = sys_create_contiguous(ks, size, align, out)
+        ks_leave(ks)
+        return _host(status)
+    return _host(sys_create_contiguous(ks, size, align, out))
+
+
+cdef int _c_phys_read(kernel_state *ks, uint64_t paddr, void *dst,
+                      uint64_t length) except -1000:
+    cdef int status
+    if ks.busy:
+        _wait(ks)
+    if length > LONG_BYTES:
+        ks_enter(ks)
+        with nogil:
+            status = phys_read(ks, paddr, dst, length)
+        ks_leave(ks)
+        return status
+    return phys_read(ks, paddr, dst, length)
+
+
+cdef int _c_phys_write(kernel_state *ks, uint64_t paddr, const void *src,
+                       uint64_t length) except -1000:
+    cdef int status
+    if ks.busy:
+        _wait(ks)
+    if length > LONG_BYTES:
+        ks_enter(ks)
+        with nogil:
+            status = phys_write(ks, paddr, src, length)
+        ks_leave(ks)
+        return status
+    return phys_write(ks, paddr, src, length)
+
+
+cdef object _walk_begin(kernel_state *ks):
+    """Before a test shim walks the state building Python objects: wait for any owner, and
+    switch the garbage collector off so no finalizer (no other thread) runs mid-walk.
+    Returns whether it was on."""
+    _idle(ks)
+    was = gc.isenabled()
+    gc.disable()
+    return was
+
+
+cdef void _walk_end(object was) noexcept:
+    if was:
+        gc.enable()
+
+
+# -- recording (docs/trace-format.md): one test of `k._rec` per call when not recording -----
+# The writer is kernel state too: a batch run under record() appends to it without the GIL
+# while it owns the kernel, so every append made with the GIL follows a busy check with no
+# Python code in between (right after a call's core, or after `_rec_idle`).
+cdef inline int _rec_idle(Kernel k) except -1:
+    """Before an append that does not follow a call's core directly: wait for any owner."""
+    if k.ks.busy:
+        ks_wait_idle(&k.ks)
+    return 0
+
+
+cdef inline int _rec_bad_args(Kernel k, uint8_t call) except -1:
+    """Record a call refused for an integer outside its C type (ERR_INVALID_ARGS)."""
+    if k._rec != NULL:
+        _rec_idle(k)
+        if k._rec != NULL:
+            tw_put(k._rec, call, ERR_INVALID_ARGS, REC_ARG_RANGE, 0, 0, 0, 0, 0, 0)
+    return 0
+
+
+cdef inline uint64_t _lookup_hash(const vm_object *v, const uint8_t *buf, uint64_t offset,
+                                  uint64_t size, int status) noexcept nogil:
     """A LOOKUP record's value: hash64 of the entries the call wrote."""
     if status != NO_ERROR and status != ERR_NO_MEMORY:
         return 0
@@ -122,7 +357,8 @@ cdef uint64_t _sessions = 0
 
 cdef void _view_released(object owner, uint64_t session, uint64_t number, uint64_t paddr,
                          const uint8_t *ptr, uint64_t length) noexcept:
-    """A recorded view goes: its bytes (what the device wrote) into the recording."""
+    """A recorded view goes: its bytes (what the device wrote) into the recording. Called
+    with the kernel idle (PhysView waits for any owner first)."""
     cdef Kernel k = <Kernel>owner
     cdef uint64_t off = 0
     if k._rec == NULL or k._rec.session != session:
@@ -145,9 +381,6 @@ cdef int _phys_arg_flags(object paddr, object length, uint64_t *a, uint64_t *b) 
     return 1 if (length < 0 or arg_u64(paddr, a) or arg_u64(length, b)) else 0
 
 
-from operator import index as operator_index
-
-
 cdef class _Recording:
     """The context manager of `Kernel.record(path)`."""
     cdef Kernel k
@@ -160,6 +393,7 @@ cdef class _Recording:
         f = open(self.path, "wb")
         try:
             _sessions += 1
+            _check_recordable(k)        # opening the file may have let other threads run
             k._rec = tw_open(f.fileno(), trace_header(k._memory_map), _sessions)
         except BaseException:
             f.close()
@@ -169,7 +403,9 @@ cdef class _Recording:
 
     def __exit__(self, *exc):
         cdef Kernel k = self.k
-        cdef trace_writer *w = k._rec
+        cdef trace_writer *w
+        _rec_idle(k)            # a batch may be appending to the writer without the GIL
+        w = k._rec
         f = k._rec_file
         k._rec = NULL
         k._rec_file = None
@@ -185,6 +421,7 @@ cdef class _Recording:
 cdef int _check_recordable(Kernel k) except -1:
     if k.ks.closed:
         raise ValueError("kernel is closed")
+    _idle(&k.ks)
     if k._rec != NULL:
         raise ValueError("this kernel is already recording")
     if (k.ks.next_koid != FIRST_KOID or k.ks.pool.next_fresh != 0
@@ -245,22 +482,33 @@ cdef object _transfer(Kernel k, object handle, object buffer, object offset, obj
     cdef uint64_t off, n = 0, actual = 0
     cdef int status, held
     cdef Py_buffer view
-    cdef VmoObject v
+    cdef vm_object *v
+    cdef bint exact
     _open(k)
     if _transfer_args(handle, buffer, offset, length, &h, &off, &n):
         _rec_bad_args(k, CALL_VMO_WRITE if write else CALL_VMO_READ)
         return (_st(ERR_INVALID_ARGS), 0)
     if k._rec != NULL:
         return _rec_transfer(k, h, buffer, off, n, length is None, write)
+    _idle(&k.ks)
     v = _vmo(&k.ks, h, MX_RIGHT_WRITE if write else MX_RIGHT_READ, &rights, &status)
-    if v is None:
+    if v == NULL:
         return (_st(status), 0)
-    # Reading fills the buffer, so it must be writable; writing only reads it.
+    # Reading fills the buffer, so it must be writable; writing only reads it. Exporting it
+    # may run Python code (a Python-level exporter), so the handle is looked up again
+    # afterwards (by _c_transfer), except after the export of a bytearray, bytes or
+    # memoryview (which never calls back into the object it views), which runs none: then
+    # `v` is still valid and the kernel still not busy (the GIL was held throughout).
+    exact = (PyByteArray_CheckExact(buffer) or PyBytes_CheckExact(buffer)
+             or PyMemoryView_Check(buffer))
     held = arg_transfer_buffer(buffer, &view, not write, length is None, &n)
     if held < 0:
         return (_st(ERR_INVALID_ARGS), 0)
     try:
-        status = vmo_transfer(&k.ks, v, <uint8_t *>view.buf, off, n, &actual, write)
+        if exact and n <= LONG_BYTES:
+            status = _host(vmo_transfer(&k.ks, v, <uint8_t *>view.buf, off, n, &actual, write))
+        else:
+            status = _c_transfer(&k.ks, h, <uint8_t *>view.buf, off, n, &actual, write)
     finally:
         if held:
             PyBuffer_Release(&view)
@@ -277,21 +525,23 @@ cdef object _rec_transfer(Kernel k, uint32_t h, object buffer, uint64_t off, uin
     cdef uint16_t flags = 0
     cdef int status
     cdef Py_buffer view
-    cdef VmoObject v
     cdef int held = arg_transfer_buffer(buffer, &view, not write, default_length, &n)
     try:
+        # The export may have run Python code: wait for any owner, then no Python code
+        # until the record is put.
+        _idle(&k.ks)
         if buffer is None:
             flags = REC_NULL_BUFFER
         elif held < 0:
             flags = REC_BAD_BUFFER
         elif write:
             tw_side(k._rec, view.buf, n if held else 0, &side)
-        v = _vmo(&k.ks, h, MX_RIGHT_WRITE if write else MX_RIGHT_READ, &rights, &status)
-        if v is not None:
+        if _vmo(&k.ks, h, MX_RIGHT_WRITE if write else MX_RIGHT_READ, &rights,
+                &status) != NULL:
             if held < 0:
                 status = ERR_INVALID_ARGS
             else:
-                status = vmo_transfer(&k.ks, v, <uint8_t *>view.buf, off, n, &actual, write)
+                status = _c_transfer(&k.ks, h, <uint8_t *>view.buf, off, n, &actual, write)
         tw_put(k._rec, CALL_VMO_WRITE if write else CALL_VMO_READ, status, flags, h, 0, off,
                n, side if write else (hash64(<uint8_t *>view.buf, actual) if status == 0
                                       else 0), actual)
@@ -316,8 +566,12 @@ cdef class Kernel:
     def __cinit__(self):
         self._rec = NULL
         self.ks.closed = True
+        self.ks.busy = False
         self.ks.pool.mem = NULL
         self.ks.handles.objs = NULL
+        self.ks.gate = PyThread_allocate_lock()
+        if self.ks.gate == NULL:
+            raise MemoryError("cannot allocate the kernel's lock")
 
     def __init__(self, memory_size=None, *, memory_base=None, memory=None):
         if not self.ks.closed or self.ks.pool.mem != NULL:
@@ -347,10 +601,14 @@ cdef class Kernel:
             _teardown(&self.ks)
         if self.ks.pool.mem != NULL:
             pool_destroy(&self.ks.pool)
+        if self.ks.gate != NULL:
+            PyThread_free_lock(self.ks.gate)
+            self.ks.gate = NULL
 
     def close(self):
         """Close every handle and release the arena back to the host. Idempotent; any other
-        call afterwards raises ValueError. Cost: the pages still committed."""
+        call afterwards raises ValueError. Waits for a call running in another thread.
+        Cost: the pages still committed."""
         if not self.ks.closed:
             _teardown(&self.ks)
 
@@ -358,6 +616,12 @@ cdef class Kernel:
     def closed(self):
         """True once `close()` has run."""
         return self.ks.closed
+
+    @property
+    def _busy(self):
+        """True while a thread owns the kernel: a long call running without the GIL (a test
+        instrument: docs/semantics.md "Threads")."""
+        return bool(self.ks.busy)
 
     @property
     def memory_map(self):
@@ -386,7 +650,8 @@ cdef class Kernel:
         if arg_u64(size, &c_size) | arg_u32(options, &c_options):
             _rec_bad_args(self, CALL_VMO_CREATE)
             return (_st(ERR_INVALID_ARGS), 0)
-        status = sys_create(&self.ks, c_size, c_options, &out)
+        _idle(&self.ks)
+        status = _host(sys_create(&self.ks, c_size, c_options, &out))
         if self._rec != NULL:
             tw_put(self._rec, CALL_VMO_CREATE, status, 0, 0, c_options, c_size, 0, 0, out)
         return (_st(status), out)
@@ -404,13 +669,14 @@ cdef class Kernel:
         cdef uint32_t h, rights
         cdef uint64_t off = 0, n = 0, trimmed = 0, actual = 0
         cdef int status
-        cdef VmoObject v
+        cdef vm_object *v
         _open(self)
         if arg_u32(handle, &h) | arg_u64(offset, &off) | arg_u64(length, &n):
             _rec_bad_args(self, CALL_VMO_READ_BYTES)
             return (_st(ERR_INVALID_ARGS), b"")
+        _idle(&self.ks)
         v = _vmo(&self.ks, h, MX_RIGHT_READ, &rights, &status)
-        if v is None:
+        if v == NULL:
             if self._rec != NULL:
                 tw_put(self._rec, CALL_VMO_READ_BYTES, status, 0, h, 0, off, n, 0, 0)
             return (_st(status), b"")
@@ -422,8 +688,9 @@ cdef class Kernel:
             # What bytes(n) raises for such an n.
             raise OverflowError("cannot return %d bytes" % trimmed)
         data = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>trimmed)
-        status = vmo_transfer(&self.ks, v, <uint8_t *>PyBytes_AS_STRING(data), off, trimmed,
-                              &actual, False)
+        # The handle again (`v` is not kept across the allocation).
+        status = _c_transfer(&self.ks, h, <uint8_t *>PyBytes_AS_STRING(data), off, trimmed,
+                             &actual, False)
         if self._rec != NULL:
             tw_put(self._rec, CALL_VMO_READ_BYTES, status, 0, h, 0, off, n,
                    hash64(<uint8_t *>PyBytes_AS_STRING(data), actual), actual)
@@ -445,6 +712,7 @@ cdef class Kernel:
         if arg_u32(handle, &h):
             _rec_bad_args(self, CALL_VMO_GET_SIZE)
             return (_st(ERR_INVALID_ARGS), 0)
+        _idle(&self.ks)
         status = sys_get_size(&self.ks, h, &size)
         if self._rec != NULL:
             tw_put(self._rec, CALL_VMO_GET_SIZE, status, 0, h, 0, 0, 0, 0, size)
@@ -462,7 +730,7 @@ cdef class Kernel:
         if arg_u32(handle, &h) | arg_u64(size, &c_size):
             _rec_bad_args(self, CALL_VMO_SET_SIZE)
             return _st(ERR_INVALID_ARGS)
-        status = sys_set_size(&self.ks, h, c_size)
+        status = _c_set_size(&self.ks, h, c_size)
         if self._rec != NULL:
             tw_put(self._rec, CALL_VMO_SET_SIZE, status, 0, h, 0, c_size, 0, 0, 0)
         return _st(status)
@@ -479,27 +747,27 @@ cdef class Kernel:
         cdef uint64_t off, c_size, bsize = 0
         cdef int status
         cdef Py_buffer view
-        cdef VmoObject v
         _open(self)
         if _op_range_args(handle, op, offset, size, buffer, buffer_size, &h, &c_op, &off,
                           &c_size, &bsize):
             _rec_bad_args(self, CALL_VMO_OP_RANGE)
             return _st(ERR_INVALID_ARGS)
         if c_op != MX_VMO_OP_LOOKUP:
-            status = sys_op_range(&self.ks, h, c_op, off, c_size, NULL, 0)
+            status = _c_op_range(&self.ks, h, c_op, off, c_size, NULL, 0)
             if self._rec != NULL:
                 tw_put(self._rec, CALL_VMO_OP_RANGE, status, 0, h, c_op, off, c_size, 0, 0)
             return _st(status)
         if self._rec != NULL:
             return _st(_rec_lookup(self, h, off, c_size, buffer, buffer_size, bsize))
-        # LOOKUP: the handle first, then the buffer.
-        v = _vmo(&self.ks, h, 0, &rights, &status)
-        if v is None:
+        # LOOKUP: the handle first, then the buffer (exporting it may run Python code, so
+        # _c_lookup looks the handle up again).
+        _idle(&self.ks)
+        if _vmo(&self.ks, h, 0, &rights, &status) == NULL:
             return _st(status)
         if _lookup_buffer(buffer, buffer_size, &view, &bsize):
             return _st(ERR_INVALID_ARGS)
         try:
-            return _st(vmo_lookup(&self.ks, v, off, c_size, <uint8_t *>view.buf, bsize))
+            return _st(_c_lookup(&self.ks, h, off, c_size, view.buf, bsize))
         finally:
             PyBuffer_Release(&view)
 
@@ -518,7 +786,8 @@ cdef class Kernel:
                 | arg_u64(size, &c_size)):
             _rec_bad_args(self, CALL_VMO_CLONE)
             return (_st(ERR_INVALID_ARGS), 0)
-        status = sys_clone(&self.ks, h, c_options, off, c_size, &out)
+        _idle(&self.ks)
+        status = _host(sys_clone(&self.ks, h, c_options, off, c_size, &out))
         if self._rec != NULL:
             tw_put(self._rec, CALL_VMO_CLONE, status, 0, h, c_options, off, c_size, 0, out)
         return (_st(status), out)
@@ -532,7 +801,7 @@ cdef class Kernel:
         if arg_u32(handle, &h):
             _rec_bad_args(self, CALL_HANDLE_CLOSE)
             return _st(ERR_INVALID_ARGS)
-        status = sys_handle_close(&self.ks, h)
+        status = _c_handle_close(&self.ks, h)
         if self._rec != NULL:
             tw_put(self._rec, CALL_HANDLE_CLOSE, status, 0, h, 0, 0, 0, 0, 0)
         return _st(status)
@@ -547,6 +816,7 @@ cdef class Kernel:
         if arg_u32(handle, &h) | arg_u32(rights, &c_rights):
             _rec_bad_args(self, CALL_HANDLE_DUPLICATE)
             return (_st(ERR_INVALID_ARGS), 0)
+        _idle(&self.ks)
         status = sys_handle_duplicate(&self.ks, h, c_rights, &out)
         if self._rec != NULL:
             tw_put(self._rec, CALL_HANDLE_DUPLICATE, status, 0, h, c_rights, 0, 0, 0, out)
@@ -562,6 +832,7 @@ cdef class Kernel:
         if arg_u32(handle, &h) | arg_u32(rights, &c_rights):
             _rec_bad_args(self, CALL_HANDLE_REPLACE)
             return (_st(ERR_INVALID_ARGS), 0)
+        _idle(&self.ks)
         status = sys_handle_replace(&self.ks, h, c_rights, &out)
         if self._rec != NULL:
             tw_put(self._rec, CALL_HANDLE_REPLACE, status, 0, h, c_rights, 0, 0, 0, out)
@@ -579,6 +850,7 @@ cdef class Kernel:
         if arg_u32(handle, &h) | arg_u32(topic, &c_topic):
             _rec_bad_args(self, CALL_OBJECT_GET_INFO)
             return (_st(ERR_INVALID_ARGS), 0)
+        _idle(&self.ks)
         status = sys_get_info(&self.ks, h, c_topic, &info)
         if self._rec != NULL:
             _rec_info(self, h, c_topic, status, &info)
@@ -598,7 +870,8 @@ cdef class Kernel:
         if arg_u32(options, &c_options):
             _rec_bad_args(self, CALL_EVENT_CREATE)
             return (_st(ERR_INVALID_ARGS), 0)
-        status = sys_event_create(&self.ks, c_options, &out)
+        _idle(&self.ks)
+        status = _host(sys_event_create(&self.ks, c_options, &out))
         if self._rec != NULL:
             tw_put(self._rec, CALL_EVENT_CREATE, status, 0, 0, c_options, 0, 0, 0, out)
         return (_st(status), out)
@@ -613,6 +886,7 @@ cdef class Kernel:
         if arg_u32(handle, &h):
             _rec_bad_args(self, CALL_VMO_COMMITTED_BYTES)
             return (_st(ERR_INVALID_ARGS), 0)
+        _idle(&self.ks)
         status = sys_committed_bytes(&self.ks, h, &out)
         if self._rec != NULL:
             tw_put(self._rec, CALL_VMO_COMMITTED_BYTES, status, 0, h, 0, 0, 0, 0, out)
@@ -632,7 +906,7 @@ cdef class Kernel:
         if arg_u64(size, &c_size) | arg_u32(alignment_log2, &c_align):
             _rec_bad_args(self, CALL_VMO_CREATE_CONTIGUOUS)
             return (_st(ERR_INVALID_ARGS), 0)
-        status = sys_create_contiguous(&self.ks, c_size, c_align, &out)
+        status = _c_create_contiguous(&self.ks, c_size, c_align, &out)
         if self._rec != NULL:
             tw_put(self._rec, CALL_VMO_CREATE_CONTIGUOUS, status, 0, 0, c_align, c_size, 0, 0,
                    out)
@@ -690,7 +964,8 @@ cdef class Kernel:
         """Run a `vmo.Batch` (its `records` and `data`, or a (records, data) pair of buffers)
         in C and return a `vmo.BatchResult`. ValueError, naming the index, for an invalid
         record (unknown call, bad REF, write bytes outside `data`) before anything runs.
-        Recorded like any other calls inside ``k.record()``. Cost: the calls."""
+        The records run without the GIL, the kernel owned by this thread (docs/semantics.md
+        "Threads"). Recorded like any other calls inside ``k.record()``. Cost: the calls."""
         if isinstance(batch, tuple) and len(batch) == 2:
             return _run_batch(self, batch[0], batch[1])
         return _run_batch(self, batch.records, batch.data)
@@ -699,31 +974,42 @@ cdef class Kernel:
         """A dict: total_frames, free_frames, committed_frames (not free: held by VMOs or
         pinned by a physical view after their VMO let go), vmos, handles, pinned_frames, plus
         memory_base, memory_size and the allocator's zeroing counters. O(1)."""
+        cdef uint64_t free, nframes, npinned, released, zeroed
+        cdef Py_ssize_t nvmos
+        cdef uint32_t nhandles
         _open(self)
+        _idle(&self.ks)
+        # Read everything before making Python objects (which may run other threads).
         free = pool_free_count(&self.ks.pool)
+        nframes = self.ks.pool.nframes
+        nvmos = self.ks.nvmos
+        nhandles = self.ks.handles.count
+        npinned = self.ks.pool.npinned
+        released = self.ks.pool.released_runs
+        zeroed = self.ks.pool.zeroed_frames
         return {
-            "total_frames": self.ks.pool.nframes,
+            "total_frames": nframes,
             "free_frames": free,
-            "committed_frames": self.ks.pool.nframes - free,
-            "vmos": self.ks.nvmos,
-            "handles": self.ks.handles.count,
+            "committed_frames": nframes - free,
+            "vmos": nvmos,
+            "handles": nhandles,
             "memory_base": self._memory_base,
             "memory_size": self._memory_size,
-            "pinned_frames": self.ks.pool.npinned,
-            "released_runs": self.ks.pool.released_runs,
-            "zeroed_frames": self.ks.pool.zeroed_frames,
+            "pinned_frames": npinned,
+            "released_runs": released,
+            "zeroed_frames": zeroed,
         }
 
     # -- the C-level API (contract: _kernel.pxd; documented in vmo/api.pxd) ----------------
     cdef int c_create(self, uint64_t size, uint32_t options, uint32_t *out) except -1000:
-        cdef int status = sys_create(_open_state(self), size, options, out)
+        cdef int status = _host(sys_create(_open_state(self), size, options, out))
         if self._rec != NULL:
             tw_put(self._rec, CALL_VMO_CREATE, status, 0, 0, options, size, 0, 0, out[0])
         return status
 
     cdef int c_create_contiguous(self, uint64_t size, uint32_t alignment_log2,
                                  uint32_t *out) except -1000:
-        cdef int status = sys_create_contiguous(_open_state(self), size, alignment_log2, out)
+        cdef int status = _c_create_contiguous(_open_state(self), size, alignment_log2, out)
         if self._rec != NULL:
             tw_put(self._rec, CALL_VMO_CREATE_CONTIGUOUS, status, 0, 0, alignment_log2, size,
                    0, 0, out[0])
@@ -737,15 +1023,15 @@ cdef class Kernel:
         return status
 
     cdef int c_set_size(self, uint32_t handle, uint64_t size) except -1000:
-        cdef int status = sys_set_size(_open_state(self), handle, size)
+        cdef int status = _c_set_size(_open_state(self), handle, size)
         if self._rec != NULL:
             tw_put(self._rec, CALL_VMO_SET_SIZE, status, 0, handle, 0, size, 0, 0, 0)
         return status
 
     cdef int c_read(self, uint32_t handle, void *dst, uint64_t offset, uint64_t length,
                     uint64_t *actual) except -1000:
-        cdef int status = sys_transfer(_open_state(self), handle, <uint8_t *>dst, offset,
-                                       length, actual, False)
+        cdef int status = _c_transfer(_open_state(self), handle, <uint8_t *>dst, offset,
+                                      length, actual, False)
         if self._rec != NULL:
             tw_put(self._rec, CALL_VMO_READ, status, REC_NULL_BUFFER if dst == NULL else 0,
                    handle, 0, offset, length,
@@ -756,36 +1042,37 @@ cdef class Kernel:
                      uint64_t *actual) except -1000:
         if self._rec != NULL:
             return _rec_c_write(self, handle, src, offset, length, actual)
-        return sys_transfer(_open_state(self), handle, <uint8_t *>src, offset, length, actual,
-                            True)
+        return _c_transfer(_open_state(self), handle, <uint8_t *>src, offset, length, actual,
+                           True)
 
     cdef int c_op_range(self, uint32_t handle, uint32_t op, uint64_t offset, uint64_t size,
                         void *buffer, uint64_t buffer_size) except -1000:
         if self._rec != NULL:
             return _rec_c_op_range(self, handle, op, offset, size, buffer, buffer_size)
-        return sys_op_range(_open_state(self), handle, op, offset, size, buffer, buffer_size)
+        return _c_op_range(_open_state(self), handle, op, offset, size, buffer, buffer_size)
 
     cdef int c_commit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000:
         if self._rec != NULL:
             return _rec_c_op_range(self, handle, MX_VMO_OP_COMMIT, offset, size, NULL, 0)
-        return sys_op_range(_open_state(self), handle, MX_VMO_OP_COMMIT, offset, size, NULL, 0)
+        return _c_op_range(_open_state(self), handle, MX_VMO_OP_COMMIT, offset, size, NULL, 0)
 
     cdef int c_decommit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000:
         if self._rec != NULL:
             return _rec_c_op_range(self, handle, MX_VMO_OP_DECOMMIT, offset, size, NULL, 0)
-        return sys_op_range(_open_state(self), handle, MX_VMO_OP_DECOMMIT, offset, size, NULL, 0)
+        return _c_op_range(_open_state(self), handle, MX_VMO_OP_DECOMMIT, offset, size, NULL, 0)
 
     cdef int c_lookup(self, uint32_t handle, uint64_t offset, uint64_t size, uint64_t *out,
                       uint64_t max_entries) except -1000:
         if self._rec != NULL:
             return _rec_c_op_range(self, handle, MX_VMO_OP_LOOKUP, offset, size, out,
                                    max_entries * 8)
-        return sys_op_range(_open_state(self), handle, MX_VMO_OP_LOOKUP, offset, size, out,
-                            max_entries * 8)
+        return _c_op_range(_open_state(self), handle, MX_VMO_OP_LOOKUP, offset, size, out,
+                           max_entries * 8)
 
     cdef int c_clone(self, uint32_t handle, uint32_t options, uint64_t offset, uint64_t size,
                      uint32_t *out) except -1000:
-        cdef int status = sys_clone(_open_state(self), handle, options, offset, size, out)
+        cdef int status = _host(sys_clone(_open_state(self), handle, options, offset, size,
+                                          out))
         if self._rec != NULL:
             tw_put(self._rec, CALL_VMO_CLONE, status, 0, handle, options, offset, size, 0,
                    out[0])
@@ -798,7 +1085,7 @@ cdef class Kernel:
         return status
 
     cdef int c_handle_close(self, uint32_t handle) except -1000:
-        cdef int status = sys_handle_close(_open_state(self), handle)
+        cdef int status = _c_handle_close(_open_state(self), handle)
         if self._rec != NULL:
             tw_put(self._rec, CALL_HANDLE_CLOSE, status, 0, handle, 0, 0, 0, 0, 0)
         return status
@@ -825,13 +1112,13 @@ cdef class Kernel:
         return status
 
     cdef int c_event_create(self, uint32_t options, uint32_t *out) except -1000:
-        cdef int status = sys_event_create(_open_state(self), options, out)
+        cdef int status = _host(sys_event_create(_open_state(self), options, out))
         if self._rec != NULL:
             tw_put(self._rec, CALL_EVENT_CREATE, status, 0, 0, options, 0, 0, 0, out[0])
         return status
 
     cdef int c_phys_read(self, uint64_t paddr, void *dst, uint64_t length) except -1000:
-        cdef int status = phys_read(_open_state(self), paddr, dst, length)
+        cdef int status = _c_phys_read(_open_state(self), paddr, dst, length)
         if self._rec != NULL:
             tw_put(self._rec, CALL_PHYS_READ, status, 0, 0, 0, paddr, length,
                    hash64(<uint8_t *>dst, length) if status == NO_ERROR else 0, 0)
@@ -842,15 +1129,15 @@ cdef class Kernel:
         cdef int status
         cdef kernel_state *ks = _open_state(self)
         if self._rec == NULL:
-            return phys_write(ks, paddr, src, length)
+            return _c_phys_write(ks, paddr, src, length)
         # The bytes are recorded only when the call reads them (docs/trace-format.md).
         if phys_range(ks, paddr, length, &first, &count) == NO_ERROR:
             tw_side(self._rec, src, length, &off)
-            status = phys_write(ks, paddr, src, length)
+            status = _c_phys_write(ks, paddr, src, length)
             tw_put(self._rec, CALL_PHYS_WRITE, status, 0, 0, 0, paddr, length, off,
                    length if status == NO_ERROR else 0)
             return status
-        status = phys_write(ks, paddr, src, length)
+        status = _c_phys_write(ks, paddr, src, length)
         tw_put(self._rec, CALL_PHYS_WRITE, status, REC_NO_DATA, 0, 0, paddr, length, 0, 0)
         return status
 
@@ -901,24 +1188,36 @@ cdef class Kernel:
         """(status, {page index: paddr}) of the pages the VMO itself holds."""
         cdef uint32_t h, rights
         cdef int status
-        cdef VmoObject v
+        cdef vm_object *v
         _open(self)
         if arg_u32(handle, &h):
             return (_st(ERR_INVALID_ARGS), {})
-        v = _vmo(&self.ks, h, 0, &rights, &status)
-        if v is None:
-            return (_st(status), {})
-        return (S_OK, vmo_pages(&self.ks, v))
+        gc_was = _walk_begin(&self.ks)
+        try:
+            v = _vmo(&self.ks, h, 0, &rights, &status)
+            if v == NULL:
+                return (_st(status), {})
+            return (S_OK, vmo_pages(&self.ks, v))
+        finally:
+            _walk_end(gc_was)
 
     def _allocator_state(self):
         """(next fresh frame, [freed frames, bottom of the LIFO list first])."""
         _open(self)
-        return allocator_state(&self.ks)
+        gc_was = _walk_begin(&self.ks)
+        try:
+            return allocator_state(&self.ks)
+        finally:
+            _walk_end(gc_was)
 
     def _check(self):
         """Walk every structure and raise AssertionError on the first inconsistency."""
         _open(self)
-        return invariants_check(&self.ks)
+        gc_was = _walk_begin(&self.ks)
+        try:
+            return invariants_check(&self.ks)
+        finally:
+            _walk_end(gc_was)
 
 
 # -- recording helpers of the calls with buffers or exceptions ---------------------------------
@@ -938,13 +1237,13 @@ cdef int _rec_c_write(Kernel k, uint32_t handle, const void *src, uint64_t offse
     cdef uint32_t rights
     cdef uint64_t trimmed = 0, off = 0
     cdef int status
-    cdef VmoObject v = _vmo(ks, handle, MX_RIGHT_WRITE, &rights, &status)
-    if v is not None and src != NULL and trim_range(offset, length, v.size, &trimmed):
+    cdef vm_object *v = _vmo(ks, handle, MX_RIGHT_WRITE, &rights, &status)
+    if v != NULL and src != NULL and trim_range(offset, length, v.size, &trimmed):
         tw_side(k._rec, src, trimmed, &off)
-        status = sys_transfer(ks, handle, <uint8_t *>src, offset, trimmed, actual, True)
+        status = _c_transfer(ks, handle, <uint8_t *>src, offset, trimmed, actual, True)
         tw_put(k._rec, CALL_VMO_WRITE, status, 0, handle, 0, offset, trimmed, off, actual[0])
         return status
-    status = sys_transfer(ks, handle, <uint8_t *>src, offset, length, actual, True)
+    status = _c_transfer(ks, handle, <uint8_t *>src, offset, length, actual, True)
     tw_put(k._rec, CALL_VMO_WRITE, status,
            REC_NULL_BUFFER if src == NULL else REC_NO_DATA, handle, 0, offset, length, 0,
            actual[0])
@@ -958,11 +1257,11 @@ cdef int _rec_lookup(Kernel k, uint32_t h, uint64_t off, uint64_t size, object b
     value hashes the entries the call wrote."""
     cdef uint32_t rights
     cdef uint16_t flags = 0
-    cdef int status
+    cdef int status, found
     cdef uint64_t value = 0
     cdef Py_buffer view, probe
     cdef bint held = False
-    cdef VmoObject v
+    cdef vm_object *v
     if buffer is None:
         flags = REC_NULL_BUFFER
     elif arg_buffer(buffer, &view, True):
@@ -983,12 +1282,14 @@ cdef int _rec_lookup(Kernel k, uint32_t h, uint64_t off, uint64_t size, object b
         elif bsize > <uint64_t>view.len:
             flags = REC_BAD_BUFFER
     try:
-        v = _vmo(&k.ks, h, 0, &rights, &status)
-        if v is not None:
+        # The exports may have run Python code: wait for any owner, then none until the put.
+        _idle(&k.ks)
+        if _vmo(&k.ks, h, 0, &rights, &status) != NULL:
             if flags:
                 status = ERR_INVALID_ARGS
             else:
-                status = vmo_lookup(&k.ks, v, off, size, <uint8_t *>view.buf, bsize)
+                status = _c_lookup(&k.ks, h, off, size, view.buf, bsize)
+                v = _vmo(&k.ks, h, 0, &rights, &found)      # the same; looked up again
                 value = _lookup_hash(v, <uint8_t *>view.buf, off, size, status)
         tw_put(k._rec, CALL_VMO_OP_RANGE, status, flags, h, MX_VMO_OP_LOOKUP, off, size, bsize,
                value)
@@ -1002,18 +1303,16 @@ cdef int _rec_c_op_range(Kernel k, uint32_t handle, uint32_t op, uint64_t offset
                          uint64_t size, void *buffer, uint64_t buffer_size) except -1000:
     cdef kernel_state *ks = _open_state(k)
     cdef uint32_t rights
-    cdef int status
+    cdef int status, found
     cdef uint64_t value = 0
-    cdef VmoObject v
+    cdef vm_object *v
+    status = _c_op_range(ks, handle, op, offset, size, buffer, buffer_size)
     if op != MX_VMO_OP_LOOKUP:
-        status = sys_op_range(ks, handle, op, offset, size, buffer, buffer_size)
         tw_put(k._rec, CALL_VMO_OP_RANGE, status, 0, handle, op, offset, size, 0, 0)
         return status
-    v = _vmo(ks, handle, 0, &rights, &status)
-    if v is not None:
-        status = vmo_lookup(ks, v, offset, size, <uint8_t *>buffer, buffer_size)
-        if buffer != NULL:
-            value = _lookup_hash(v, <uint8_t *>buffer, offset, size, status)
+    v = _vmo(ks, handle, 0, &rights, &found)
+    if v != NULL and buffer != NULL:
+        value = _lookup_hash(v, <uint8_t *>buffer, offset, size, status)
     tw_put(k._rec, CALL_VMO_OP_RANGE, status, REC_NULL_BUFFER if buffer == NULL else 0,
            handle, op, offset, size, buffer_size, value)
     return status
@@ -1026,10 +1325,12 @@ cdef object _rec_phys_read(Kernel k, object paddr, object length):
         data = phys_read_bytes(&k.ks, paddr, length)
     except MxError as e:
         bad = _phys_arg_flags(paddr, length, &a, &b)
+        _rec_idle(k)
         tw_put(k._rec, CALL_PHYS_READ, int(e.status), REC_ARG_RANGE if bad else 0, 0, 0,
                0 if bad else a, 0 if bad else b, 0, 0)
         raise
     arg_u64(operator_index(paddr), &a)
+    _rec_idle(k)
     tw_put(k._rec, CALL_PHYS_READ, NO_ERROR, 0, 0, 0, a, len(data),
            hash64(<uint8_t *>PyBytes_AS_STRING(data), len(data)), 0)
     return data
@@ -1046,6 +1347,7 @@ cdef object _rec_phys_write(Kernel k, object paddr, object data):
         return phys_write_buffer(&k.ks, paddr, data)      # the TypeError, unrecorded
     fits = not arg_u64(operator_index(paddr), &a)
     if arg_buffer(data, &view, False):
+        _rec_idle(k)
         tw_put(k._rec, CALL_PHYS_WRITE, ERR_INVALID_ARGS,
                REC_BAD_BUFFER if fits else REC_ARG_RANGE, 0, 0, a if fits else 0, 0, 0, 0)
         return phys_write_buffer(&k.ks, paddr, data)      # raises MxError(ERR_INVALID_ARGS)
@@ -1054,10 +1356,12 @@ cdef object _rec_phys_write(Kernel k, object paddr, object data):
             try:
                 return phys_write_buffer(&k.ks, paddr, data)
             except MxError as e:
+                _rec_idle(k)
                 tw_put(k._rec, CALL_PHYS_WRITE, int(e.status), REC_ARG_RANGE, 0, 0, 0, 0, 0, 0)
                 raise
+        _rec_idle(k)
         tw_side(k._rec, view.buf, view.len, &off)
-        status = phys_write(&k.ks, a, view.buf, view.len)
+        status = _c_phys_write(&k.ks, a, view.buf, view.len)
         tw_put(k._rec, CALL_PHYS_WRITE, status, 0, 0, 0, a, view.len, off,
                view.len if status == 0 else 0)
         if status:
@@ -1075,30 +1379,49 @@ cdef object _rec_phys_view(Kernel k, object paddr, object length):
         view = phys_view_new(k, &k.ks, paddr, length, _view_released, w.session, w.views + 1)
     except MxError as e:
         bad = _phys_arg_flags(paddr, length, &a, &b)
+        _rec_idle(k)
         tw_put(w, CALL_PHYS_VIEW, int(e.status), REC_ARG_RANGE if bad else 0, 0, 0,
                0 if bad else a, 0 if bad else b, 0, 0)
         raise
     w.views += 1
     arg_u64(operator_index(paddr), &a)
+    _rec_idle(k)
     tw_put(w, CALL_PHYS_VIEW, NO_ERROR, 0, 0, 0, a, len(view), 0, w.views)
     return view
 
 
-# -- batches and replays ----------------------------------------------------------------------
+# -- batches and replays: the record loop owns the kernel and runs without the GIL ------------
 from array import array as _array
 
+
+cdef int _run_checked(Kernel k, exec_ctx *cx) except -1:
+    """After a record loop, GIL held again: raise what stopped it (a host allocation
+    failure, or the recording writer's failure: the calls before it stay run)."""
+    if cx.error == HOST_NO_MEMORY:
+        cx.error = 0
+        raise MemoryError("the host refused an allocation")
+    if cx.rec != NULL and cx.rec.err:
+        tw_raise(cx.rec)
+    return 0
+
+
 cdef object _run_batch(Kernel k, object records, object data):
-    """Kernel.run: validate every record (ValueError naming its index), then run them."""
+    """Kernel.run: validate every record (ValueError naming its index), then run them with
+    the kernel owned and the GIL released; the result's arrays are made before."""
     cdef const uint8_t[::1] rv = memoryview(records).cast("B")
     cdef const uint8_t[::1] dv = memoryview(data).cast("B")
     cdef uint64_t n = rv.shape[0] // TRACE_RECORD_SIZE, i, side_len = dv.shape[0]
     cdef const trace_rec *recs = <const trace_rec *>&rv[0] if n else NULL
+    cdef const uint8_t *side = &dv[0] if side_len else NULL
     cdef exec_ctx cx
     cdef int code
     cdef uint64_t fb = 0, bv = 0, bc = 0
     cdef int bs = 0
     cdef int[::1] st
     cdef uint64_t[::1] vals, cs, starts
+    cdef int *p_st = NULL
+    cdef uint64_t *p_vals = NULL
+    cdef uint64_t *p_cs = NULL
     _open(k)
     if <uint64_t>rv.shape[0] != n * TRACE_RECORD_SIZE:
         raise ValueError("batch records are not a whole number of 48-byte records")
@@ -1115,14 +1438,21 @@ cdef object _run_batch(Kernel k, object records, object data):
     vals = values
     cs = cvals
     starts = entry_start
+    if n:
+        p_st = &st[0]
+        p_vals = &vals[0]
+        p_cs = &cs[0]
     cx_init(&cx)
     try:
         cx.collect_entries = True
-        cx.rec = k._rec
         cx_values(&cx, n)
-        run_records(&k.ks, &cx, recs, n, &dv[0] if side_len else NULL,
-                    &st[0] if n else NULL, &vals[0] if n else NULL, &cs[0] if n else NULL,
-                    &starts[0], False, &fb, &bs, &bv, &bc)
+        ks_enter(&k.ks)
+        cx.rec = k._rec         # read while owning: record() cannot start or end meanwhile
+        with nogil:
+            run_records(&k.ks, &cx, recs, n, side, p_st, p_vals, p_cs, &starts[0], False,
+                        &fb, &bs, &bv, &bc)
+        ks_leave(&k.ks)
+        _run_checked(k, &cx)
         entries = _array("Q", bytes(8 * cx.nentries))
         if cx.nentries:
             memcpy(_abuf(entries), cx.entries, cx.nentries * 8)
@@ -1155,14 +1485,16 @@ def replay(path, *, check=True):
     """Replay the trace at `path` (docs/trace-format.md) on a fresh kernel built from its
     header, every record run in C; returns a `vmo.ReplayResult`. With `check`, a record
     whose status, value or c differs from the recorded one is a mismatch. ValueError,
-    naming the byte offset or record index, for a trace the reader refuses."""
+    naming the byte offset or record index, for a trace the reader refuses. Each block is
+    read and checked with the GIL, then its records run without it, the kernel owned."""
     cdef TraceReader rd = TraceReader(path)
     cdef Kernel k
     cdef exec_ctx cx
-    cdef uint64_t ops = 0, mismatches = 0, m, fb = 0, bv = 0, bc = 0
-    cdef int bs = 0
-    cdef bint c_check = check
-    first = None
+    cdef uint64_t ops = 0, mismatches = 0, m, fb = 0, bv = 0, bc = 0, first_index = 0
+    cdef int bs = 0, first_status = 0
+    cdef uint64_t first_value = 0, first_c = 0
+    cdef trace_rec first_rec
+    cdef bint c_check = check, have_first = False
     try:
         k = Kernel(memory=rd.memory_map)
         try:
@@ -1171,10 +1503,20 @@ def replay(path, *, check=True):
                 cx_values(&cx, BLOCK_MAX_RECORDS)
                 t0 = perf_counter()
                 while rd.next_block():
-                    m = run_records(&k.ks, &cx, rd.recs, rd.nrecs, rd.side, NULL, NULL, NULL,
-                                    NULL, c_check, &fb, &bs, &bv, &bc)
-                    if m and first is None:
-                        first = _mismatch(rd.first_index + fb, &rd.recs[fb], bs, bv, bc)
+                    ks_enter(&k.ks)
+                    with nogil:
+                        m = run_records(&k.ks, &cx, rd.recs, rd.nrecs, rd.side, NULL, NULL,
+                                        NULL, NULL, c_check, &fb, &bs, &bv, &bc)
+                    ks_leave(&k.ks)
+                    _run_checked(k, &cx)
+                    if m and not have_first:
+                        # Kept as C values: the report object is made after the loop.
+                        have_first = True
+                        first_index = rd.first_index + fb
+                        first_rec = rd.recs[fb]
+                        first_status = bs
+                        first_value = bv
+                        first_c = bc
                     mismatches += m
                     ops += rd.nrecs
                 seconds = perf_counter() - t0
@@ -1185,6 +1527,8 @@ def replay(path, *, check=True):
             k.close()
     finally:
         rd.close()
+    first = (_mismatch(first_index, &first_rec, first_status, first_value, first_c)
+             if have_first else None)
     return ReplayResult(os_fspath(path), ops, seconds, mismatches, first, stats,
                         rd.truncated, rd.stop, rd.verified, c_check, "compiled")
 

@@ -44,9 +44,10 @@ cdef inline uint32_t pt_get(const page_table *pt, uint64_t idx) noexcept nogil:
             return 0
     return (<pt_leaf *>node).entries[idx & PT_MASK]
 
-cdef int pt_set(page_table *pt, uint64_t idx, uint32_t entry) except -1
+cdef int pt_set(page_table *pt, uint64_t idx, uint32_t entry) noexcept nogil
 cdef uint64_t pt_count(const page_table *pt, uint64_t start, uint64_t end) noexcept nogil
-cdef int pt_fill(page_table *pt, uint64_t start, uint64_t end, frame_pool *pool) except -1
+cdef int pt_fill(page_table *pt, uint64_t start, uint64_t end,
+                 frame_pool *pool) noexcept nogil
 cdef uint64_t pt_remove(page_table *pt, uint64_t start, uint64_t end,
                         frame_pool *pool) noexcept nogil
 cdef uint64_t pt_lookup(const page_table *pt, uint64_t start, uint64_t end,

@@ -27,36 +27,47 @@ cdef inline uint64_t _umin(uint64_t a, uint64_t b) noexcept nogil:
 
 # Bytes of page-table nodes alive in this process (all kernels): the page tables' share of
 # the metadata per committed page, reported by `node_bytes()` and the benchmarks.
+# Updated with relaxed atomics: page tables of different kernels grow in different threads
+# without the GIL.
 cdef uint64_t _node_bytes = 0
+
+cdef extern from *:
+    """
+    #define VMO_ATOMIC_ADD(p, n) __atomic_fetch_add((p), (n), __ATOMIC_RELAXED)
+    #define VMO_ATOMIC_SUB(p, n) __atomic_fetch_sub((p), (n), __ATOMIC_RELAXED)
+    #define VMO_ATOMIC_LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+    """
+    uint64_t atomic_add "VMO_ATOMIC_ADD"(uint64_t *p, uint64_t n) nogil
+    uint64_t atomic_sub "VMO_ATOMIC_SUB"(uint64_t *p, uint64_t n) nogil
+    uint64_t atomic_load "VMO_ATOMIC_LOAD"(uint64_t *p) nogil
 
 
 cdef void *_new_node(uint32_t level) noexcept nogil:
-    global _node_bytes
     cdef void *node
     if level == 0:
         node = calloc(1, sizeof(pt_leaf))
         if node != NULL:
-            _node_bytes += sizeof(pt_leaf)
+            atomic_add(&_node_bytes, sizeof(pt_leaf))
         return node
     node = calloc(1, sizeof(pt_node))
     if node != NULL:
-        _node_bytes += sizeof(pt_node)
+        atomic_add(&_node_bytes, sizeof(pt_node))
     return node
 
 
 cdef inline void _free_node(void *node, uint32_t level) noexcept nogil:
-    global _node_bytes
-    _node_bytes -= sizeof(pt_leaf) if level == 0 else sizeof(pt_node)
+    atomic_sub(&_node_bytes, sizeof(pt_leaf) if level == 0 else sizeof(pt_node))
     free(node)
 
 
 def node_bytes():
     """Bytes of page-table nodes currently allocated in this process (every kernel)."""
-    return _node_bytes
+    return atomic_load(&_node_bytes)
 
 
-cdef int _grow(page_table *pt, uint64_t max_idx) except -1:
-    """Raise the tree until `max_idx` fits. An empty tree just takes the height it needs."""
+cdef int _grow(page_table *pt, uint64_t max_idx) noexcept nogil:
+    """Raise the tree until `max_idx` fits (-1 if the host cannot allocate a node). An empty
+    tree just takes the height it needs."""
     cdef pt_node *top
     if pt.root == NULL:
         pt.height = 1
@@ -66,7 +77,7 @@ cdef int _grow(page_table *pt, uint64_t max_idx) except -1:
     while pt.height < PT_MAX_HEIGHT and (max_idx >> (PT_BITS * pt.height)) != 0:
         top = <pt_node *>_new_node(1)
         if top == NULL:
-            raise MemoryError("page table node")
+            return -1
         top.slots[0] = pt.root
         top.count = 1
         pt.root = top
@@ -74,17 +85,19 @@ cdef int _grow(page_table *pt, uint64_t max_idx) except -1:
     return 0
 
 
-cdef int pt_set(page_table *pt, uint64_t idx, uint32_t entry) except -1:
-    """Store `entry` (frame + 1, nonzero) at the empty slot `idx`. O(height)."""
+cdef int pt_set(page_table *pt, uint64_t idx, uint32_t entry) noexcept nogil:
+    """Store `entry` (frame + 1, nonzero) at the empty slot `idx`: 0, or -1 (nothing stored)
+    if the host cannot allocate a node. O(height)."""
     cdef uint32_t level
     cdef void *node
     cdef void *child
     cdef pt_leaf *leaf
-    _grow(pt, idx)
+    if _grow(pt, idx):
+        return -1
     if pt.root == NULL:
         pt.root = _new_node(pt.height - 1)
         if pt.root == NULL:
-            raise MemoryError("page table node")
+            return -1
     node = pt.root
     level = pt.height - 1
     while level > 0:
@@ -92,7 +105,7 @@ cdef int pt_set(page_table *pt, uint64_t idx, uint32_t entry) except -1:
         if child == NULL:
             child = _new_node(level - 1)
             if child == NULL:
-                raise MemoryError("page table node")
+                return -1
             (<pt_node *>node).slots[(idx >> (PT_BITS * level)) & PT_MASK] = child
             (<pt_node *>node).count += 1
         node = child
@@ -181,24 +194,24 @@ cdef uint64_t _fill(void *node, uint32_t level, uint64_t base, uint64_t s, uint6
     return n
 
 
-cdef int pt_fill(page_table *pt, uint64_t start, uint64_t end, frame_pool *pool) except -1:
+cdef int pt_fill(page_table *pt, uint64_t start, uint64_t end,
+                 frame_pool *pool) noexcept nogil:
     """Give every absent page of [start, end) a frame from `pool`, in ascending page order.
 
-    The caller has checked that the pool holds enough free frames. Raises MemoryError only
-    if the host cannot allocate a node (the pages filled so far stay filled).
+    The caller has checked that the pool holds enough free frames. Returns 0, or -1 only if
+    the host cannot allocate a node (the pages filled so far stay filled).
     """
     cdef bint failed = False
     if start >= end:
         return 0
-    _grow(pt, end - 1)
+    if _grow(pt, end - 1):
+        return -1
     if pt.root == NULL:
         pt.root = _new_node(pt.height - 1)
         if pt.root == NULL:
-            raise MemoryError("page table node")
+            return -1
     pt.npages += _fill(pt.root, pt.height - 1, 0, start, end, pool, &failed)
-    if failed:
-        raise MemoryError("page table node")
-    return 0
+    return -1 if failed else 0
 
 
 # -- remove -----------------------------------------------------------------------------------
@@ -434,12 +447,15 @@ cdef class _PageTableShim:
 
     def set(self, uint64_t idx):
         """Give page `idx` (absent) a frame; returns the frame."""
+        cdef uint32_t f
         if idx >= (<uint64_t>1) << 52 or pt_get(&self.pt, idx):
             raise ValueError("bad index or present")
         if pool_free_count(&self.pool) == 0:
             raise MemoryError("no frame")
         f = pool_take(&self.pool)
-        pt_set(&self.pt, idx, f + 1)
+        if pt_set(&self.pt, idx, f + 1):
+            pool_give(&self.pool, &f, 1)
+            raise MemoryError("page table node")
         return f
 
     def count(self, uint64_t start, uint64_t end):
@@ -451,7 +467,8 @@ cdef class _PageTableShim:
         self._range(start, end)
         if (end - start) - pt_count(&self.pt, start, end) > pool_free_count(&self.pool):
             return False
-        pt_fill(&self.pt, start, end, &self.pool)
+        if pt_fill(&self.pt, start, end, &self.pool):
+            raise MemoryError("page table node")
         return True
 
     def remove(self, uint64_t start, uint64_t end):

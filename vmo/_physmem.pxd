@@ -1,8 +1,10 @@
 # Physical memory as devices see it (`phys_*`): range checks, device reads and writes, pins,
 # and the `PhysView` exporter behind Kernel.phys_view. The C functions return a status
-# (0, ERR_OUT_OF_RANGE, ERR_BAD_STATE) and never raise; the Python-level bodies of the
-# phys_* methods (`phys_read_bytes`, `phys_write_buffer`, `phys_view_new`) raise MxError.
-# None of them checks that the kernel is open: the syscall layer does that first.
+# (0, ERR_OUT_OF_RANGE, ERR_BAD_STATE), never raise and are nogil (a long device read or
+# write runs without the GIL while its thread owns the kernel, _state.pxd); the Python-level
+# bodies of the phys_* methods (`phys_read_bytes`, `phys_write_buffer`, `phys_view_new`)
+# raise MxError and follow the ownership protocol themselves. None of them checks that the
+# kernel is open: the syscall layer does that first (a wait for an owner checks it again).
 from libc.stdint cimport uint8_t, uint64_t
 
 from vmo._state cimport kernel_state
@@ -31,12 +33,13 @@ cdef class PhysView:
 
 
 cdef int phys_range(kernel_state *ks, uint64_t paddr, uint64_t length, uint64_t *first,
-                    uint64_t *count) noexcept
-cdef int phys_read(kernel_state *ks, uint64_t paddr, void *dst, uint64_t length) noexcept
+                    uint64_t *count) noexcept nogil
+cdef int phys_read(kernel_state *ks, uint64_t paddr, void *dst,
+                   uint64_t length) noexcept nogil
 cdef int phys_write(kernel_state *ks, uint64_t paddr, const void *src,
-                    uint64_t length) noexcept
-cdef void phys_pin(kernel_state *ks, uint64_t first, uint64_t count) noexcept
-cdef void phys_unpin(kernel_state *ks, uint64_t first, uint64_t count) noexcept
+                    uint64_t length) noexcept nogil
+cdef void phys_pin(kernel_state *ks, uint64_t first, uint64_t count) noexcept nogil
+cdef void phys_unpin(kernel_state *ks, uint64_t first, uint64_t count) noexcept nogil
 
 cdef bytes phys_read_bytes(kernel_state *ks, object paddr, object length)
 cdef Py_ssize_t phys_write_buffer(kernel_state *ks, object paddr, object data) except -1

@@ -13,6 +13,7 @@ from libc.string cimport memcpy, memmove, memset
 from vmo._args cimport arg_buffer, arg_u64
 from vmo._frames cimport (FRAME_SIZE, bit_test, frame_pool, pool_destroy, pool_frame_of,
                           pool_frame_ptr, pool_mark_dirty, pool_pin, pool_unpin)
+from vmo._state cimport LONG_BYTES, ks_enter, ks_leave, ks_wait, ks_wait_idle
 from vmo._status cimport ERR_BAD_STATE, ERR_OUT_OF_RANGE, NO_ERROR, PAGE_MASK, PAGE_SHIFT
 
 from vmo.errors import MxError, Status
@@ -46,7 +47,9 @@ cdef class PhysView:
 
     def __dealloc__(self):
         # no_gc_clear: `owner` is still set here, so `ks` still points into a live kernel.
+        # A thread may own the kernel (working without the GIL): unpin after it is done.
         if self.owner is not None:
+            ks_wait_idle(self.ks)
             if self.on_release != NULL:
                 self.on_release(self.owner, self.session, self.number, self.paddr, self.ptr,
                                 <uint64_t>self.shape[0])
@@ -57,7 +60,7 @@ cdef class PhysView:
 
 # -- C level ----------------------------------------------------------------------------------
 cdef int phys_range(kernel_state *ks, uint64_t paddr, uint64_t length, uint64_t *first,
-                    uint64_t *count) noexcept:
+                    uint64_t *count) noexcept nogil:
     """Validate a physical range for device access: inside one arena of physical memory
     (ERR_OUT_OF_RANGE) with every page it touches held by a VMO (ERR_BAD_STATE); gives
     its first frame and the number of frames it touches. O(frames)."""
@@ -83,7 +86,8 @@ cdef int phys_range(kernel_state *ks, uint64_t paddr, uint64_t length, uint64_t 
     return NO_ERROR
 
 
-cdef int phys_read(kernel_state *ks, uint64_t paddr, void *dst, uint64_t length) noexcept:
+cdef int phys_read(kernel_state *ks, uint64_t paddr, void *dst,
+                   uint64_t length) noexcept nogil:
     """Device read of physical memory into `dst`: ERR_OUT_OF_RANGE, ERR_BAD_STATE."""
     cdef frame_pool *pool = &ks.pool
     cdef uint64_t first = 0, count = 0, f, pos, chunk
@@ -106,7 +110,7 @@ cdef int phys_read(kernel_state *ks, uint64_t paddr, void *dst, uint64_t length)
 
 
 cdef int phys_write(kernel_state *ks, uint64_t paddr, const void *src,
-                    uint64_t length) noexcept:
+                    uint64_t length) noexcept nogil:
     """Device write of `src` to physical memory: ERR_OUT_OF_RANGE, ERR_BAD_STATE."""
     cdef uint64_t first = 0, count = 0, f
     cdef int status = phys_range(ks, paddr, length, &first, &count)
@@ -120,7 +124,7 @@ cdef int phys_write(kernel_state *ks, uint64_t paddr, const void *src,
     return NO_ERROR
 
 
-cdef void phys_pin(kernel_state *ks, uint64_t first, uint64_t count) noexcept:
+cdef void phys_pin(kernel_state *ks, uint64_t first, uint64_t count) noexcept nogil:
     """Pin frames for a view; whatever the device writes through it is not seen by the dirty
     bits, so they count as written."""
     cdef uint64_t f
@@ -129,7 +133,7 @@ cdef void phys_pin(kernel_state *ks, uint64_t first, uint64_t count) noexcept:
         pool_mark_dirty(&ks.pool, <uint32_t>f)
 
 
-cdef void phys_unpin(kernel_state *ks, uint64_t first, uint64_t count) noexcept:
+cdef void phys_unpin(kernel_state *ks, uint64_t first, uint64_t count) noexcept nogil:
     """Unpin a view's frames; the last pin of a closed kernel gives the arena back."""
     cdef uint64_t f
     for f in range(first, first + count):
@@ -164,11 +168,25 @@ cdef int _check(int status) except -1:
 cdef bytes phys_read_bytes(kernel_state *ks, object paddr, object length):
     """Kernel.phys_read after the open check: `length` bytes at `paddr`."""
     cdef uint64_t c_paddr, c_length, first = 0, count = 0
+    cdef int status
+    cdef char *dst
     _args(paddr, length, &c_paddr, &c_length)
+    if ks.busy:
+        ks_wait(ks)
     # The range first: a huge length is ERR_OUT_OF_RANGE, not a huge allocation.
     _check(phys_range(ks, c_paddr, c_length, &first, &count))
     data = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>c_length)
-    _check(phys_read(ks, c_paddr, PyBytes_AS_STRING(data), c_length))
+    dst = PyBytes_AS_STRING(data)
+    if ks.busy:         # the allocation may have let another thread run
+        ks_wait(ks)
+    if c_length > LONG_BYTES:
+        ks_enter(ks)
+        with nogil:
+            status = phys_read(ks, c_paddr, dst, c_length)
+        ks_leave(ks)
+    else:
+        status = phys_read(ks, c_paddr, dst, c_length)
+    _check(status)
     return data
 
 
@@ -177,6 +195,7 @@ cdef Py_ssize_t phys_write_buffer(kernel_state *ks, object paddr, object data) e
     `paddr`; returns the number of bytes written."""
     cdef uint64_t c_paddr, c_length
     cdef Py_buffer view
+    cdef int status
     paddr = PyNumber_Index(paddr)
     if not PyObject_CheckBuffer(data):
         raise TypeError("a bytes-like object is required, not %r" % type(data).__name__)
@@ -185,7 +204,16 @@ cdef Py_ssize_t phys_write_buffer(kernel_state *ks, object paddr, object data) e
                       "the data is not a contiguous buffer of plain bytes")
     try:
         _args(paddr, view.len, &c_paddr, &c_length)
-        _check(phys_write(ks, c_paddr, view.buf, c_length))
+        if ks.busy:
+            ks_wait(ks)
+        if c_length > LONG_BYTES:
+            ks_enter(ks)
+            with nogil:
+                status = phys_write(ks, c_paddr, view.buf, c_length)
+            ks_leave(ks)
+        else:
+            status = phys_write(ks, c_paddr, view.buf, c_length)
+        _check(status)
         return view.len
     finally:
         PyBuffer_Release(&view)
@@ -201,8 +229,11 @@ cdef object phys_view_new(object owner, kernel_state *ks, object paddr, object l
     _args(paddr, length, &c_paddr, &c_length)
     if c_length > <uint64_t>PY_SSIZE_T_MAX:
         raise MxError(Status.ERR_OUT_OF_RANGE, "not inside physical memory")
-    _check(phys_range(ks, c_paddr, c_length, &first, &count))
+    # The exporter first: making it may run other threads; nothing below does.
     pv = PhysView.__new__(PhysView)
+    if ks.busy:
+        ks_wait(ks)
+    _check(phys_range(ks, c_paddr, c_length, &first, &count))
     pv.owner = owner
     pv.ks = ks
     pv.first = first

@@ -95,6 +95,9 @@ cdef extern from *:
     #define VMO_U64_MAX 0xFFFFFFFFFFFFFFFFULL
     /* Page index bound for whole-VMO walks: every page of MX_VMO_MAX_SIZE is below it. */
     #define VMO_PAGE_LIMIT (1ULL << 52)
+    /* Internal, never a Magenta status: the host refused an allocation inside nogil code
+       (object layer, sys_* cores). The caller that holds the GIL raises MemoryError. */
+    #define VMO_HOST_NO_MEMORY (-4096)
     #endif
     """
     enum:
@@ -174,6 +177,7 @@ cdef extern from *:
         MX_OBJ_PROP_WAITABLE "VMO_MX_OBJ_PROP_WAITABLE"
 
         PAGE_SHIFT "VMO_PAGE_SHIFT"
+        HOST_NO_MEMORY "VMO_HOST_NO_MEMORY"
         PAGE_SIZE "VMO_PAGE_SIZE"
         PAGE_MASK "VMO_PAGE_MASK"
 

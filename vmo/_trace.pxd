@@ -40,20 +40,51 @@ cdef struct trace_writer:
     uint64_t total              # records written so far
     uint64_t views              # phys_view numbers handed out
     uint64_t session            # which recording (a view released later must match it)
+    int err                     # a failure not raised yet (the C-only calls): TW_ERR_* or errno
+    uint64_t err_size           # the side bytes refused, for TW_ERR_SIDE
 
 
+cdef enum:
+    TW_ERR_MEMORY = -1                  # (`err` > 0 is the errno of a failed write)
+    TW_ERR_SIDE = -2                    # a write's bytes above BLOCK_MAX_SIDE
+
+
+# The writer has two faces. The C-only one (`tw_*_c`, noexcept nogil) touches no Python
+# object, so a loop that owns the kernel without the GIL (a batch run under record()) can
+# record: a failure is kept in `w.err` (the block that failed is dropped) and the caller,
+# with the GIL again, raises it with `tw_raise`. The other face (tw_put, tw_side,
+# tw_flush) is the same call followed by that raise, for callers that hold the GIL.
 cdef trace_writer *tw_open(int fd, bytes header, uint64_t session) except NULL
-cdef int tw_flush(trace_writer *w) except -1
+cdef int tw_flush_c(trace_writer *w) noexcept nogil
+cdef int tw_side_c(trace_writer *w, const void *data, uint64_t n,
+                   uint64_t *offset) noexcept nogil
+cdef int tw_raise(trace_writer *w) except -1
 cdef int tw_close(trace_writer *w, bint end_mark) except -1
-cdef int tw_side(trace_writer *w, const void *data, uint64_t n, uint64_t *offset) except -1
 cdef bytes trace_header(tuple memory_map)
 
 
-cdef inline int tw_put(trace_writer *w, uint8_t call, int status, uint16_t flags,
-                       uint32_t handle, uint32_t x, uint64_t a, uint64_t b, uint64_t c,
-                       uint64_t value) except -1:
+cdef inline int tw_flush(trace_writer *w) except -1:
+    """Encode and write the buffered block (nothing if it is empty); OSError if it fails."""
+    if tw_flush_c(w):
+        tw_raise(w)
+    return 0
+
+
+cdef inline int tw_side(trace_writer *w, const void *data, uint64_t n,
+                        uint64_t *offset) except -1:
+    """Copy a call's bytes into the block's side section before its record is put (the
+    block is flushed first if they would not fit, so the record stays in their block)."""
+    if tw_side_c(w, data, n, offset):
+        tw_raise(w)
+    return 0
+
+
+cdef inline int tw_put_c(trace_writer *w, uint8_t call, int status, uint16_t flags,
+                         uint32_t handle, uint32_t x, uint64_t a, uint64_t b, uint64_t c,
+                         uint64_t value) noexcept nogil:
     """Append one record to the writer's block, flushed after the record that brings it to
-    WRITER_FLUSH_RECORDS records or WRITER_FLUSH_SIDE side bytes. O(1)."""
+    WRITER_FLUSH_RECORDS records or WRITER_FLUSH_SIDE side bytes. O(1). Returns 0, or -1
+    when the flush failed (kept in `w.err`)."""
     cdef trace_rec *r = &w.recs[w.nrecs]
     r.call = call
     r.status = <signed char>status
@@ -68,7 +99,16 @@ cdef inline int tw_put(trace_writer *w, uint8_t call, int status, uint16_t flags
     w.nrecs += 1
     w.total += 1
     if w.nrecs >= WRITER_FLUSH_RECORDS or w.side_len >= WRITER_FLUSH_SIDE:
-        tw_flush(w)
+        return tw_flush_c(w)
+    return 0
+
+
+cdef inline int tw_put(trace_writer *w, uint8_t call, int status, uint16_t flags,
+                       uint32_t handle, uint32_t x, uint64_t a, uint64_t b, uint64_t c,
+                       uint64_t value) except -1:
+    """tw_put_c, then raise its failure (a flush that could not write)."""
+    if tw_put_c(w, call, status, flags, handle, x, a, b, c, value):
+        tw_raise(w)
     return 0
 
 

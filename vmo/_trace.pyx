@@ -217,16 +217,24 @@ cdef str rec_problem(int code):
 
 
 # -- the writer -------------------------------------------------------------------------------
-cdef int _write_all(int fd, const uint8_t *p, size_t n) except -1:
+cdef int _write_all_c(int fd, const uint8_t *p, size_t n) noexcept nogil:
+    """write(2) all of it: 0, or the errno of the failure."""
     cdef ssize_t got
     while n:
         got = c_write(fd, p, n)
         if got < 0:
             if errno == EINTR:
                 continue
-            raise OSError(errno, os.strerror(errno))
+            return errno if errno > 0 else 5        # EIO if the C library gave nothing
         p += got
         n -= <size_t>got
+    return 0
+
+
+cdef int _write_all(int fd, const uint8_t *p, size_t n) except -1:
+    cdef int err = _write_all_c(fd, p, n)
+    if err:
+        raise OSError(err, os.strerror(err))
     return 0
 
 
@@ -290,23 +298,40 @@ cdef void _tw_free(trace_writer *w) noexcept:
     free(w)
 
 
-cdef int tw_side(trace_writer *w, const void *data, uint64_t n, uint64_t *offset) except -1:
-    """Copy a call's bytes into the block's side section before its record is put (the
-    block is flushed first if they would not fit, so the record stays in their block)."""
+cdef int tw_raise(trace_writer *w) except -1:
+    """Raise the failure kept in `w.err` and forget it (the writer goes on)."""
+    cdef int err = w.err
+    w.err = 0
+    if err == TW_ERR_SIDE:
+        raise ValueError("a recorded write carries at most %d bytes (this one: %d)"
+                         % (BLOCK_MAX_SIDE, w.err_size))
+    if err == TW_ERR_MEMORY:
+        raise MemoryError()
+    if err:
+        raise OSError(err, os.strerror(err))
+    return 0
+
+
+cdef int tw_side_c(trace_writer *w, const void *data, uint64_t n,
+                   uint64_t *offset) noexcept nogil:
+    """tw_side without the GIL: 0, or -1 with the failure in `w.err`."""
     cdef uint64_t cap
     cdef uint8_t *grown
     if n > BLOCK_MAX_SIDE:
-        raise ValueError("a recorded write carries at most %d bytes (this one: %d)"
-                         % (BLOCK_MAX_SIDE, n))
+        w.err = TW_ERR_SIDE
+        w.err_size = n
+        return -1
     if w.side_len and w.side_len + n > BLOCK_MAX_SIDE:
-        tw_flush(w)
+        if tw_flush_c(w):
+            return -1
     if w.side_len + n > w.side_cap:
         cap = w.side_cap
         while cap < w.side_len + n:
             cap *= 2
         grown = <uint8_t *>realloc(w.side, cap)
         if grown == NULL:
-            raise MemoryError()
+            w.err = TW_ERR_MEMORY
+            return -1
         w.side = grown
         w.side_cap = cap
     if n:
@@ -316,12 +341,14 @@ cdef int tw_side(trace_writer *w, const void *data, uint64_t n, uint64_t *offset
     return 0
 
 
-cdef int tw_flush(trace_writer *w) except -1:
-    """Encode and write the buffered block (nothing if it is empty)."""
+cdef int tw_flush_c(trace_writer *w) noexcept nogil:
+    """Encode and write the buffered block (nothing if it is empty): 0, or -1 with the
+    errno in `w.err` (the block is dropped either way)."""
     cdef size_t enc
     cdef uint32_t crc
     cdef uint8_t tail[4]
     cdef uint64_t n_side
+    cdef int err
     if w.nrecs == 0 and w.side_len == 0:
         return 0
     enc = delta_encode(w.recs, w.nrecs, w.enc + BLOCK_HEADER_SIZE)
@@ -335,9 +362,14 @@ cdef int tw_flush(trace_writer *w) except -1:
     w.nrecs = 0
     n_side = w.side_len
     w.side_len = 0
-    _write_all(w.fd, w.enc, BLOCK_HEADER_SIZE + enc)
-    _write_all(w.fd, w.side, n_side)
-    _write_all(w.fd, tail, 4)
+    err = _write_all_c(w.fd, w.enc, BLOCK_HEADER_SIZE + enc)
+    if not err:
+        err = _write_all_c(w.fd, w.side, n_side)
+    if not err:
+        err = _write_all_c(w.fd, tail, 4)
+    if err:
+        w.err = err
+        return -1
     return 0
 
 

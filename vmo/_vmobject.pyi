@@ -1,13 +1,6 @@
 """Type stubs for vmo/_vmobject.pyx: VMO and event objects.
 
-The operations (`vmo_*`, `event_new`) are C-level (_vmobject.pxd); from Python only the
-object types are visible (they sit behind handles and are never handed out by the kernel).
+Objects are C structs (`vm_object`, and `obj_header` from _object.pxd) and the operations
+(`vmo_*`, `event_new`, `obj_unref`) are C-level, nogil (_vmobject.pxd); nothing is exposed
+to Python.
 """
-
-class VmoObject:
-    @property
-    def koid(self) -> int: ...
-
-class EventObject:
-    @property
-    def koid(self) -> int: ...

@@ -2,12 +2,11 @@
 
 Everything a VMO call does once its handle has been checked: the page walks, write faults
 and copy-on-write, commit, decommit, resize, the one read/write chunk loop, LOOKUP, and the
-release of an object when its last reference goes.
+release of an object when its last reference goes. Objects are malloc'd C structs and every
+function is `noexcept nogil`: the syscall layer may run any of them with the GIL released
+(docs/semantics.md "Threads"); a host allocation failure returns HOST_NO_MEMORY.
 """
 
-cimport cython
-from cpython.object cimport PyObject
-from cpython.ref cimport Py_DECREF
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
@@ -19,105 +18,149 @@ from vmo._handles cimport handle_table
 from vmo._pagetable cimport (pt_count, pt_fill, pt_free_nodes, pt_init, pt_lookup, pt_remove,
                              pt_set)
 from vmo._status cimport (ERR_BUFFER_TOO_SMALL, ERR_INVALID_ARGS, ERR_NO_MEMORY,
-                          ERR_OUT_OF_RANGE, MX_VMO_MAX_SIZE, NO_ERROR, PAGE_LIMIT, PAGE_MASK)
+                          ERR_OUT_OF_RANGE, HOST_NO_MEMORY, MX_VMO_MAX_SIZE, NO_ERROR,
+                          PAGE_LIMIT, PAGE_MASK)
 
 
-@cython.no_gc
-@cython.trashcan(True)
-@cython.final
-cdef class VmoObject:
-    def __cinit__(self):
-        pt_init(&self.pt)
-
-    def __dealloc__(self):
-        # Normally vmo_unref destroyed it already; this only frees node memory.
-        pt_free_nodes(&self.pt)
-
-
-@cython.final
-cdef class EventObject:
-    pass
-
-
-cdef inline uint64_t _pages_up(uint64_t nbytes) noexcept:
+cdef inline uint64_t _pages_up(uint64_t nbytes) noexcept nogil:
     """ceil(nbytes / PAGE_SIZE) without overflow."""
     return (nbytes >> PAGE_SHIFT) + ((nbytes & PAGE_MASK) != 0)
 
 
 # -- lifetime ---------------------------------------------------------------------------------
-cdef VmoObject vmo_new(kernel_state *ks, uint64_t size, VmoObject parent,
-                       uint64_t parent_offset):
-    """A new VMO of `size` bytes with one reference (its first handle), nothing committed;
-    a copy-on-write clone of [parent_offset, ...) of `parent` when `parent` is not None
-    (the parent gains a reference). O(1)."""
-    cdef VmoObject v = VmoObject.__new__(VmoObject)
+cdef inline vm_object *_vmo_alloc(uint64_t size) noexcept nogil:
+    """A zeroed VMO struct with no koid yet, or NULL if the host refuses."""
+    cdef vm_object *v = <vm_object *>malloc(sizeof(vm_object))
+    if v == NULL:
+        return NULL
+    v.hdr.type = OBJ_VMO
+    v.hdr.koid = 0
+    v.hdr.refs = 1
+    pt_init(&v.pt)
     v.size = size
-    v.koid = ks.next_koid
-    ks.next_koid += 1
-    v.refs = 1
+    v.parent_offset = 0
+    v.parent = NULL
     v.alive = True
-    if parent is not None:
+    return v
+
+
+cdef inline void _vmo_register(kernel_state *ks, vm_object *v) noexcept nogil:
+    v.hdr.koid = ks.next_koid
+    ks.next_koid += 1
+    ks.nvmos += 1
+
+
+cdef vm_object *vmo_new(kernel_state *ks, uint64_t size, vm_object *parent,
+                        uint64_t parent_offset) noexcept nogil:
+    """A new VMO of `size` bytes with one reference (its first handle), nothing committed;
+    a copy-on-write clone of [parent_offset, ...) of `parent` when `parent` is not NULL
+    (the parent gains a reference). NULL if the host cannot allocate it (no koid is used,
+    nothing changes). O(1)."""
+    cdef vm_object *v = _vmo_alloc(size)
+    if v == NULL:
+        return NULL
+    _vmo_register(ks, v)
+    if parent != NULL:
         v.parent = parent
         v.parent_offset = parent_offset
-        parent.refs += 1
-    ks.nvmos += 1
+        parent.hdr.refs += 1
     return v
 
 
-cdef VmoObject vmo_new_contiguous(kernel_state *ks, uint64_t count, uint32_t align_log2):
+cdef int vmo_new_contiguous(kernel_state *ks, uint64_t count, uint32_t align_log2,
+                            vm_object **out) noexcept nogil:
     """A new VMO of `count` pages committed to one physically contiguous run at a multiple
-    of 2**align_log2, or None if there is no such run (the caller returns ERR_NO_MEMORY).
-    Cost: the pages, plus the search: one probe per held block met before the first fit."""
+    of 2**align_log2 in `out`: NO_ERROR, ERR_NO_MEMORY if there is no such run,
+    HOST_NO_MEMORY (nothing taken, no koid used). Cost: the pages, plus the search: one
+    probe per held block met before the first fit."""
     cdef long long first
-    cdef uint64_t i
-    cdef VmoObject v
+    cdef uint64_t i, k
+    cdef uint32_t f
+    cdef vm_object *v
+    out[0] = NULL
     if count > pool_free_count(&ks.pool):
-        return None
+        return ERR_NO_MEMORY
     first = pool_find_run(&ks.pool, count, (<uint64_t>1) << align_log2)
     if first < 0:
-        return None
+        return ERR_NO_MEMORY
+    v = _vmo_alloc(count << PAGE_SHIFT)
+    if v == NULL:
+        return HOST_NO_MEMORY
     pool_take_run(&ks.pool, <uint64_t>first, count)
-    v = vmo_new(ks, count << PAGE_SHIFT, None, 0)
     for i in range(count):
-        pt_set(&v.pt, i, <uint32_t>(first + i + 1))
-    return v
+        if pt_set(&v.pt, i, <uint32_t>(first + i + 1)):
+            # Give back the pages set, then the rest of the run, and the struct.
+            pt_remove(&v.pt, 0, PAGE_LIMIT, &ks.pool)
+            pt_free_nodes(&v.pt)
+            for k in range(i, count):
+                f = <uint32_t>(first + k)
+                pool_give(&ks.pool, &f, 1)
+            free(v)
+            return HOST_NO_MEMORY
+    _vmo_register(ks, v)
+    out[0] = v
+    return NO_ERROR
 
 
-cdef EventObject event_new(kernel_state *ks):
-    """A new event with the next koid. O(1)."""
-    cdef EventObject ev = EventObject.__new__(EventObject)
+cdef obj_header *event_new(kernel_state *ks) noexcept nogil:
+    """A new event with one reference and the next koid, or NULL if the host refuses. O(1)."""
+    cdef obj_header *ev = <obj_header *>malloc(sizeof(obj_header))
+    if ev == NULL:
+        return NULL
+    ev.type = OBJ_EVENT
     ev.koid = ks.next_koid
     ks.next_koid += 1
+    ev.refs = 1
     return ev
 
 
-cdef void vmo_unref(kernel_state *ks, VmoObject v) noexcept:
+cdef void vmo_unref(kernel_state *ks, vm_object *v) noexcept nogil:
     """Drop one reference; when none is left, release the VMO: its pages go back to the pool
-    in ascending page index, then its reference on its parent goes in turn (a loop, so clone
-    chains of any depth are fine)."""
-    cdef VmoObject parent
+    in ascending page index, its struct is freed, then its reference on its parent goes in
+    turn (a loop, so clone chains of any depth are fine)."""
+    cdef vm_object *parent
     while True:
-        v.refs -= 1
-        if v.refs > 0:
+        v.hdr.refs -= 1
+        if v.hdr.refs > 0:
             return
         pt_remove(&v.pt, 0, PAGE_LIMIT, &ks.pool)
         pt_free_nodes(&v.pt)
         v.alive = False
         ks.nvmos -= 1
         parent = v.parent
-        v.parent = None
-        if parent is None:
+        free(v)
+        if parent == NULL:
             return
         v = parent
 
 
-cdef void vmo_release_all(kernel_state *ks) noexcept:
-    """Close every handle, lowest slot first, releasing each VMO whose last reference goes
-    (the kernel's teardown)."""
+cdef void obj_unref(kernel_state *ks, obj_header *obj) noexcept nogil:
+    """Drop one reference to any object (a closed handle's)."""
+    if obj.type == OBJ_VMO:
+        vmo_unref(ks, <vm_object *>obj)
+        return
+    obj.refs -= 1
+    if obj.refs == 0:
+        free(obj)
+
+
+cdef uint64_t vmo_release_cost(const vm_object *v) noexcept nogil:
+    """The work of dropping one reference to `v`: the pages it would free (its own and
+    those of each ancestor whose last reference goes with it) plus one per object freed.
+    Cost: the chain released."""
+    cdef uint64_t n = 0
+    while v != NULL and v.hdr.refs == 1:
+        n += v.pt.npages + 1
+        v = v.parent
+    return n
+
+
+cdef void vmo_release_all(kernel_state *ks) noexcept nogil:
+    """Close every handle, lowest slot first, releasing each object whose last reference
+    goes (the kernel's teardown)."""
     cdef handle_table *ht = &ks.handles
     cdef uint32_t slot
-    cdef PyObject *p
-    cdef object obj
+    cdef obj_header *p
     if ht.objs == NULL:
         return
     for slot in range(ht.nslots):
@@ -125,27 +168,22 @@ cdef void vmo_release_all(kernel_state *ks) noexcept:
         if p == NULL:
             continue
         ht.objs[slot] = NULL
-        obj = <object>p
-        Py_DECREF(obj)          # the table's reference; `obj` holds its own
         ht.count -= 1
-        if type(obj) is VmoObject:
-            vmo_unref(ks, <VmoObject>obj)
-    obj = None
+        obj_unref(ks, p)
 
 
 # -- faults -----------------------------------------------------------------------------------
-cdef int _insert(kernel_state *ks, VmoObject v, uint64_t idx, uint32_t frame) except -1:
-    """Put a frame just taken at page `idx`; if the host cannot allocate a node, the frame
-    goes back to the pool before MemoryError propagates (nothing leaks)."""
-    try:
-        pt_set(&v.pt, idx, frame + 1)
-    except BaseException:
+cdef inline int _insert(kernel_state *ks, vm_object *v, uint64_t idx,
+                        uint32_t frame) noexcept nogil:
+    """Put a frame just taken at page `idx`: NO_ERROR, or HOST_NO_MEMORY if the host cannot
+    allocate a node (the frame goes back to the pool first: nothing leaks)."""
+    if pt_set(&v.pt, idx, frame + 1):
         pool_give(&ks.pool, &frame, 1)
-        raise
-    return 0
+        return HOST_NO_MEMORY
+    return NO_ERROR
 
 
-cdef uint64_t vmo_fault_cost(VmoObject v, uint64_t offset) noexcept:
+cdef uint64_t vmo_fault_cost(const vm_object *v, uint64_t offset) noexcept nogil:
     """Frames a write fault at `offset` would take (v holds no page there): the depth of
     the ancestor holding the page (one copy per level), or 1 for a zero page."""
     cdef uint64_t depth = 0
@@ -154,36 +192,36 @@ cdef uint64_t vmo_fault_cost(VmoObject v, uint64_t offset) noexcept:
             return 1
         if depth and pt_get(&v.pt, offset >> PAGE_SHIFT):
             return depth
-        if v.parent is None or offset > U64_MAX - v.parent_offset:
+        if v.parent == NULL or offset > U64_MAX - v.parent_offset:
             return 1
         offset += v.parent_offset
         v = v.parent
         depth += 1
 
 
-cdef int vmo_write_fault(kernel_state *ks, VmoObject v, uint64_t offset,
-                         uint32_t *entry) except -2:
+cdef int vmo_write_fault(kernel_state *ks, vm_object *v, uint64_t offset,
+                         uint32_t *entry) noexcept nogil:
     """Find or make v's own page for a write at byte `offset` (< v.size): the own page;
     else a copy of the nearest ancestor's page, copied into every intermediate clone on
-    the way (nearest to the holder first); else a zero page. Returns 0, or
-    ERR_NO_MEMORY when a frame is needed and none is free (copies already made stay)."""
+    the way (nearest to the holder first); else a zero page. Returns 0, ERR_NO_MEMORY when
+    a frame is needed and none is free (copies already made stay), or HOST_NO_MEMORY."""
     cdef frame_pool *pool = &ks.pool
     cdef uint32_t e, f
     cdef uint64_t off = offset, depth = 0, n, i
     cdef Py_ssize_t j
-    cdef VmoObject level = v
-    # The levels that copy the page, and their offsets: C arrays, so no Python object is
-    # allocated (and no garbage collection can run) between finding and inserting.
-    cdef PyObject *levels_small[16]
+    cdef int status = NO_ERROR
+    cdef vm_object *level = v
+    # The levels that copy the page, and their offsets (on the stack for short chains).
+    cdef vm_object *levels_small[16]
     cdef uint64_t offsets_small[16]
-    cdef PyObject **levels = levels_small
+    cdef vm_object **levels = levels_small
     cdef uint64_t *offsets = offsets_small
     e = pt_get(&v.pt, offset >> PAGE_SHIFT)
     if e:
         entry[0] = e
         return 0
     # Walk up until an ancestor holds the page (at `depth`) or the chain ends.
-    while level.parent is not None and off <= U64_MAX - level.parent_offset:
+    while level.parent != NULL and off <= U64_MAX - level.parent_offset:
         off += level.parent_offset
         level = level.parent
         depth += 1
@@ -194,45 +232,49 @@ cdef int vmo_write_fault(kernel_state *ks, VmoObject v, uint64_t offset,
             break
     n = depth if e else 1
     if n > 16:
-        levels = <PyObject **>malloc(n * sizeof(PyObject *))
+        levels = <vm_object **>malloc(n * sizeof(vm_object *))
         offsets = <uint64_t *>malloc(n * sizeof(uint64_t))
         if levels == NULL or offsets == NULL:
             free(levels)
             free(offsets)
-            raise MemoryError("clone chain of depth %d" % n)
-    try:
-        level = v
-        off = offset
-        for i in range(n):
-            levels[i] = <PyObject *>level
-            offsets[i] = off
-            if i + 1 < n:
-                off += level.parent_offset
-                level = level.parent
-        # Copy into each level, the one nearest the holder first.
-        for j in range(<Py_ssize_t>n - 1, -1, -1):
-            if pool_free_count(pool) == 0:
-                return ERR_NO_MEMORY
-            f = pool_take(pool)
-            if e and bit_test(pool.dirty, e - 1):
-                memcpy(pool_frame_ptr(pool, f), pool_frame_ptr(pool, e - 1), FRAME_SIZE)
-                pool_mark_dirty(pool, f)
-            _insert(ks, <VmoObject>levels[j], offsets[j] >> PAGE_SHIFT, f)
-            e = f + 1
-    finally:
-        if levels != levels_small:
-            free(levels)
-            free(offsets)
+            return HOST_NO_MEMORY
+    level = v
+    off = offset
+    for i in range(n):
+        levels[i] = level
+        offsets[i] = off
+        if i + 1 < n:
+            off += level.parent_offset
+            level = level.parent
+    # Copy into each level, the one nearest the holder first.
+    for j in range(<Py_ssize_t>n - 1, -1, -1):
+        if pool_free_count(pool) == 0:
+            status = ERR_NO_MEMORY
+            break
+        f = pool_take(pool)
+        if e and bit_test(pool.dirty, e - 1):
+            memcpy(pool_frame_ptr(pool, f), pool_frame_ptr(pool, e - 1), FRAME_SIZE)
+            pool_mark_dirty(pool, f)
+        status = _insert(ks, levels[j], offsets[j] >> PAGE_SHIFT, f)
+        if status:
+            break
+        e = f + 1
+    if levels != levels_small:
+        free(levels)
+        free(offsets)
     entry[0] = e
-    return 0
+    return status
 
 
 # -- op_range ---------------------------------------------------------------------------------
-cdef int vmo_commit(kernel_state *ks, VmoObject v, uint64_t offset, uint64_t size) except -1000:
+cdef int vmo_commit(kernel_state *ks, vm_object *v, uint64_t offset,
+                    uint64_t size) noexcept nogil:
     """COMMIT [offset, offset+size) trimmed to the VMO, all or nothing (docs/magenta.md
-    3.6.1, docs/api.md exception 2): ERR_OUT_OF_RANGE, ERR_NO_MEMORY."""
+    3.6.1, docs/api.md exception 2): ERR_OUT_OF_RANGE, ERR_NO_MEMORY (HOST_NO_MEMORY: the
+    pages filled so far stay)."""
     cdef uint64_t trimmed, start, end, missing, need, idx
     cdef uint32_t e
+    cdef int status
     if not trim_range(offset, size, v.size, &trimmed):
         return ERR_OUT_OF_RANGE
     if trimmed == 0:
@@ -244,9 +286,8 @@ cdef int vmo_commit(kernel_state *ks, VmoObject v, uint64_t offset, uint64_t siz
         return NO_ERROR
     if missing > pool_free_count(&ks.pool):
         return ERR_NO_MEMORY
-    if v.parent is None:
-        pt_fill(&v.pt, start, end, &ks.pool)
-        return NO_ERROR
+    if v.parent == NULL:
+        return HOST_NO_MEMORY if pt_fill(&v.pt, start, end, &ks.pool) else NO_ERROR
     # A clone: every missing page is a write fault; count the frames first.
     need = 0
     for idx in range(start, end):
@@ -256,12 +297,14 @@ cdef int vmo_commit(kernel_state *ks, VmoObject v, uint64_t offset, uint64_t siz
         return ERR_NO_MEMORY
     for idx in range(start, end):
         if not pt_get(&v.pt, idx):
-            vmo_write_fault(ks, v, idx << PAGE_SHIFT, &e)
+            status = vmo_write_fault(ks, v, idx << PAGE_SHIFT, &e)
+            if status:
+                return status
     return NO_ERROR
 
 
-cdef int vmo_decommit(kernel_state *ks, VmoObject v, uint64_t offset,
-                      uint64_t size) except -1000:
+cdef int vmo_decommit(kernel_state *ks, vm_object *v, uint64_t offset,
+                      uint64_t size) noexcept nogil:
     """DECOMMIT the pages touching [offset, offset+size) trimmed to the VMO (docs/magenta.md
     3.6.2): ERR_OUT_OF_RANGE."""
     cdef uint64_t trimmed
@@ -272,8 +315,8 @@ cdef int vmo_decommit(kernel_state *ks, VmoObject v, uint64_t offset,
     return NO_ERROR
 
 
-cdef int vmo_lookup(kernel_state *ks, VmoObject v, uint64_t offset, uint64_t size,
-                    uint8_t *buf, uint64_t buffer_size) except -1000:
+cdef int vmo_lookup(kernel_state *ks, vm_object *v, uint64_t offset, uint64_t size,
+                    uint8_t *buf, uint64_t buffer_size) noexcept nogil:
     """LOOKUP (docs/magenta.md 3.6.4) from its null-buffer check on, in Magenta's order:
     ERR_INVALID_ARGS (no buffer), ERR_BUFFER_TOO_SMALL, ERR_INVALID_ARGS (size 0),
     ERR_OUT_OF_RANGE, ERR_NO_MEMORY (a page not committed). Entries are native uint64
@@ -293,7 +336,7 @@ cdef int vmo_lookup(kernel_state *ks, VmoObject v, uint64_t offset, uint64_t siz
     if not in_range(offset, size, v.size):
         return ERR_OUT_OF_RANGE
     first >>= PAGE_SHIFT
-    if v.parent is None and ((<uintptr_t>buf) & 7) == 0:
+    if v.parent == NULL and ((<uintptr_t>buf) & 7) == 0:
         n = pt_lookup(&v.pt, first, first + npages, &ks.pool, <uint64_t *>buf)
         return NO_ERROR if n == npages else ERR_NO_MEMORY
     for i in range(npages):
@@ -305,8 +348,8 @@ cdef int vmo_lookup(kernel_state *ks, VmoObject v, uint64_t offset, uint64_t siz
     return NO_ERROR
 
 
-cdef int vmo_cache_op(kernel_state *ks, VmoObject v, uint32_t op, uint64_t offset,
-                      uint64_t size) except -1000:
+cdef int vmo_cache_op(kernel_state *ks, vm_object *v, uint32_t op, uint64_t offset,
+                      uint64_t size) noexcept nogil:
     """The cache ops (docs/magenta.md 3.6.5): ERR_INVALID_ARGS (size 0), ERR_OUT_OF_RANGE.
     Caches are not modelled yet: uncommitted pages are skipped and committed ones need no
     work, so validation is the whole operation; the cache model will start here."""
@@ -317,7 +360,7 @@ cdef int vmo_cache_op(kernel_state *ks, VmoObject v, uint32_t op, uint64_t offse
     return NO_ERROR
 
 
-cdef int vmo_resize(kernel_state *ks, VmoObject v, uint64_t size) except -1000:
+cdef int vmo_resize(kernel_state *ks, vm_object *v, uint64_t size) noexcept nogil:
     """vmo_set_size after the handle: ERR_OUT_OF_RANGE above MX_VMO_MAX_SIZE; shrinking
     frees the pages past ceil(size/4096) but keeps the stale bytes of the page holding the
     new end. Cost: the pages freed."""
@@ -331,7 +374,7 @@ cdef int vmo_resize(kernel_state *ks, VmoObject v, uint64_t size) except -1000:
 
 # -- read and write ---------------------------------------------------------------------------
 cdef inline bint _aliases_memory(const frame_pool *pool, const uint8_t *buf,
-                                 uint64_t n) noexcept:
+                                 uint64_t n) noexcept nogil:
     """True if [buf, buf+n) overlaps simulated physical memory (a phys_view passed as the
     buffer of a read or write)."""
     cdef const uint8_t *lo = pool.mem
@@ -339,11 +382,11 @@ cdef inline bint _aliases_memory(const frame_pool *pool, const uint8_t *buf,
     return lo != NULL and buf < hi and buf + n > lo
 
 
-cdef int _chunks(kernel_state *ks, VmoObject v, uint8_t *buf, uint64_t offset,
-                 uint64_t end, bint write) except -1000:
+cdef int _chunks(kernel_state *ks, vm_object *v, uint8_t *buf, uint64_t offset,
+                 uint64_t end, bint write) noexcept nogil:
     """The chunk loop over [offset, end) (inside the VMO): one page at a time, reads seeing
     own or ancestor pages (zeros where none), writes faulting pages in. ERR_NO_MEMORY when a
-    write needs a frame and none is free (what was written before stays)."""
+    write needs a frame and none is free, HOST_NO_MEMORY (what was written before stays)."""
     cdef frame_pool *pool = &ks.pool
     cdef uint64_t pos = offset, chunk, page_off
     cdef uint32_t e
@@ -356,11 +399,12 @@ cdef int _chunks(kernel_state *ks, VmoObject v, uint8_t *buf, uint64_t offset,
         if write:
             e = pt_get(&v.pt, pos >> PAGE_SHIFT)
             if e == 0:
-                if v.parent is None:
+                if v.parent == NULL:
                     if pool_free_count(pool) == 0:
                         return ERR_NO_MEMORY
                     e = pool_take(pool)
-                    _insert(ks, v, pos >> PAGE_SHIFT, e)
+                    if _insert(ks, v, pos >> PAGE_SHIFT, e):
+                        return HOST_NO_MEMORY
                     e += 1
                 else:
                     status = vmo_write_fault(ks, v, pos, &e)
@@ -379,13 +423,14 @@ cdef int _chunks(kernel_state *ks, VmoObject v, uint8_t *buf, uint64_t offset,
     return NO_ERROR
 
 
-cdef int vmo_transfer(kernel_state *ks, VmoObject v, uint8_t *buf, uint64_t offset,
-                      uint64_t length, uint64_t *actual, bint write) except -1000:
+cdef int vmo_transfer(kernel_state *ks, vm_object *v, uint8_t *buf, uint64_t offset,
+                      uint64_t length, uint64_t *actual, bint write) noexcept nogil:
     """vmo_read (`write` False: into `buf`) or vmo_write (from `buf`) after the handle and
     the buffer: ERR_OUT_OF_RANGE (offset > size, offset+length wraps), ERR_NO_MEMORY (a
-    write short of frames). `actual` is the length trimmed to the VMO on success, else 0.
-    A buffer that is simulated physical memory itself goes through a copy, so the result is
-    as if the whole source were copied first (as the reference model does). O(length)."""
+    write short of frames), HOST_NO_MEMORY. `actual` is the length trimmed to the VMO on
+    success, else 0. A buffer that is simulated physical memory itself goes through a
+    copy, so the result is as if the whole source were copied first (as the reference
+    model does). O(length)."""
     cdef uint64_t trimmed
     cdef uint8_t *tmp
     cdef int status
@@ -395,15 +440,13 @@ cdef int vmo_transfer(kernel_state *ks, VmoObject v, uint8_t *buf, uint64_t offs
     if trimmed and _aliases_memory(&ks.pool, buf, trimmed):
         tmp = <uint8_t *>malloc(trimmed)
         if tmp == NULL:
-            raise MemoryError("bounce buffer of %d bytes" % trimmed)
-        try:
-            if write:
-                memcpy(tmp, buf, trimmed)
-            status = _chunks(ks, v, tmp, offset, offset + trimmed, write)
-            if status == NO_ERROR and not write:
-                memcpy(buf, tmp, trimmed)
-        finally:
-            free(tmp)
+            return HOST_NO_MEMORY
+        if write:
+            memcpy(tmp, buf, trimmed)
+        status = _chunks(ks, v, tmp, offset, offset + trimmed, write)
+        if status == NO_ERROR and not write:
+            memcpy(buf, tmp, trimmed)
+        free(tmp)
     else:
         status = _chunks(ks, v, buf, offset, offset + trimmed, write)
     if status == NO_ERROR:

@@ -20,6 +20,10 @@
 # the methods are declared ``except -1000`` so Cython propagates them. No Python object is
 # created on the way, except the objects a creating call makes. Buffers are the caller's:
 # `dst`/`src` hold at least `length` bytes, LOOKUP's `out` at least `max_entries` entries.
+# Call them with the GIL held. A long one (more than 256 pages or 64 KiB: docs/semantics.md
+# "Threads") releases the GIL while it works, so the caller's buffers must stay valid (and
+# not be changed by another thread) until it returns; a call on a kernel another thread is
+# working on waits for it.
 #
 #   c_create(size, options, &handle)             vmo_create: ERR_INVALID_ARGS (options != 0),
 #                                                ERR_NO_MEMORY (size > MX_VMO_MAX_SIZE, table

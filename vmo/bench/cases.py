@@ -36,6 +36,7 @@ from .common import (
     timed,
 )
 from .memory import MEMORY_CASES
+from .threads import THREADS_CASES
 
 
 # -- kernel jobs (vmo and reference: the same syscall API) ------------------------------------
@@ -758,7 +759,8 @@ _CASE_LIST = [
          calls=(2000, 50, 0), rounds="call"),
 ]
 
-CASES = {case.key: case for case in _CASE_LIST + list(MEMORY_CASES.values())}
+CASES = {case.key: case for case in
+         _CASE_LIST + list(MEMORY_CASES.values()) + list(THREADS_CASES.values())}
 GROUPS = tuple(dict.fromkeys(case.group for case in CASES.values())) + ("sweep",)
 
 # The operations of the size sweep (`pytest benchmarks/` parametrises them over the default

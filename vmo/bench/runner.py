@@ -65,6 +65,8 @@ def measure(case, contender, size, profile, rounds_override=None, sweep=False):
             result = measure_memory(case, contender, size)
             return dict(base, status="ok", median=result["value"], rounds=1,
                         extra=result.get("extra", {}))
+        if case.kind == "ratio":
+            return dict(base, status="ok", **case.measure(contender, size, profile))
         job = make_job(case, contender, size, profile)
         rounds, warmup = case.rounds_for(contender, profile, sweep)
         if rounds_override:
