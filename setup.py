@@ -52,6 +52,7 @@ extensions = [
     Extension("vmo._vmobject", ["vmo/_vmobject.pyx"], **common),
     Extension("vmo._physmem", ["vmo/_physmem.pyx"], **common),
     Extension("vmo._invariants", ["vmo/_invariants.pyx"], **common),
+    Extension("vmo._kernelcore", ["vmo/_kernelcore.pyx"], **common),
     Extension("vmo._kernel", ["vmo/_kernel.pyx"], **common),
 ]
 

@@ -2,16 +2,18 @@
 
 Each call converts its arguments (in signature order, every one before any status: see
 _args.pxd), checks in Magenta's order (docs/magenta.md section 3), validating its handle
-once, and calls the object layer (_vmobject, _physmem). The checked cores (`sys_*`) take the
-kernel's shared C state and serve both the Python syscalls and their C-level twins (the
-`c_*` methods, contract in _kernel.pxd and vmo/api.pxd). `vmo._reference` is the executable
-spec this module is tested against; docs/semantics.md fixes what the contract leaves open.
+once, and calls the object layer (_vmobject, _physmem). `Kernel` extends `KernelCore`
+(_kernelcore.pyx: the state, the lifetime, the properties, `stats()` and the C-level API, the
+`c_*` methods) with the Python syscalls, the call-floor instruments and the test shims.
+The checked cores (`sys_*`, _syscalls.pxi) and the calls behind the ownership protocol
+(`_c_*`, _calls.pxi) are included here as in _kernelcore.pyx, so a Python syscall reaches
+its core without a call across modules. `vmo._reference` is the executable spec this module
+is tested against; docs/semantics.md fixes what the contract leaves open.
 
 Threads (docs/semantics.md "Threads"): every call reaches its core through a `_c_*` helper
-that waits while another thread owns the kernel (`kernel_state.busy`, _state.pxd); a long
-call (more than LONG_PAGES pages or LONG_BYTES bytes) owns the kernel itself and runs its
-core with the GIL released. The cores and the object layer are nogil C over C structs; a
-host allocation failure comes back as HOST_NO_MEMORY and is raised here as MemoryError.
+(or `_idle`, then a short core) that waits while another thread owns the kernel; a long call
+owns the kernel itself and runs its core with the GIL released. A host allocation failure
+comes back as HOST_NO_MEMORY and is raised here as MemoryError.
 """
 
 from cpython.buffer cimport PyBuffer_Release, PyObject_CheckBuffer
@@ -19,28 +21,23 @@ from cpython.bytearray cimport PyByteArray_CheckExact
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
 from cpython.memoryview cimport PyMemoryView_Check
 from cpython.pyport cimport PY_SSIZE_T_MAX
-from cpython.pythread cimport PyThread_allocate_lock, PyThread_free_lock
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 from vmo._args cimport (arg_buffer, arg_transfer_buffer, arg_u32, arg_u64, status_of,
                         status_table)
-from vmo._frames cimport pool_destroy, pool_free_count, pool_init
-from vmo._handles cimport ht_destroy, ht_full, ht_get, ht_init, ht_install, ht_uninstall
+from vmo._handles cimport ht_full, ht_get, ht_install, ht_uninstall
 from vmo._invariants cimport allocator_state, check, vmo_pages
+from vmo._kernelcore cimport KernelCore, _open, handle_basic_info
 from vmo._object cimport OBJ_VMO, obj_header
-from vmo._physmem cimport (phys_read, phys_read_bytes, phys_view_new, phys_write,
-                           phys_write_buffer)
-from vmo._state cimport (FIRST_KOID, LONG_BYTES, LONG_PAGES, kernel_state, ks_enter,
-                         ks_leave, ks_wait, ks_wait_idle)
+from vmo._physmem cimport phys_read_bytes, phys_view_new, phys_write_buffer
+from vmo._state cimport LONG_BYTES, LONG_PAGES, kernel_state, ks_enter, ks_leave, ks_wait
 from vmo._status cimport *
 from vmo._vmobject cimport (event_new, obj_unref, trim_range, vm_object, vmo_cache_op,
                             vmo_commit, vmo_decommit, vmo_lookup, vmo_new,
-                            vmo_new_contiguous, vmo_release_all, vmo_release_cost,
-                            vmo_resize, vmo_transfer)
+                            vmo_new_contiguous, vmo_release_cost, vmo_resize, vmo_transfer)
 
 import gc
 
-from vmo._memmap import memory_map, merge_arenas
 from vmo.errors import Status
 from vmo.records import HandleBasicInfo
 
@@ -48,8 +45,8 @@ cdef list _STATUS = status_table()
 cdef object S_OK = Status.NO_ERROR
 
 
-cdef object _host_error():
-    raise MemoryError("the host refused an allocation")
+include "_syscalls.pxi"
+include "_calls.pxi"
 
 
 cdef inline object _st(int code):
@@ -59,292 +56,7 @@ cdef inline object _st(int code):
     return status_of(_STATUS, code)
 
 
-cdef inline int _host(int code) except -1000:
-    """A c_* method's status: HOST_NO_MEMORY raises MemoryError, any other passes through."""
-    if code == HOST_NO_MEMORY:
-        _host_error()
-    return code
-
-
-cdef inline int _open(Kernel k) except -1:
-    """Every call on a closed kernel raises ValueError (docs/api.md), the C-level API too."""
-    if k.ks.closed:
-        raise ValueError("kernel is closed")
-    return 0
-
-
-cdef kernel_state *_open_state_slow(Kernel k) except NULL:
-    if k.ks.closed:
-        raise ValueError("kernel is closed")
-    ks_wait(&k.ks)
-    return &k.ks
-
-
-cdef inline kernel_state *_open_state(Kernel k) except NULL:
-    """The kernel's state, for a c_* method: ValueError once the kernel is closed; waits
-    while another thread owns it (_state.pxd)."""
-    if k.ks.closed or k.ks.busy:
-        return _open_state_slow(k)
-    return &k.ks
-
-
-cdef void _teardown(kernel_state *ks) noexcept:
-    """Destroy every object (iteratively, so long clone chains cannot recurse), then give
-    the arena and the tables back to the host; while physical views are alive the arena
-    stays mapped and the last view to go releases it (no use-after-free from Python). With
-    many pages committed, the objects are destroyed while owning the kernel, GIL released."""
-    ks_wait_idle(ks)
-    if ks.closed:
-        return
-    if ks.pool.nframes - pool_free_count(&ks.pool) > LONG_PAGES and ks.gate != NULL:
-        ks_enter(ks)        # cannot raise: the kernel is idle and open
-        ks.closed = True
-        with nogil:
-            vmo_release_all(ks)
-        ks_leave(ks)
-    else:
-        ks.closed = True
-        vmo_release_all(ks)
-    ht_destroy(&ks.handles)
-    if ks.pool.npinned == 0:
-        pool_destroy(&ks.pool)
-
-
-# -- the checked cores ------------------------------------------------------------------------
-cdef inline vm_object *_vmo(kernel_state *ks, uint32_t handle, uint32_t need,
-                            uint32_t *rights, int *status) noexcept nogil:
-    """The one handle check of a VMO call, in Magenta's order: the handle exists
-    (ERR_BAD_HANDLE), has the rights `need` (ERR_ACCESS_DENIED), is a VMO (ERR_WRONG_TYPE).
-    Gives the VMO and the handle's rights, or NULL and the status. The pointer is borrowed:
-    valid until the kernel's state next changes (never keep it across Python code)."""
-    cdef obj_header *p = ht_get(&ks.handles, handle, rights)
-    if p == NULL:
-        status[0] = ERR_BAD_HANDLE
-        return NULL
-    if (rights[0] & need) != need:
-        status[0] = ERR_ACCESS_DENIED
-        return NULL
-    if p.type != OBJ_VMO:
-        status[0] = ERR_WRONG_TYPE
-        return NULL
-    status[0] = NO_ERROR
-    return <vm_object *>p
-
-
-include "_syscalls.pxi"
-
-
-# -- the calls: each sys_* core behind the kernel's ownership protocol ------------------------
-# Every Python syscall and c_* method reaches its core through one of these, right after its
-# last Python-level step (argument conversion, buffer export), so no Python code runs
-# between the busy check and the end of the work (_state.pxd, docs/semantics.md "Threads").
-# A short call pays one load and a branch; a long one (above LONG_PAGES / LONG_BYTES) owns
-# the kernel and runs its core with the GIL released.
-
-cdef int _wait(kernel_state *ks) except -1:
-    """The slow path of every busy check, out of line so the hot paths stay small."""
-    return ks_wait(ks)
-
-
-cdef inline int _idle(kernel_state *ks) except -1:
-    if ks.busy:
-        _wait(ks)
-    return 0
-
-
-cdef int _long_op_range(kernel_state *ks, uint32_t handle, uint32_t op, uint64_t offset,
-                        uint64_t size, void *buffer, uint64_t buffer_size) except -1000:
-    cdef int status
-    ks_enter(ks)
-    with nogil:
-        status = sys_op_range(ks, handle, op, offset, size, buffer, buffer_size)
-    ks_leave(ks)
-    return _host(status)
-
-
-cdef inline int _c_op_range(kernel_state *ks, uint32_t handle, uint32_t op, uint64_t offset,
-                            uint64_t size, void *buffer, uint64_t buffer_size) except -1000:
-    if ks.busy:
-        _wait(ks)
-    if size > LONG_PAGES * PAGE_SIZE and (op == MX_VMO_OP_COMMIT or op == MX_VMO_OP_DECOMMIT
-                                          or op == MX_VMO_OP_LOOKUP):
-        return _long_op_range(ks, handle, op, offset, size, buffer, buffer_size)
-    return _host(sys_op_range(ks, handle, op, offset, size, buffer, buffer_size))
-
-
-cdef inline int _c_lookup(kernel_state *ks, uint32_t handle, uint64_t offset, uint64_t size,
-                          void *buffer, uint64_t buffer_size) except -1000:
-    """sys_op_range's LOOKUP, inlined by hand on the short path (the Python LOOKUP, after its
-    buffer export: the handle is looked up again)."""
-    cdef uint32_t rights
-    cdef int status
-    cdef vm_object *v
-    if ks.busy:
-        _wait(ks)
-    if size > LONG_PAGES * PAGE_SIZE:
-        return _long_op_range(ks, handle, MX_VMO_OP_LOOKUP, offset, size, buffer, buffer_size)
-    v = _vmo(ks, handle, 0, &rights, &status)
-    if v == NULL:
-        return status
-    return vmo_lookup(ks, v, offset, size, <uint8_t *>buffer, buffer_size)
-
-
-cdef int _long_transfer(kernel_state *ks, uint32_t handle, uint8_t *buf, uint64_t offset,
-                        uint64_t length, uint64_t *actual, bint write) except -1000:
-    cdef int status
-    ks_enter(ks)
-    with nogil:
-        status = sys_transfer(ks, handle, buf, offset, length, actual, write)
-    ks_leave(ks)
-    return _host(status)
-
-
-cdef inline int _c_transfer(kernel_state *ks, uint32_t handle, uint8_t *buf, uint64_t offset,
-                            uint64_t length, uint64_t *actual, bint write) except -1000:
-    # sys_transfer, inlined by hand on the short path (the hot path of vmo_read/vmo_write).
-    cdef uint32_t rights
-    cdef int status
-    cdef vm_object *v
-    if ks.busy:
-        _wait(ks)
-    if length > LONG_BYTES:
-        return _long_transfer(ks, handle, buf, offset, length, actual, write)
-    v = _vmo(ks, handle, MX_RIGHT_WRITE if write else MX_RIGHT_READ, &rights, &status)
-    actual[0] = 0
-    if v == NULL:
-        return status
-    return _host(vmo_transfer(ks, v, buf, offset, length, actual, write))
-
-
-cdef int _c_set_size(kernel_state *ks, uint32_t handle, uint64_t size) except -1000:
-    cdef uint32_t rights
-    cdef int status
-    cdef vm_object *v
-    if ks.busy:
-        _wait(ks)
-    v = _vmo(ks, handle, MX_RIGHT_WRITE, &rights, &status)
-    if v != NULL and size < v.size and v.pt.npages > LONG_PAGES:
-        ks_enter(ks)
-        with nogil:
-            status = sys_set_size(ks, handle, size)
-        ks_leave(ks)
-        return _host(status)
-    return _host(sys_set_size(ks, handle, size))
-
-
-cdef int _c_handle_close(kernel_state *ks, uint32_t handle) except -1000:
-    cdef uint32_t rights
-    cdef int status
-    cdef obj_header *p
-    if ks.busy:
-        _wait(ks)
-    p = ht_get(&ks.handles, handle, &rights)
-    if p != NULL and p.type == OBJ_VMO and vmo_release_cost(<vm_object *>p) > LONG_PAGES:
-        ks_enter(ks)
-        with nogil:
-            status = sys_handle_close(ks, handle)
-        ks_leave(ks)
-        return _host(status)
-    return _host(sys_handle_close(ks, handle))
-
-
-cdef int _c_create_contiguous(kernel_state *ks, uint64_t size, uint32_t align,
-                              uint32_t *out) except -1000:
-    cdef int status
-    if ks.busy:
-        _wait(ks)
-    if size > LONG_PAGES * PAGE_SIZE:
-        ks_enter(ks)
-        with nogil:
-            status = sys_create_contiguous(ks, size, align, out)
-        ks_leave(ks)
-        return _host(status)
-    return _host(sys_create_contiguous(ks, size, align, out))
-
-
-cdef int _c_phys_read(kernel_state *ks, uint64_t paddr, void *dst,
-                      uint64_t length) except -1000:
-    cdef int status
-    if ks.busy:
-        _wait(ks)
-    if length > LONG_BYTES:
-        ks_enter(ks)
-        with nogil:
-            status = phys_read(ks, paddr, dst, length)
-        ks_leave(ks)
-        return status
-    return phys_read(ks, paddr, dst, length)
-
-
-cdef int _c_phys_write(kernel_state *ks, uint64_t paddr, const void *src,
-                       uint64_t length) except -1000:
-    cdef int status
-    if ks.busy:
-        _wait(ks)
-    if length > LONG_BYTES:
-        ks_enter(ks)
-        with nogil:
-            status = phys_write(ks, paddr, src, length)
-        ks_leave(ks)
-        return status
-    return phys_write(ks, paddr, src, length)
-
-
-cdef object _walk_begin(kernel_state *ks):
-    """Before a test shim walks the state building Python objects: wait for any owner, and
-    switch the garbage collector off so no finalizer (no other thread) runs mid-walk.
-    Returns whether it was on."""
-    _idle(ks)
-    was = gc.isenabled()
-    gc.disable()
-    return was
-
-
-cdef void _walk_end(object was) noexcept:
-    if was:
-        gc.enable()
-
-
-# -- argument conversion shared by a syscall and its floor ------------------------------------
-cdef inline int _transfer_args(object handle, object buffer, object offset, object length,
-                               uint32_t *h, uint64_t *off, uint64_t *n) except -1:
-    """vmo_read / vmo_write arguments in signature order: 1 means ERR_INVALID_ARGS."""
-    cdef int bad = arg_u32(handle, h)
-    if buffer is not None and not PyObject_CheckBuffer(buffer):
-        raise TypeError("a bytes-like object is required, not %r" % type(buffer).__name__)
-    bad |= arg_u64(offset, off)
-    if length is not None:
-        bad |= arg_u64(length, n)
-    return bad
-
-
-cdef inline int _op_range_args(object handle, object op, object offset, object size,
-                               object buffer, object buffer_size, uint32_t *h, uint32_t *c_op,
-                               uint64_t *off, uint64_t *c_size, uint64_t *bsize) except -1:
-    """vmo_op_range arguments in signature order: 1 means ERR_INVALID_ARGS. Only LOOKUP
-    looks at its buffer and buffer_size (docs/semantics.md)."""
-    cdef int bad = arg_u32(handle, h)
-    cdef int op_bad = arg_u32(op, c_op)
-    bad |= op_bad | arg_u64(offset, off) | arg_u64(size, c_size)
-    if not op_bad and c_op[0] == MX_VMO_OP_LOOKUP:
-        if buffer is not None and not PyObject_CheckBuffer(buffer):
-            raise TypeError("a bytes-like object is required, not %r" % type(buffer).__name__)
-        if buffer_size is not None:
-            bad |= arg_u64(buffer_size, bsize)
-    return bad
-
-
-cdef inline int _lookup_buffer(object buffer, object buffer_size, Py_buffer *view,
-                               uint64_t *bsize) except -1:
-    """Export LOOKUP's buffer (writable): 0 with a view held, 1 for ERR_INVALID_ARGS."""
-    if buffer is None or arg_buffer(buffer, view, True):
-        return 1
-    if buffer_size is None:
-        bsize[0] = view.len
-    elif bsize[0] > <uint64_t>view.len:
-        PyBuffer_Release(view)
-        return 1
-    return 0
+include "_syscall_args.pxi"
 
 
 cdef object _transfer(Kernel k, object handle, object buffer, object offset, object length,
@@ -385,7 +97,22 @@ cdef object _transfer(Kernel k, object handle, object buffer, object offset, obj
     return (_st(status), actual)
 
 
-cdef class Kernel:
+cdef object _walk_begin(kernel_state *ks):
+    """Before a test shim walks the state building Python objects: wait for any owner, and
+    switch the garbage collector off so no finalizer (no other thread) runs mid-walk.
+    Returns whether it was on."""
+    _idle(ks)
+    was = gc.isenabled()
+    gc.disable()
+    return was
+
+
+cdef void _walk_end(object was) noexcept:
+    if was:
+        gc.enable()
+
+
+cdef class Kernel(KernelCore):
     """One simulated machine: physical memory, its frame allocator and a handle table.
 
     ``Kernel(memory_size=1 << 30, *, memory_base=0x100000)``: `memory_size` bytes of
@@ -396,74 +123,6 @@ cdef class Kernel:
     2**32 - 2 pages in all; else ValueError. A base of 0 is allowed (a PC has RAM at 0).
     Cost: a few mmap reservations, O(1).
     """
-
-    def __cinit__(self):
-        self.ks.closed = True
-        self.ks.busy = False
-        self.ks.pool.mem = NULL
-        self.ks.handles.objs = NULL
-        self.ks.gate = PyThread_allocate_lock()
-        if self.ks.gate == NULL:
-            raise MemoryError("cannot allocate the kernel's lock")
-
-    def __init__(self, memory_size=None, *, memory_base=None, memory=None):
-        if not self.ks.closed or self.ks.pool.mem != NULL:
-            raise RuntimeError("Kernel.__init__ called twice")
-        ranges = memory_map(memory_size, memory_base, memory)
-        ht_init(&self.ks.handles)
-        try:
-            pool_init(&self.ks.pool, [(base, count) for base, _, count in merge_arenas(ranges)])
-        except BaseException:
-            ht_destroy(&self.ks.handles)
-            raise
-        self._memory_map = tuple(ranges)
-        self._memory_base = ranges[0][0]
-        self._memory_size = self.ks.pool.nframes << PAGE_SHIFT
-        self.ks.next_koid = FIRST_KOID
-        self.ks.nvmos = 0
-        self.ks.closed = False
-
-    def __dealloc__(self):
-        if not self.ks.closed:
-            _teardown(&self.ks)
-        if self.ks.pool.mem != NULL:
-            pool_destroy(&self.ks.pool)
-        if self.ks.gate != NULL:
-            PyThread_free_lock(self.ks.gate)
-            self.ks.gate = NULL
-
-    def close(self):
-        """Close every handle and release the arena back to the host. Idempotent; any other
-        call afterwards raises ValueError. Waits for a call running in another thread.
-        Cost: the pages still committed."""
-        if not self.ks.closed:
-            _teardown(&self.ks)
-
-    @property
-    def closed(self):
-        """True once `close()` has run."""
-        return self.ks.closed
-
-    @property
-    def _busy(self):
-        """True while a thread owns the kernel: a long call running without the GIL (a test
-        instrument: docs/semantics.md "Threads")."""
-        return bool(self.ks.busy)
-
-    @property
-    def memory_map(self):
-        """The RAM ranges, ((base, size), ...), in allocation order."""
-        return self._memory_map
-
-    @property
-    def memory_base(self):
-        """Physical address of the first frame (of the first range of a memory map)."""
-        return self._memory_base
-
-    @property
-    def memory_size(self):
-        """Bytes of physical memory (all ranges)."""
-        return self._memory_size
 
     # -- syscalls ---------------------------------------------------------------------------
     def vmo_create(self, size, options=0):
@@ -694,106 +353,6 @@ cdef class Kernel:
         MxError(ERR_OUT_OF_RANGE), MxError(ERR_BAD_STATE) as phys_read. O(pages)."""
         _open(self)
         return phys_view_new(self, &self.ks, paddr, length)
-
-    def stats(self):
-        """A dict: total_frames, free_frames, committed_frames (not free: held by VMOs or
-        pinned by a physical view after their VMO let go), vmos, handles, pinned_frames, plus
-        memory_base, memory_size and the allocator's zeroing counters. O(1)."""
-        cdef uint64_t free, nframes, npinned, released, zeroed
-        cdef Py_ssize_t nvmos
-        cdef uint32_t nhandles
-        _open(self)
-        _idle(&self.ks)
-        # Read everything before making Python objects (which may run other threads).
-        free = pool_free_count(&self.ks.pool)
-        nframes = self.ks.pool.nframes
-        nvmos = self.ks.nvmos
-        nhandles = self.ks.handles.count
-        npinned = self.ks.pool.npinned
-        released = self.ks.pool.released_runs
-        zeroed = self.ks.pool.zeroed_frames
-        return {
-            "total_frames": nframes,
-            "free_frames": free,
-            "committed_frames": nframes - free,
-            "vmos": nvmos,
-            "handles": nhandles,
-            "memory_base": self._memory_base,
-            "memory_size": self._memory_size,
-            "pinned_frames": npinned,
-            "released_runs": released,
-            "zeroed_frames": zeroed,
-        }
-
-    # -- the C-level API (contract: _kernel.pxd; documented in vmo/api.pxd) ----------------
-    cdef int c_create(self, uint64_t size, uint32_t options, uint32_t *out) except -1000:
-        return _host(sys_create(_open_state(self), size, options, out))
-
-    cdef int c_create_contiguous(self, uint64_t size, uint32_t alignment_log2,
-                                 uint32_t *out) except -1000:
-        return _c_create_contiguous(_open_state(self), size, alignment_log2, out)
-
-    cdef int c_get_size(self, uint32_t handle, uint64_t *size) except -1000:
-        return sys_get_size(_open_state(self), handle, size)
-
-    cdef int c_set_size(self, uint32_t handle, uint64_t size) except -1000:
-        return _c_set_size(_open_state(self), handle, size)
-
-    cdef int c_read(self, uint32_t handle, void *dst, uint64_t offset, uint64_t length,
-                    uint64_t *actual) except -1000:
-        return _c_transfer(_open_state(self), handle, <uint8_t *>dst, offset, length, actual,
-                           False)
-
-    cdef int c_write(self, uint32_t handle, const void *src, uint64_t offset, uint64_t length,
-                     uint64_t *actual) except -1000:
-        return _c_transfer(_open_state(self), handle, <uint8_t *>src, offset, length, actual,
-                           True)
-
-    cdef int c_op_range(self, uint32_t handle, uint32_t op, uint64_t offset, uint64_t size,
-                        void *buffer, uint64_t buffer_size) except -1000:
-        return _c_op_range(_open_state(self), handle, op, offset, size, buffer, buffer_size)
-
-    cdef int c_commit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000:
-        return _c_op_range(_open_state(self), handle, MX_VMO_OP_COMMIT, offset, size, NULL, 0)
-
-    cdef int c_decommit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000:
-        return _c_op_range(_open_state(self), handle, MX_VMO_OP_DECOMMIT, offset, size, NULL, 0)
-
-    cdef int c_lookup(self, uint32_t handle, uint64_t offset, uint64_t size, uint64_t *out,
-                      uint64_t max_entries) except -1000:
-        return _c_op_range(_open_state(self), handle, MX_VMO_OP_LOOKUP, offset, size, out,
-                           max_entries * 8)
-
-    cdef int c_clone(self, uint32_t handle, uint32_t options, uint64_t offset, uint64_t size,
-                     uint32_t *out) except -1000:
-        return _host(sys_clone(_open_state(self), handle, options, offset, size, out))
-
-    cdef int c_committed_bytes(self, uint32_t handle, uint64_t *out) except -1000:
-        return sys_committed_bytes(_open_state(self), handle, out)
-
-    cdef int c_handle_close(self, uint32_t handle) except -1000:
-        return _c_handle_close(_open_state(self), handle)
-
-    cdef int c_handle_duplicate(self, uint32_t handle, uint32_t rights,
-                                uint32_t *out) except -1000:
-        return sys_handle_duplicate(_open_state(self), handle, rights, out)
-
-    cdef int c_handle_replace(self, uint32_t handle, uint32_t rights,
-                              uint32_t *out) except -1000:
-        return sys_handle_replace(_open_state(self), handle, rights, out)
-
-    cdef int c_get_info(self, uint32_t handle, uint32_t topic,
-                        handle_basic_info *info) except -1000:
-        return sys_get_info(_open_state(self), handle, topic, info)
-
-    cdef int c_event_create(self, uint32_t options, uint32_t *out) except -1000:
-        return _host(sys_event_create(_open_state(self), options, out))
-
-    cdef int c_phys_read(self, uint64_t paddr, void *dst, uint64_t length) except -1000:
-        return _c_phys_read(_open_state(self), paddr, dst, length)
-
-    cdef int c_phys_write(self, uint64_t paddr, const void *src, uint64_t length) except -1000:
-        return _c_phys_write(_open_state(self), paddr, src, length)
 
     # -- benchmark instruments: the call floor (see _kernel.pyi) ---------------------------
     def _floor_get_size(self, handle):
