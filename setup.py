@@ -53,6 +53,7 @@ extensions = [
     Extension("vmo._physmem", ["vmo/_physmem.pyx"], **common),
     Extension("vmo._invariants", ["vmo/_invariants.pyx"], **common),
     Extension("vmo._trace", ["vmo/_trace.pyx"], **common),
+    Extension("vmo._kernelcore", ["vmo/_kernelcore.pyx"], **common),
     Extension("vmo._kernel", ["vmo/_kernel.pyx"], **common),
     Extension("vmo._workloads", ["vmo/_workloads.pyx"], **common),
 ]

@@ -1,10 +1,12 @@
-# Included by _kernel.pyx after _syscalls.pxi: the trace and batch executor. `exec_rec` runs
-# one record (docs/trace-format.md) against a kernel_state through the sys_* cores, the
-# object layer and the physical-access functions and gives its status, value and c;
-# `run_records` is the loop of replays and batches. All of it is `noexcept nogil` C: the
-# caller owns the kernel (ks_enter), runs the loop in `with nogil:`, then ks_leave, and only
-# then looks at `cx.error` (HOST_NO_MEMORY: MemoryError) and the writer's `err` (never a c_*
-# method or a Python syscall inside: they would wait on the gate this thread holds).
+# Included by _kernel.pyx after _syscalls.pxi, _calls.pxi and _rec_calls.pxi: the trace and
+# batch executor and its two drivers. `exec_rec` runs one record (docs/trace-format.md)
+# against a kernel_state through the sys_* cores, the object layer and the physical-access
+# functions and gives its status, value and c; `run_records` is the loop of replays and
+# batches. All of it is `noexcept nogil` C: the caller owns the kernel (ks_enter), runs the
+# loop in `with nogil:`, then ks_leave, and only then looks at `cx.error` (HOST_NO_MEMORY:
+# MemoryError) and the writer's `err` (never a c_* method or a Python syscall inside: they
+# would wait on the gate this thread holds). The drivers, with the GIL around the loop:
+# `_run_batch` (Kernel.run) and `replay`.
 
 cdef enum:
     EXEC_CHUNK = 65536          # reads and zero writes go through the scratch in chunks
@@ -106,22 +108,6 @@ cdef int _exec_zero_write(kernel_state *ks, exec_ctx *cx, vm_object *v, uint64_t
         pos += chunk
     value[0] = trimmed
     return NO_ERROR
-
-
-cdef uint64_t lookup_written(const vm_object *v, uint64_t offset, uint64_t size,
-                             int status) noexcept nogil:
-    """How many entries a LOOKUP that gave `status` wrote (docs/trace-format.md)."""
-    cdef uint64_t first = offset >> PAGE_SHIFT, npages, i = 0
-    if status == NO_ERROR:
-        return (((offset + size + PAGE_MASK) & ~(<uint64_t>PAGE_MASK))
-                - (offset & ~(<uint64_t>PAGE_MASK))) >> PAGE_SHIFT
-    if status != ERR_NO_MEMORY:
-        return 0
-    npages = (((offset + size + PAGE_MASK) & ~(<uint64_t>PAGE_MASK))
-              - (offset & ~(<uint64_t>PAGE_MASK))) >> PAGE_SHIFT
-    while i < npages and vmo_find_page(v, (first + i) << PAGE_SHIFT):
-        i += 1
-    return i
 
 
 cdef int _exec_lookup(kernel_state *ks, exec_ctx *cx, const trace_rec *r, uint32_t handle,
@@ -312,11 +298,6 @@ cdef int exec_rec(kernel_state *ks, exec_ctx *cx, const trace_rec *r, uint32_t h
     return status
 
 
-cdef inline uint64_t info_word(const handle_basic_info *info) noexcept nogil:
-    """object_get_info's second result: rights, type << 32, props << 48."""
-    return info.rights | (<uint64_t>info.type << 32) | (<uint64_t>info.props << 48)
-
-
 cdef int _record_run(trace_writer *w, const trace_rec *r, uint32_t handle, int status,
                      uint64_t value, uint64_t c, const uint8_t *side) noexcept nogil:
     """Record a call a batch ran (its REF resolved), C only: a write's bytes copied to the
@@ -393,3 +374,143 @@ cdef int cx_values(exec_ctx *cx, uint64_t n) except -1:
         cx.values = grown
         cx.values_cap = n
     return 0
+
+
+# -- batches and replays: the record loop owns the kernel and runs without the GIL ------------
+cdef int _run_checked(Kernel k, exec_ctx *cx) except -1:
+    """After a record loop, GIL held again: raise what stopped it (a host allocation
+    failure, or the recording writer's failure: the calls before it stay run)."""
+    if cx.error == HOST_NO_MEMORY:
+        cx.error = 0
+        raise MemoryError("the host refused an allocation")
+    if cx.rec != NULL and cx.rec.err:
+        tw_raise(cx.rec)
+    return 0
+
+
+cdef object _run_batch(Kernel k, object records, object data):
+    """Kernel.run: validate every record (ValueError naming its index), then run them with
+    the kernel owned and the GIL released; the result's arrays are made before."""
+    cdef const uint8_t[::1] rv = memoryview(records).cast("B")
+    cdef const uint8_t[::1] dv = memoryview(data).cast("B")
+    cdef uint64_t n = rv.shape[0] // TRACE_RECORD_SIZE, i, side_len = dv.shape[0]
+    cdef const trace_rec *recs = <const trace_rec *>&rv[0] if n else NULL
+    cdef const uint8_t *side = &dv[0] if side_len else NULL
+    cdef exec_ctx cx
+    cdef int code
+    cdef uint64_t fb = 0, bv = 0, bc = 0
+    cdef int bs = 0
+    cdef int[::1] st
+    cdef uint64_t[::1] vals, cs, starts
+    cdef int *p_st = NULL
+    cdef uint64_t *p_vals = NULL
+    cdef uint64_t *p_cs = NULL
+    _open(k)
+    if <uint64_t>rv.shape[0] != n * TRACE_RECORD_SIZE:
+        raise ValueError("batch records are not a whole number of 48-byte records")
+    for i in range(n):
+        code = rec_check(&recs[i], <uint32_t>i if i < 0xFFFFFFFF else 0xFFFFFFFF, side_len,
+                         False)
+        if code:
+            raise ValueError("batch record %d: %s" % (i, rec_problem(code)))
+    statuses = _array("i", bytes(4 * n))
+    values = _array("Q", bytes(8 * n))
+    cvals = _array("Q", bytes(8 * n))
+    entry_start = _array("Q", bytes(8 * (n + 1)))
+    st = statuses
+    vals = values
+    cs = cvals
+    starts = entry_start
+    if n:
+        p_st = &st[0]
+        p_vals = &vals[0]
+        p_cs = &cs[0]
+    cx_init(&cx)
+    try:
+        cx.collect_entries = True
+        cx_values(&cx, n)
+        ks_enter(&k.ks)
+        cx.rec = k._rec         # read while owning: record() cannot start or end meanwhile
+        with nogil:
+            run_records(&k.ks, &cx, recs, n, side, p_st, p_vals, p_cs, &starts[0], False,
+                        &fb, &bs, &bv, &bc)
+        ks_leave(&k.ks)
+        _run_checked(k, &cx)
+        entries = _array("Q", bytes(8 * cx.nentries))
+        if cx.nentries:
+            memcpy(_abuf(entries), cx.entries, cx.nentries * 8)
+    finally:
+        cx_free(&k.ks, &cx)
+    return BatchResult(statuses, values, cvals, entries, entry_start)
+
+
+cdef void *_abuf(object arr) except NULL:
+    cdef uint64_t[::1] mv = arr
+    return &mv[0]
+
+
+cdef object _mismatch(uint64_t index, const trace_rec *r, int status, uint64_t value,
+                      uint64_t c):
+    args = {"flags": r.flags, "handle": r.handle, "x": r.x, "a": r.a, "b": r.b, "c": r.c}
+    return Mismatch(index, CALL_NAMES.get(r.call, str(r.call)), args,
+                    (_status_or_int(r.status), r.value, r.c),
+                    (_status_or_int(status), value, c))
+
+
+cdef object _status_or_int(int code):
+    try:
+        return Status(code)
+    except ValueError:
+        return code
+
+
+def replay(path, *, check=True):
+    """Replay the trace at `path` (docs/trace-format.md) on a fresh kernel built from its
+    header, every record run in C; returns a `vmo.ReplayResult`. With `check`, a record
+    whose status, value or c differs from the recorded one is a mismatch. ValueError,
+    naming the byte offset or record index, for a trace the reader refuses. Each block is
+    read and checked with the GIL, then its records run without it, the kernel owned."""
+    cdef TraceReader rd = TraceReader(path)
+    cdef Kernel k
+    cdef exec_ctx cx
+    cdef uint64_t ops = 0, mismatches = 0, m, fb = 0, bv = 0, bc = 0, first_index = 0
+    cdef int bs = 0, first_status = 0
+    cdef uint64_t first_value = 0, first_c = 0
+    cdef trace_rec first_rec
+    cdef bint c_check = check, have_first = False
+    try:
+        k = Kernel(memory=rd.memory_map)
+        try:
+            cx_init(&cx)
+            try:
+                cx_values(&cx, BLOCK_MAX_RECORDS)
+                t0 = perf_counter()
+                while rd.next_block():
+                    ks_enter(&k.ks)
+                    with nogil:
+                        m = run_records(&k.ks, &cx, rd.recs, rd.nrecs, rd.side, NULL, NULL,
+                                        NULL, NULL, c_check, &fb, &bs, &bv, &bc)
+                    ks_leave(&k.ks)
+                    _run_checked(k, &cx)
+                    if m and not have_first:
+                        # Kept as C values: the report object is made after the loop.
+                        have_first = True
+                        first_index = rd.first_index + fb
+                        first_rec = rd.recs[fb]
+                        first_status = bs
+                        first_value = bv
+                        first_c = bc
+                    mismatches += m
+                    ops += rd.nrecs
+                seconds = perf_counter() - t0
+            finally:
+                cx_free(&k.ks, &cx)
+            stats = k.stats()
+        finally:
+            k.close()
+    finally:
+        rd.close()
+    first = (_mismatch(first_index, &first_rec, first_status, first_value, first_c)
+             if have_first else None)
+    return ReplayResult(os_fspath(path), ops, seconds, mismatches, first, stats,
+                        rd.truncated, rd.stop, rd.verified, c_check, "compiled")

@@ -1,69 +1,11 @@
-# The syscall layer: `Kernel`, one simulated machine, and its C-level API (the `c_*`
-# methods). Declared here so other Cython extensions can cimport it; the public, stable
-# spelling is `from vmo.api cimport Kernel, ...` (vmo/api.pxd documents every method).
-#
-# The contract of every c_* method (docs/api.md):
-#   - the same semantics as the syscall it twins, with C arguments: statuses in the same
-#     check order (docs/magenta.md), the same handle values, koids and physical addresses;
-#   - it returns a status: 0 (NO_ERROR) or a negative Magenta error, and writes its outputs
-#     through the pointers it is given (a handle output is MX_HANDLE_INVALID, and a count
-#     output 0, when the status is not NO_ERROR);
-#   - it raises a Python exception only for a closed kernel (ValueError) or a host failure
-#     (MemoryError); the `except -1000` declarations let Cython propagate them;
-#   - no Python object is created on the way (except the objects a creating call makes).
-from libc.stdint cimport uint32_t, uint64_t
-
-from vmo._state cimport kernel_state
-from vmo._trace cimport trace_writer
+# The syscall layer: `Kernel`, one simulated machine, with the Python syscalls over the
+# C-level API it inherits from `KernelCore` (vmo/_kernelcore.pxd: the state and the `c_*`
+# methods, with their contract). Declared here so other Cython extensions can cimport it:
+# `from vmo._kernel cimport Kernel`, then `k.c_lookup(...)` and the other c_* methods; the
+# public, stable spelling is `from vmo.api cimport Kernel, ...` (vmo/api.pxd documents every
+# method).
+from vmo._kernelcore cimport KernelCore, handle_basic_info
 
 
-cdef struct handle_basic_info:
-    # mx_info_handle_basic_t (docs/magenta.md 3.11), as HandleBasicInfo in Python.
-    uint64_t koid
-    uint32_t rights
-    uint32_t type
-    uint64_t related_koid
-    uint32_t props
-
-
-cdef class Kernel:
-    cdef kernel_state ks
-    cdef uint64_t _memory_base
-    cdef uint64_t _memory_size
-    cdef tuple _memory_map
-    # Recording (docs/trace-format.md): NULL unless inside `with k.record(path):`; every
-    # call tests it once.
-    cdef trace_writer *_rec
-    cdef object _rec_file
-
-    # -- VMOs
-    cdef int c_create(self, uint64_t size, uint32_t options, uint32_t *out) except -1000
-    cdef int c_create_contiguous(self, uint64_t size, uint32_t alignment_log2,
-                                 uint32_t *out) except -1000
-    cdef int c_get_size(self, uint32_t handle, uint64_t *size) except -1000
-    cdef int c_set_size(self, uint32_t handle, uint64_t size) except -1000
-    cdef int c_read(self, uint32_t handle, void *dst, uint64_t offset, uint64_t length,
-                    uint64_t *actual) except -1000
-    cdef int c_write(self, uint32_t handle, const void *src, uint64_t offset, uint64_t length,
-                     uint64_t *actual) except -1000
-    cdef int c_op_range(self, uint32_t handle, uint32_t op, uint64_t offset, uint64_t size,
-                        void *buffer, uint64_t buffer_size) except -1000
-    cdef int c_commit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000
-    cdef int c_decommit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000
-    cdef int c_lookup(self, uint32_t handle, uint64_t offset, uint64_t size, uint64_t *out,
-                      uint64_t max_entries) except -1000
-    cdef int c_clone(self, uint32_t handle, uint32_t options, uint64_t offset, uint64_t size,
-                     uint32_t *out) except -1000
-    cdef int c_committed_bytes(self, uint32_t handle, uint64_t *out) except -1000
-    # -- handles and other objects
-    cdef int c_handle_close(self, uint32_t handle) except -1000
-    cdef int c_handle_duplicate(self, uint32_t handle, uint32_t rights,
-                                uint32_t *out) except -1000
-    cdef int c_handle_replace(self, uint32_t handle, uint32_t rights,
-                              uint32_t *out) except -1000
-    cdef int c_get_info(self, uint32_t handle, uint32_t topic,
-                        handle_basic_info *info) except -1000
-    cdef int c_event_create(self, uint32_t options, uint32_t *out) except -1000
-    # -- physical memory, as devices see it
-    cdef int c_phys_read(self, uint64_t paddr, void *dst, uint64_t length) except -1000
-    cdef int c_phys_write(self, uint64_t paddr, const void *src, uint64_t length) except -1000
+cdef class Kernel(KernelCore):
+    cdef object _rec_file       # the file of the recording (KernelCore._rec), if any

@@ -1,13 +1,35 @@
-# Included by _kernel.pyx: the checked cores of the syscalls (`sys_*`), one per syscall.
-# Each takes the kernel's shared state and C arguments, checks in Magenta's order (the
-# handle once, through _vmo or ht_get), calls the object layer and returns a status; the
-# Python syscalls and their C-level twins (the c_* methods) both call them.
+# Included by _kernelcore.pyx (for the c_* methods) and _kernel.pyx (for the Python
+# syscalls): the checked cores of the syscalls (`sys_*`), one per syscall, each module
+# calling its own static copy. Each takes the kernel's shared state and C arguments, checks
+# in Magenta's order (the handle once, through _vmo or ht_get), calls the object layer and
+# returns a status; the Python syscalls and their C-level twins (the c_* methods) both call
+# them.
 #
 # Every sys_* is `noexcept nogil`: it touches no Python object and may run with the GIL
 # released. Besides 0 and the Magenta errors it may return HOST_NO_MEMORY (the host refused
 # an allocation; never a Magenta status): the caller holding the GIL turns it into
 # MemoryError (`_host`). A caller that runs sys_* without the GIL must own the kernel for
 # that time: see `ks_enter` / `ks_leave` and docs/semantics.md "Threads".
+
+cdef inline vm_object *_vmo(kernel_state *ks, uint32_t handle, uint32_t need,
+                            uint32_t *rights, int *status) noexcept nogil:
+    """The one handle check of a VMO call, in Magenta's order: the handle exists
+    (ERR_BAD_HANDLE), has the rights `need` (ERR_ACCESS_DENIED), is a VMO (ERR_WRONG_TYPE).
+    Gives the VMO and the handle's rights, or NULL and the status. The pointer is borrowed:
+    valid until the kernel's state next changes (never keep it across Python code)."""
+    cdef obj_header *p = ht_get(&ks.handles, handle, rights)
+    if p == NULL:
+        status[0] = ERR_BAD_HANDLE
+        return NULL
+    if (rights[0] & need) != need:
+        status[0] = ERR_ACCESS_DENIED
+        return NULL
+    if p.type != OBJ_VMO:
+        status[0] = ERR_WRONG_TYPE
+        return NULL
+    status[0] = NO_ERROR
+    return <vm_object *>p
+
 
 cdef int sys_create(kernel_state *ks, uint64_t size, uint32_t options,
                     uint32_t *out) noexcept nogil:

@@ -4,7 +4,7 @@
 # kernel_state lives in _exec.pxi, included by _kernel.pyx beside the sys_* cores it calls.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
-from vmo._tracerec cimport TRACE_RECORD_SIZE, trace_rec
+from vmo._tracerec cimport TRACE_RECORD_SIZE, trace_rec, trace_writer
 
 cdef enum:
     BLOCK_HEADER_SIZE = 16              # magic, nrecords, encoded_length, side_length
@@ -28,22 +28,7 @@ cdef int rec_check(const trace_rec *r, uint32_t index, uint64_t side_length,
 cdef str rec_problem(int code)
 
 
-cdef struct trace_writer:
-    int fd
-    trace_rec *recs             # WRITER_FLUSH_RECORDS records, raw until the flush
-    uint32_t nrecs
-    uint8_t *side
-    uint64_t side_len
-    uint64_t side_cap
-    uint8_t *enc                # the encoded block (header, records, side, CRC)
-    uint64_t enc_cap
-    uint64_t total              # records written so far
-    uint64_t views              # phys_view numbers handed out
-    uint64_t session            # which recording (a view released later must match it)
-    int err                     # a failure not raised yet (the C-only calls): TW_ERR_* or errno
-    uint64_t err_size           # the side bytes refused, for TW_ERR_SIDE
-
-
+# The writer's state, `trace_writer`, is declared in _tracerec.pxd.
 cdef enum:
     TW_ERR_MEMORY = -1                  # (`err` > 0 is the errno of a failed write)
     TW_ERR_SIDE = -2                    # a write's bytes above BLOCK_MAX_SIDE

@@ -1,6 +1,7 @@
-# One call as data: the 48-byte record of traces and batches (docs/trace-format.md).
-# Declarations only (no .pyx): the trace codec, the batch executor, the workload generators
-# and the replay engine all cimport this, so the record has one definition in C.
+# One call as data: the 48-byte record of traces and batches (docs/trace-format.md), and the
+# state of the writer that appends records to a recording. Declarations only (no .pyx): the
+# trace codec, the batch executor, the workload generators, the replay engine and
+# KernelCore all cimport this, so the record has one definition in C.
 from libc.stdint cimport int8_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef enum:
@@ -47,6 +48,25 @@ cdef packed struct trace_rec:
     uint64_t b
     uint64_t c
     uint64_t value
+
+
+# A recording's writer (its functions, tw_*, are in _trace.pxd): declared here, with the
+# record, so that KernelCore (_kernelcore.pxd) holds one without making its cimporters (the
+# public vmo.api's included) import vmo._trace.
+cdef struct trace_writer:
+    int fd
+    trace_rec *recs             # WRITER_FLUSH_RECORDS records, raw until the flush
+    uint32_t nrecs
+    uint8_t *side
+    uint64_t side_len
+    uint64_t side_cap
+    uint8_t *enc                # the encoded block (header, records, side, CRC)
+    uint64_t enc_cap
+    uint64_t total              # records written so far
+    uint64_t views              # phys_view numbers handed out
+    uint64_t session            # which recording (a view released later must match it)
+    int err                     # a failure not raised yet (the C-only calls): TW_ERR_* or errno
+    uint64_t err_size           # the side bytes refused, for TW_ERR_SIDE
 
 
 cdef inline uint64_t hash64(const uint8_t *data, uint64_t n) noexcept nogil:

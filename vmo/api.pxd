@@ -1,14 +1,16 @@
 # vmo's public Cython API: ``from vmo.api cimport Kernel, NO_ERROR, ERR_NO_MEMORY, ...``
 #
-# What it gives: `Kernel` (the syscall layer, cimported from vmo._kernel), the C struct
+# What it gives: `Kernel` (the syscall layer, cimported from vmo._kernel; its c_* methods are
+# declared by its base, `KernelCore`, in vmo/_kernelcore.pxd), the C struct
 # `handle_basic_info`, and every constant of vmo/_status.pxd: the statuses (NO_ERROR,
 # ERR_*), the ops (MX_VMO_OP_*), the rights (MX_RIGHT_*, MX_DEFAULT_*_RIGHTS), clone, info
 # and object-type values (MX_VMO_CLONE_COPY_ON_WRITE, MX_INFO_*, MX_OBJ_*), MX_HANDLE_INVALID,
 # MX_MAX_HANDLES, PAGE_SHIFT, PAGE_SIZE, PAGE_MASK, MX_VMO_MAX_SIZE and U64_MAX. The names
 # and values are those of `vmo.errors.Status` and `vmo.constants`. This file is declarations
 # only, and there is no runtime module `vmo.api`: an extension that cimports it imports
-# `vmo._kernel` (for the Kernel type) and `vmo._frames` (C functions behind inline helpers)
-# at run time, never `vmo.api` (tests/test_cython_public_api.py builds one).
+# `vmo._kernel` and `vmo._kernelcore` (for the Kernel type and its base) and `vmo._frames`
+# (C functions behind inline helpers) at run time, never `vmo.api`
+# (tests/test_cython_public_api.py builds one).
 #
 # The contract of every c_* method (docs/api.md): the same semantics as the Python syscall
 # it twins, with C arguments: the same checks in the same order (docs/magenta.md), the same

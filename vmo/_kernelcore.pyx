@@ -1,0 +1,389 @@
+"""The kernel's core: `KernelCore`, one simulated machine and its C-level API.
+
+`KernelCore` holds the kernel's shared C state (`kernel_state`, _state.pxd) and its lifetime
+(construction from a memory map, close, teardown), the properties and `stats()`, and the
+C-level API: the `c_*` methods, one per syscall (contract in _kernelcore.pxd, documented in
+vmo/api.pxd). `Kernel` (_kernel.pyx, the syscall layer) is its subclass with the Python
+syscalls. The checked cores (`sys_*`, _syscalls.pxi) and the calls behind the ownership
+protocol (`_c_*`, _calls.pxi) are included here and in _kernel.pyx: one source, and each
+module calls its own static copy, so no call crosses a module boundary on its way to a core.
+
+Threads (docs/semantics.md "Threads"): every call reaches its core through a `_c_*` helper
+that waits while another thread owns the kernel (`kernel_state.busy`, _state.pxd); a long
+call (more than LONG_PAGES pages or LONG_BYTES bytes) owns the kernel itself and runs its
+core with the GIL released. The cores and the object layer are nogil C over C structs; a
+host allocation failure comes back as HOST_NO_MEMORY and is raised as MemoryError.
+
+Recording (docs/trace-format.md): inside ``with k.record(path):`` (Kernel.record) `_rec` is
+the trace writer, and each c_* method appends its call's record after its core (the shared
+pieces in _rec_calls.pxi, the longer paths `_rec_c_*` here); otherwise it costs one test.
+"""
+
+from cpython.pythread cimport PyThread_allocate_lock, PyThread_free_lock
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+
+from vmo._frames cimport pool_destroy, pool_free_count, pool_init
+from vmo._handles cimport ht_destroy, ht_full, ht_get, ht_init, ht_install, ht_uninstall
+from vmo._object cimport OBJ_VMO, obj_header
+from vmo._physmem cimport phys_range, phys_read, phys_write
+from vmo._state cimport (FIRST_KOID, LONG_BYTES, LONG_PAGES, kernel_state, ks_enter,
+                         ks_leave, ks_wait, ks_wait_idle)
+from vmo._status cimport *
+from vmo._trace cimport tw_put, tw_side
+from vmo._tracerec cimport *
+from vmo._vmobject cimport (event_new, obj_unref, trim_range, vm_object, vmo_cache_op,
+                            vmo_commit, vmo_decommit, vmo_find_page, vmo_lookup, vmo_new,
+                            vmo_new_contiguous, vmo_release_all, vmo_release_cost,
+                            vmo_resize, vmo_transfer)
+
+from vmo._memmap import memory_map, merge_arenas
+
+
+cdef kernel_state *_open_state_slow(KernelCore k) except NULL:
+    if k.ks.closed:
+        raise ValueError("kernel is closed")
+    ks_wait(&k.ks)
+    return &k.ks
+
+
+cdef inline kernel_state *_open_state(KernelCore k) except NULL:
+    """The kernel's state, for a c_* method: ValueError once the kernel is closed; waits
+    while another thread owns it (_state.pxd)."""
+    if k.ks.closed or k.ks.busy:
+        return _open_state_slow(k)
+    return &k.ks
+
+
+cdef void _teardown(kernel_state *ks) noexcept:
+    """Destroy every object (iteratively, so long clone chains cannot recurse), then give
+    the arena and the tables back to the host; while physical views are alive the arena
+    stays mapped and the last view to go releases it (no use-after-free from Python). With
+    many pages committed, the objects are destroyed while owning the kernel, GIL released."""
+    ks_wait_idle(ks)
+    if ks.closed:
+        return
+    if ks.pool.nframes - pool_free_count(&ks.pool) > LONG_PAGES and ks.gate != NULL:
+        ks_enter(ks)        # cannot raise: the kernel is idle and open
+        ks.closed = True
+        with nogil:
+            vmo_release_all(ks)
+        ks_leave(ks)
+    else:
+        ks.closed = True
+        vmo_release_all(ks)
+    ht_destroy(&ks.handles)
+    if ks.pool.npinned == 0:
+        pool_destroy(&ks.pool)
+
+
+include "_syscalls.pxi"
+include "_calls.pxi"
+include "_rec_calls.pxi"
+
+
+# A device read behind the ownership protocol, for c_phys_read (the device write, shared
+# with a recorded phys_write, is in _calls.pxi).
+cdef int _c_phys_read(kernel_state *ks, uint64_t paddr, void *dst,
+                      uint64_t length) except -1000:
+    cdef int status
+    if ks.busy:
+        _wait(ks)
+    if length > LONG_BYTES:
+        ks_enter(ks)
+        with nogil:
+            status = phys_read(ks, paddr, dst, length)
+        ks_leave(ks)
+        return status
+    return phys_read(ks, paddr, dst, length)
+
+
+# -- the recording paths of the c_* methods whose record needs more than the call's outputs
+cdef int _rec_c_write(KernelCore k, uint32_t handle, const void *src, uint64_t offset,
+                      uint64_t length, uint64_t *actual) except -1000:
+    """c_write while recording: the bytes the call reads go to the side section (`b` is then
+    the length trimmed to the VMO); a call that reads none is recorded NO_DATA."""
+    cdef kernel_state *ks = _open_state(k)
+    cdef uint32_t rights
+    cdef uint64_t trimmed = 0, off = 0
+    cdef int status
+    cdef vm_object *v = _vmo(ks, handle, MX_RIGHT_WRITE, &rights, &status)
+    if v != NULL and src != NULL and trim_range(offset, length, v.size, &trimmed):
+        tw_side(k._rec, src, trimmed, &off)
+        status = _c_transfer(ks, handle, <uint8_t *>src, offset, trimmed, actual, True)
+        tw_put(k._rec, CALL_VMO_WRITE, status, 0, handle, 0, offset, trimmed, off, actual[0])
+        return status
+    status = _c_transfer(ks, handle, <uint8_t *>src, offset, length, actual, True)
+    tw_put(k._rec, CALL_VMO_WRITE, status,
+           REC_NULL_BUFFER if src == NULL else REC_NO_DATA, handle, 0, offset, length, 0,
+           actual[0])
+    return status
+
+
+cdef int _rec_c_op_range(KernelCore k, uint32_t handle, uint32_t op, uint64_t offset,
+                         uint64_t size, void *buffer, uint64_t buffer_size) except -1000:
+    cdef kernel_state *ks = _open_state(k)
+    cdef uint32_t rights
+    cdef int status, found
+    cdef uint64_t value = 0
+    cdef vm_object *v
+    status = _c_op_range(ks, handle, op, offset, size, buffer, buffer_size)
+    if op != MX_VMO_OP_LOOKUP:
+        tw_put(k._rec, CALL_VMO_OP_RANGE, status, 0, handle, op, offset, size, 0, 0)
+        return status
+    v = _vmo(ks, handle, 0, &rights, &found)
+    if v != NULL and buffer != NULL:
+        value = _lookup_hash(v, <uint8_t *>buffer, offset, size, status)
+    tw_put(k._rec, CALL_VMO_OP_RANGE, status, REC_NULL_BUFFER if buffer == NULL else 0,
+           handle, op, offset, size, buffer_size, value)
+    return status
+
+
+cdef int _rec_c_phys_write(KernelCore k, uint64_t paddr, const void *src,
+                           uint64_t length) except -1000:
+    """c_phys_write while recording: the bytes are recorded only when the call reads them
+    (docs/trace-format.md)."""
+    cdef uint64_t first = 0, count = 0, off = 0
+    cdef int status
+    cdef kernel_state *ks = _open_state(k)
+    if phys_range(ks, paddr, length, &first, &count) == NO_ERROR:
+        tw_side(k._rec, src, length, &off)
+        status = _c_phys_write(ks, paddr, src, length)
+        tw_put(k._rec, CALL_PHYS_WRITE, status, 0, 0, 0, paddr, length, off,
+               length if status == NO_ERROR else 0)
+        return status
+    status = _c_phys_write(ks, paddr, src, length)
+    tw_put(k._rec, CALL_PHYS_WRITE, status, REC_NO_DATA, 0, 0, paddr, length, 0, 0)
+    return status
+
+
+cdef class KernelCore:
+    """The kernel's state and lifetime, its properties and `stats()`, and the C-level API
+    (the `c_*` methods). Not used alone: `Kernel` (vmo._kernel) is the machine."""
+
+    def __cinit__(self):
+        self._rec = NULL
+        self.ks.closed = True
+        self.ks.busy = False
+        self.ks.pool.mem = NULL
+        self.ks.handles.objs = NULL
+        self.ks.gate = PyThread_allocate_lock()
+        if self.ks.gate == NULL:
+            raise MemoryError("cannot allocate the kernel's lock")
+
+    def __init__(self, memory_size=None, *, memory_base=None, memory=None):
+        if not self.ks.closed or self.ks.pool.mem != NULL:
+            raise RuntimeError("Kernel.__init__ called twice")
+        ranges = memory_map(memory_size, memory_base, memory)
+        ht_init(&self.ks.handles)
+        try:
+            pool_init(&self.ks.pool, [(base, count) for base, _, count in merge_arenas(ranges)])
+        except BaseException:
+            ht_destroy(&self.ks.handles)
+            raise
+        self._memory_map = tuple(ranges)
+        self._memory_base = ranges[0][0]
+        self._memory_size = self.ks.pool.nframes << PAGE_SHIFT
+        self.ks.next_koid = FIRST_KOID
+        self.ks.nvmos = 0
+        self.ks.closed = False
+
+    def __dealloc__(self):
+        if not self.ks.closed:
+            _teardown(&self.ks)
+        if self.ks.pool.mem != NULL:
+            pool_destroy(&self.ks.pool)
+        if self.ks.gate != NULL:
+            PyThread_free_lock(self.ks.gate)
+            self.ks.gate = NULL
+
+    def close(self):
+        """Close every handle and release the arena back to the host. Idempotent; any other
+        call afterwards raises ValueError. Waits for a call running in another thread.
+        Cost: the pages still committed."""
+        if not self.ks.closed:
+            _teardown(&self.ks)
+
+    @property
+    def closed(self):
+        """True once `close()` has run."""
+        return self.ks.closed
+
+    @property
+    def _busy(self):
+        """True while a thread owns the kernel: a long call running without the GIL (a test
+        instrument: docs/semantics.md "Threads")."""
+        return bool(self.ks.busy)
+
+    @property
+    def memory_map(self):
+        """The RAM ranges, ((base, size), ...), in allocation order."""
+        return self._memory_map
+
+    @property
+    def memory_base(self):
+        """Physical address of the first frame (of the first range of a memory map)."""
+        return self._memory_base
+
+    @property
+    def memory_size(self):
+        """Bytes of physical memory (all ranges)."""
+        return self._memory_size
+
+    def stats(self):
+        """A dict: total_frames, free_frames, committed_frames (not free: held by VMOs or
+        pinned by a physical view after their VMO let go), vmos, handles, pinned_frames, plus
+        memory_base, memory_size and the allocator's zeroing counters. O(1)."""
+        cdef uint64_t free, nframes, npinned, released, zeroed
+        cdef Py_ssize_t nvmos
+        cdef uint32_t nhandles
+        _open(self)
+        _idle(&self.ks)
+        # Read everything before making Python objects (which may run other threads).
+        free = pool_free_count(&self.ks.pool)
+        nframes = self.ks.pool.nframes
+        nvmos = self.ks.nvmos
+        nhandles = self.ks.handles.count
+        npinned = self.ks.pool.npinned
+        released = self.ks.pool.released_runs
+        zeroed = self.ks.pool.zeroed_frames
+        return {
+            "total_frames": nframes,
+            "free_frames": free,
+            "committed_frames": nframes - free,
+            "vmos": nvmos,
+            "handles": nhandles,
+            "memory_base": self._memory_base,
+            "memory_size": self._memory_size,
+            "pinned_frames": npinned,
+            "released_runs": released,
+            "zeroed_frames": zeroed,
+        }
+
+    # -- the C-level API (contract: _kernelcore.pxd; documented in vmo/api.pxd) ----------------
+    cdef int c_create(self, uint64_t size, uint32_t options, uint32_t *out) except -1000:
+        cdef int status = _host(sys_create(_open_state(self), size, options, out))
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_VMO_CREATE, status, 0, 0, options, size, 0, 0, out[0])
+        return status
+
+    cdef int c_create_contiguous(self, uint64_t size, uint32_t alignment_log2,
+                                 uint32_t *out) except -1000:
+        cdef int status = _c_create_contiguous(_open_state(self), size, alignment_log2, out)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_VMO_CREATE_CONTIGUOUS, status, 0, 0, alignment_log2, size,
+                   0, 0, out[0])
+        return status
+
+    cdef int c_get_size(self, uint32_t handle, uint64_t *size) except -1000:
+        cdef int status = sys_get_size(_open_state(self), handle, size)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_VMO_GET_SIZE, status, 0, handle, 0, 0, 0, 0,
+                   size[0] if status == NO_ERROR else 0)
+        return status
+
+    cdef int c_set_size(self, uint32_t handle, uint64_t size) except -1000:
+        cdef int status = _c_set_size(_open_state(self), handle, size)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_VMO_SET_SIZE, status, 0, handle, 0, size, 0, 0, 0)
+        return status
+
+    cdef int c_read(self, uint32_t handle, void *dst, uint64_t offset, uint64_t length,
+                    uint64_t *actual) except -1000:
+        cdef int status = _c_transfer(_open_state(self), handle, <uint8_t *>dst, offset,
+                                      length, actual, False)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_VMO_READ, status, REC_NULL_BUFFER if dst == NULL else 0,
+                   handle, 0, offset, length,
+                   hash64(<uint8_t *>dst, actual[0]) if status == NO_ERROR else 0, actual[0])
+        return status
+
+    cdef int c_write(self, uint32_t handle, const void *src, uint64_t offset, uint64_t length,
+                     uint64_t *actual) except -1000:
+        if self._rec != NULL:
+            return _rec_c_write(self, handle, src, offset, length, actual)
+        return _c_transfer(_open_state(self), handle, <uint8_t *>src, offset, length, actual,
+                           True)
+
+    cdef int c_op_range(self, uint32_t handle, uint32_t op, uint64_t offset, uint64_t size,
+                        void *buffer, uint64_t buffer_size) except -1000:
+        if self._rec != NULL:
+            return _rec_c_op_range(self, handle, op, offset, size, buffer, buffer_size)
+        return _c_op_range(_open_state(self), handle, op, offset, size, buffer, buffer_size)
+
+    cdef int c_commit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000:
+        if self._rec != NULL:
+            return _rec_c_op_range(self, handle, MX_VMO_OP_COMMIT, offset, size, NULL, 0)
+        return _c_op_range(_open_state(self), handle, MX_VMO_OP_COMMIT, offset, size, NULL, 0)
+
+    cdef int c_decommit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000:
+        if self._rec != NULL:
+            return _rec_c_op_range(self, handle, MX_VMO_OP_DECOMMIT, offset, size, NULL, 0)
+        return _c_op_range(_open_state(self), handle, MX_VMO_OP_DECOMMIT, offset, size, NULL, 0)
+
+    cdef int c_lookup(self, uint32_t handle, uint64_t offset, uint64_t size, uint64_t *out,
+                      uint64_t max_entries) except -1000:
+        if self._rec != NULL:
+            return _rec_c_op_range(self, handle, MX_VMO_OP_LOOKUP, offset, size, out,
+                                   max_entries * 8)
+        return _c_op_range(_open_state(self), handle, MX_VMO_OP_LOOKUP, offset, size, out,
+                           max_entries * 8)
+
+    cdef int c_clone(self, uint32_t handle, uint32_t options, uint64_t offset, uint64_t size,
+                     uint32_t *out) except -1000:
+        cdef int status = _host(sys_clone(_open_state(self), handle, options, offset, size,
+                                          out))
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_VMO_CLONE, status, 0, handle, options, offset, size, 0,
+                   out[0])
+        return status
+
+    cdef int c_committed_bytes(self, uint32_t handle, uint64_t *out) except -1000:
+        cdef int status = sys_committed_bytes(_open_state(self), handle, out)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_VMO_COMMITTED_BYTES, status, 0, handle, 0, 0, 0, 0, out[0])
+        return status
+
+    cdef int c_handle_close(self, uint32_t handle) except -1000:
+        cdef int status = _c_handle_close(_open_state(self), handle)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_HANDLE_CLOSE, status, 0, handle, 0, 0, 0, 0, 0)
+        return status
+
+    cdef int c_handle_duplicate(self, uint32_t handle, uint32_t rights,
+                                uint32_t *out) except -1000:
+        cdef int status = sys_handle_duplicate(_open_state(self), handle, rights, out)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_HANDLE_DUPLICATE, status, 0, handle, rights, 0, 0, 0, out[0])
+        return status
+
+    cdef int c_handle_replace(self, uint32_t handle, uint32_t rights,
+                              uint32_t *out) except -1000:
+        cdef int status = sys_handle_replace(_open_state(self), handle, rights, out)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_HANDLE_REPLACE, status, 0, handle, rights, 0, 0, 0, out[0])
+        return status
+
+    cdef int c_get_info(self, uint32_t handle, uint32_t topic,
+                        handle_basic_info *info) except -1000:
+        cdef int status = sys_get_info(_open_state(self), handle, topic, info)
+        if self._rec != NULL:
+            _rec_info(self, handle, topic, status, info)
+        return status
+
+    cdef int c_event_create(self, uint32_t options, uint32_t *out) except -1000:
+        cdef int status = _host(sys_event_create(_open_state(self), options, out))
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_EVENT_CREATE, status, 0, 0, options, 0, 0, 0, out[0])
+        return status
+
+    cdef int c_phys_read(self, uint64_t paddr, void *dst, uint64_t length) except -1000:
+        cdef int status = _c_phys_read(_open_state(self), paddr, dst, length)
+        if self._rec != NULL:
+            tw_put(self._rec, CALL_PHYS_READ, status, 0, 0, 0, paddr, length,
+                   hash64(<uint8_t *>dst, length) if status == NO_ERROR else 0, 0)
+        return status
+
+    cdef int c_phys_write(self, uint64_t paddr, const void *src, uint64_t length) except -1000:
+        if self._rec != NULL:
+            return _rec_c_phys_write(self, paddr, src, length)
+        return _c_phys_write(_open_state(self), paddr, src, length)
