@@ -143,8 +143,8 @@ cdef int _c_create_contiguous(kernel_state *ks, uint64_t size, uint32_t align,
 
 # A device write behind the ownership protocol: c_phys_write's and a recorded phys_write's
 # (the Python ones, phys_read_bytes and phys_write_buffer in _physmem, follow it themselves).
-cdef int _c_phys_write(kernel_state *ks, uint64_t paddr, const void *src,
-                       uint64_t length) except -1000:
+cdef inline int _c_phys_write(kernel_state *ks, uint64_t paddr, const void *src,
+                              uint64_t length) except -1000:
     cdef int status
     if ks.busy:
         _wait(ks)

@@ -8,4 +8,4 @@ from vmo._kernelcore cimport KernelCore, handle_basic_info
 
 
 cdef class Kernel(KernelCore):
-    cdef object _rec_file       # the file of the recording (KernelCore._rec), if any
+    pass

@@ -17,51 +17,41 @@ comes back as HOST_NO_MEMORY and is raised here as MemoryError.
 
 Traces and batches (docs/trace-format.md): inside ``with k.record(path):`` every call appends
 a record after its core (`KernelCore._rec`, the trace writer; the machinery in
-_recording.pxi and _rec_calls.pxi); `Kernel.run` and `replay` run records through the
-executor (_exec.pxi) with the kernel owned and the GIL released, the writer then used
-through its C-only face.
+the _recording module and _rec_calls.pxi); `Kernel.run` and `replay` run records through the
+executor (the _exec module) with the kernel owned and the GIL released, the writer then
+used through its C-only face.
 """
 
-from cpython.buffer cimport (PyBUF_FULL_RO, PyBuffer_Release, PyObject_CheckBuffer,
-                             PyObject_GetBuffer)
+from cpython.buffer cimport PyBuffer_Release, PyObject_CheckBuffer
 from cpython.bytearray cimport PyByteArray_CheckExact
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
 from cpython.memoryview cimport PyMemoryView_Check
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, realloc
-from libc.stdlib cimport free as c_free
-from libc.string cimport memcpy, memset
 
 from vmo._args cimport (arg_buffer, arg_transfer_buffer, arg_u32, arg_u64, status_of,
                         status_table)
-from vmo._frames cimport pool_frame_ptr
+from vmo._exec cimport run_batch
 from vmo._handles cimport ht_full, ht_get, ht_install, ht_uninstall
-from vmo._invariants cimport allocator_state, vmo_pages
-from vmo._invariants cimport check as invariants_check
+from vmo._invariants cimport allocator_state, check, vmo_pages
 from vmo._kernelcore cimport KernelCore, _open, handle_basic_info
 from vmo._object cimport OBJ_VMO, obj_header
-from vmo._physmem cimport (phys_pin, phys_range, phys_read, phys_read_bytes, phys_unpin,
-                           phys_view_new, phys_write, phys_write_buffer)
-from vmo._state cimport (FIRST_KOID, LONG_BYTES, LONG_PAGES, kernel_state, ks_enter,
-                         ks_leave, ks_wait, ks_wait_idle)
+from vmo._physmem cimport phys_read_bytes, phys_view_new, phys_write, phys_write_buffer
+from vmo._recording cimport (rec_bad_args, rec_lookup, rec_phys_read, rec_phys_view,
+                             rec_phys_write, rec_transfer, recording)
+from vmo._state cimport LONG_BYTES, LONG_PAGES, kernel_state, ks_enter, ks_leave, ks_wait
 from vmo._status cimport *
-from vmo._trace cimport (BLOCK_MAX_RECORDS, TraceReader, hash64_begin, hash64_end,
-                         hash64_update, rec_check, rec_problem, rec_uses_side, trace_header,
-                         tw_close, tw_open, tw_put, tw_put_c, tw_raise, tw_side, tw_side_c)
+from vmo._trace cimport tw_put
 from vmo._tracerec cimport *
 from vmo._vmobject cimport (event_new, obj_unref, trim_range, vm_object, vmo_cache_op,
                             vmo_commit, vmo_decommit, vmo_find_page, vmo_lookup, vmo_new,
                             vmo_new_contiguous, vmo_release_cost, vmo_resize, vmo_transfer)
 
 import gc
-from array import array as _array
-from operator import index as operator_index
-from os import fspath as os_fspath
-from time import perf_counter
 
-from vmo.errors import MxError, Status
-from vmo.records import CALL_NAMES, BatchResult, HandleBasicInfo, Mismatch, ReplayResult
+from vmo._exec import replay  # no-cython-lint  (vmo.replay: the executor's driver)
+from vmo.errors import Status
+from vmo.records import HandleBasicInfo
 
 cdef list _STATUS = status_table()
 cdef object S_OK = Status.NO_ERROR
@@ -80,8 +70,13 @@ cdef inline object _st(int code):
 
 
 include "_syscall_args.pxi"
-include "_recording.pxi"
-include "_exec.pxi"
+
+
+cdef object _bad_args(Kernel k, uint8_t call):
+    """A call refused for an integer outside its C type: ERR_INVALID_ARGS, recorded so."""
+    if k._rec != NULL:
+        rec_bad_args(k, call)
+    return _st(ERR_INVALID_ARGS)
 
 
 cdef object _transfer(Kernel k, object handle, object buffer, object offset, object length,
@@ -98,7 +93,8 @@ cdef object _transfer(Kernel k, object handle, object buffer, object offset, obj
     if _transfer_args(handle, buffer, offset, length, &h, &off, &n):
         return (_bad_args(k, CALL_VMO_WRITE if write else CALL_VMO_READ), 0)
     if k._rec != NULL:
-        return _rec_transfer(k, h, buffer, off, n, length is None, write)
+        status = rec_transfer(k, h, buffer, off, n, length is None, write, &actual)
+        return (_st(status), actual)
     _idle(&k.ks)
     v = _vmo(&k.ks, h, MX_RIGHT_WRITE if write else MX_RIGHT_READ, &rights, &status)
     if v == NULL:
@@ -151,9 +147,6 @@ cdef class Kernel(KernelCore):
     Cost: a few mmap reservations, O(1).
     """
 
-    def __dealloc__(self):
-        _rec_abandon(self)      # before KernelCore's teardown, while the file is open
-
     # -- syscalls ---------------------------------------------------------------------------
     def vmo_create(self, size, options=0):
         """Create a VMO of `size` bytes (byte-granular, nothing committed), default rights
@@ -203,8 +196,8 @@ cdef class Kernel(KernelCore):
         status = _c_transfer(&self.ks, h, <uint8_t *>PyBytes_AS_STRING(data), off, trimmed,
                              &actual, False)
         if self._rec != NULL:
-            tw_put(self._rec, CALL_VMO_READ_BYTES, status, 0, h, 0, off, n,
-                   hash64(<uint8_t *>PyBytes_AS_STRING(data), actual), actual)
+            _rec_append(self, CALL_VMO_READ_BYTES, status, 0, h, 0, off, n,
+                        hash64(<uint8_t *>PyBytes_AS_STRING(data), actual), actual)
         return (_st(status), data) if status == NO_ERROR else (_st(status), b"")
 
     def vmo_write(self, handle, data, offset, length=None):
@@ -263,7 +256,7 @@ cdef class Kernel(KernelCore):
             _rec_put(self, CALL_VMO_OP_RANGE, status, 0, h, c_op, off, c_size, 0, 0)
             return _st(status)
         if self._rec != NULL:
-            return _st(_rec_lookup(self, h, off, c_size, buffer, buffer_size, bsize))
+            return _st(rec_lookup(self, h, off, c_size, buffer, buffer_size, bsize))
         # LOOKUP: the handle first, then the buffer (exporting it may run Python code, so
         # _c_lookup looks the handle up again).
         _idle(&self.ks)
@@ -409,7 +402,7 @@ cdef class Kernel(KernelCore):
         _open(self)
         if self._rec == NULL:
             return phys_read_bytes(&self.ks, paddr, length)
-        return _rec_phys_read(self, paddr, length)
+        return rec_phys_read(self, paddr, length)
 
     def phys_write(self, paddr, data):
         """A device writes `data` (any buffer) at physical address `paddr`; `vmo_read` then
@@ -418,7 +411,7 @@ cdef class Kernel(KernelCore):
         _open(self)
         if self._rec == NULL:
             return phys_write_buffer(&self.ks, paddr, data)
-        return _rec_phys_write(self, paddr, data)
+        return rec_phys_write(self, paddr, data)
 
     def phys_view(self, paddr, length):
         """A writable, zero-copy memoryview of physical memory, as a device sees it. While
@@ -429,7 +422,7 @@ cdef class Kernel(KernelCore):
         _open(self)
         if self._rec == NULL:
             return phys_view_new(self, &self.ks, paddr, length)
-        return _rec_phys_view(self, paddr, length)
+        return rec_phys_view(self, paddr, length)
 
     # -- traces and batches (docs/api.md "Traces and batches") -------------------------------
     def record(self, path):
@@ -437,7 +430,7 @@ cdef class Kernel(KernelCore):
         (docs/trace-format.md) into the file `path`, closed with its end mark on exit, even
         on an exception. The kernel must be in its initial state (no object ever created,
         no frame ever handed out): else ValueError, as a replay starts from a fresh kernel."""
-        return _recording(self, path)
+        return recording(self, path)
 
     @property
     def recording(self):
@@ -451,8 +444,8 @@ cdef class Kernel(KernelCore):
         The records run without the GIL, the kernel owned by this thread (docs/semantics.md
         "Threads"). Recorded like any other calls inside ``k.record()``. Cost: the calls."""
         if isinstance(batch, tuple) and len(batch) == 2:
-            return _run_batch(self, batch[0], batch[1])
-        return _run_batch(self, batch.records, batch.data)
+            return run_batch(self, batch[0], batch[1])
+        return run_batch(self, batch.records, batch.data)
 
     # -- benchmark instruments: the call floor (see _kernel.pyi) ---------------------------
     def _floor_get_size(self, handle):
@@ -528,7 +521,7 @@ cdef class Kernel(KernelCore):
         _open(self)
         gc_was = _walk_begin(&self.ks)
         try:
-            return invariants_check(&self.ks)
+            return check(&self.ks)
         finally:
             _walk_end(gc_was)
 

@@ -33,8 +33,10 @@ cdef class KernelCore:
     cdef uint64_t _memory_size
     cdef tuple _memory_map
     # Recording (docs/trace-format.md): NULL unless inside `with k.record(path):` (set by
-    # Kernel.record); every call, Python syscall or c_* method, tests it once.
+    # Kernel.record); every call, Python syscall or c_* method, tests it once. The file it
+    # writes to is `_rec_file`.
     cdef trace_writer *_rec
+    cdef object _rec_file
 
     # -- VMOs
     cdef int c_create(self, uint64_t size, uint32_t options, uint32_t *out) except -1000

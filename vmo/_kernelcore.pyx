@@ -29,7 +29,7 @@ from vmo._physmem cimport phys_range, phys_read, phys_write
 from vmo._state cimport (FIRST_KOID, LONG_BYTES, LONG_PAGES, kernel_state, ks_enter,
                          ks_leave, ks_wait, ks_wait_idle)
 from vmo._status cimport *
-from vmo._trace cimport tw_put, tw_side
+from vmo._trace cimport tw_close, tw_put, tw_side
 from vmo._tracerec cimport *
 from vmo._vmobject cimport (event_new, obj_unref, trim_range, vm_object, vmo_cache_op,
                             vmo_commit, vmo_decommit, vmo_find_page, vmo_lookup, vmo_new,
@@ -98,8 +98,8 @@ cdef int _c_phys_read(kernel_state *ks, uint64_t paddr, void *dst,
 
 
 # -- the recording paths of the c_* methods whose record needs more than the call's outputs
-cdef int _rec_c_write(KernelCore k, uint32_t handle, const void *src, uint64_t offset,
-                      uint64_t length, uint64_t *actual) except -1000:
+cdef int _rec_c_write_impl(KernelCore k, uint32_t handle, const void *src, uint64_t offset,
+                           uint64_t length, uint64_t *actual) except -1000:
     """c_write while recording: the bytes the call reads go to the side section (`b` is then
     the length trimmed to the VMO); a call that reads none is recorded NO_DATA."""
     cdef kernel_state *ks = _open_state(k)
@@ -119,8 +119,8 @@ cdef int _rec_c_write(KernelCore k, uint32_t handle, const void *src, uint64_t o
     return status
 
 
-cdef int _rec_c_op_range(KernelCore k, uint32_t handle, uint32_t op, uint64_t offset,
-                         uint64_t size, void *buffer, uint64_t buffer_size) except -1000:
+cdef int _rec_c_op_range_impl(KernelCore k, uint32_t handle, uint32_t op, uint64_t offset,
+                              uint64_t size, void *buffer, uint64_t buffer_size) except -1000:
     cdef kernel_state *ks = _open_state(k)
     cdef uint32_t rights
     cdef int status, found
@@ -138,8 +138,8 @@ cdef int _rec_c_op_range(KernelCore k, uint32_t handle, uint32_t op, uint64_t of
     return status
 
 
-cdef int _rec_c_phys_write(KernelCore k, uint64_t paddr, const void *src,
-                           uint64_t length) except -1000:
+cdef int _rec_c_phys_write_impl(KernelCore k, uint64_t paddr, const void *src,
+                                uint64_t length) except -1000:
     """c_phys_write while recording: the bytes are recorded only when the call reads them
     (docs/trace-format.md)."""
     cdef uint64_t first = 0, count = 0, off = 0
@@ -154,6 +154,19 @@ cdef int _rec_c_phys_write(KernelCore k, uint64_t paddr, const void *src,
     status = _c_phys_write(ks, paddr, src, length)
     tw_put(k._rec, CALL_PHYS_WRITE, status, REC_NO_DATA, 0, 0, paddr, length, 0, 0)
     return status
+
+
+# Called through pointers, as the paths of _rec_calls.pxi (see there: no inlining into the
+# c_* methods).
+ctypedef int (*_rec_c_write_fn)(KernelCore, uint32_t, const void *, uint64_t, uint64_t,
+                                uint64_t *) except -1000
+ctypedef int (*_rec_c_op_range_fn)(KernelCore, uint32_t, uint32_t, uint64_t, uint64_t, void *,
+                                   uint64_t) except -1000
+ctypedef int (*_rec_c_phys_write_fn)(KernelCore, uint64_t, const void *,
+                                     uint64_t) except -1000
+cdef _rec_c_write_fn _rec_c_write = _rec_c_write_impl
+cdef _rec_c_op_range_fn _rec_c_op_range = _rec_c_op_range_impl
+cdef _rec_c_phys_write_fn _rec_c_phys_write = _rec_c_phys_write_impl
 
 
 cdef class KernelCore:
@@ -188,6 +201,13 @@ cdef class KernelCore:
         self.ks.closed = False
 
     def __dealloc__(self):
+        if self._rec != NULL:
+            # Gone while recording (never left its `with`): end the file, still open here.
+            try:
+                tw_close(self._rec, True)
+            except BaseException:
+                pass
+            self._rec = NULL
         if not self.ks.closed:
             _teardown(&self.ks)
         if self.ks.pool.mem != NULL:
@@ -263,28 +283,28 @@ cdef class KernelCore:
     cdef int c_create(self, uint64_t size, uint32_t options, uint32_t *out) except -1000:
         cdef int status = _host(sys_create(_open_state(self), size, options, out))
         if self._rec != NULL:
-            tw_put(self._rec, CALL_VMO_CREATE, status, 0, 0, options, size, 0, 0, out[0])
+            _rec_append(self, CALL_VMO_CREATE, status, 0, 0, options, size, 0, 0, out[0])
         return status
 
     cdef int c_create_contiguous(self, uint64_t size, uint32_t alignment_log2,
                                  uint32_t *out) except -1000:
         cdef int status = _c_create_contiguous(_open_state(self), size, alignment_log2, out)
         if self._rec != NULL:
-            tw_put(self._rec, CALL_VMO_CREATE_CONTIGUOUS, status, 0, 0, alignment_log2, size,
-                   0, 0, out[0])
+            _rec_append(self, CALL_VMO_CREATE_CONTIGUOUS, status, 0, 0, alignment_log2, size,
+                        0, 0, out[0])
         return status
 
     cdef int c_get_size(self, uint32_t handle, uint64_t *size) except -1000:
         cdef int status = sys_get_size(_open_state(self), handle, size)
         if self._rec != NULL:
-            tw_put(self._rec, CALL_VMO_GET_SIZE, status, 0, handle, 0, 0, 0, 0,
-                   size[0] if status == NO_ERROR else 0)
+            _rec_append(self, CALL_VMO_GET_SIZE, status, 0, handle, 0, 0, 0, 0,
+                        size[0] if status == NO_ERROR else 0)
         return status
 
     cdef int c_set_size(self, uint32_t handle, uint64_t size) except -1000:
         cdef int status = _c_set_size(_open_state(self), handle, size)
         if self._rec != NULL:
-            tw_put(self._rec, CALL_VMO_SET_SIZE, status, 0, handle, 0, size, 0, 0, 0)
+            _rec_append(self, CALL_VMO_SET_SIZE, status, 0, handle, 0, size, 0, 0, 0)
         return status
 
     cdef int c_read(self, uint32_t handle, void *dst, uint64_t offset, uint64_t length,
@@ -292,9 +312,9 @@ cdef class KernelCore:
         cdef int status = _c_transfer(_open_state(self), handle, <uint8_t *>dst, offset,
                                       length, actual, False)
         if self._rec != NULL:
-            tw_put(self._rec, CALL_VMO_READ, status, REC_NULL_BUFFER if dst == NULL else 0,
-                   handle, 0, offset, length,
-                   hash64(<uint8_t *>dst, actual[0]) if status == NO_ERROR else 0, actual[0])
+            _rec_append(self, CALL_VMO_READ, status, REC_NULL_BUFFER if dst == NULL else 0,
+                        handle, 0, offset, length,
+                        hash64(<uint8_t *>dst, actual[0]) if status == NO_ERROR else 0, actual[0])
         return status
 
     cdef int c_write(self, uint32_t handle, const void *src, uint64_t offset, uint64_t length,
@@ -333,34 +353,34 @@ cdef class KernelCore:
         cdef int status = _host(sys_clone(_open_state(self), handle, options, offset, size,
                                           out))
         if self._rec != NULL:
-            tw_put(self._rec, CALL_VMO_CLONE, status, 0, handle, options, offset, size, 0,
-                   out[0])
+            _rec_append(self, CALL_VMO_CLONE, status, 0, handle, options, offset, size, 0,
+                        out[0])
         return status
 
     cdef int c_committed_bytes(self, uint32_t handle, uint64_t *out) except -1000:
         cdef int status = sys_committed_bytes(_open_state(self), handle, out)
         if self._rec != NULL:
-            tw_put(self._rec, CALL_VMO_COMMITTED_BYTES, status, 0, handle, 0, 0, 0, 0, out[0])
+            _rec_append(self, CALL_VMO_COMMITTED_BYTES, status, 0, handle, 0, 0, 0, 0, out[0])
         return status
 
     cdef int c_handle_close(self, uint32_t handle) except -1000:
         cdef int status = _c_handle_close(_open_state(self), handle)
         if self._rec != NULL:
-            tw_put(self._rec, CALL_HANDLE_CLOSE, status, 0, handle, 0, 0, 0, 0, 0)
+            _rec_append(self, CALL_HANDLE_CLOSE, status, 0, handle, 0, 0, 0, 0, 0)
         return status
 
     cdef int c_handle_duplicate(self, uint32_t handle, uint32_t rights,
                                 uint32_t *out) except -1000:
         cdef int status = sys_handle_duplicate(_open_state(self), handle, rights, out)
         if self._rec != NULL:
-            tw_put(self._rec, CALL_HANDLE_DUPLICATE, status, 0, handle, rights, 0, 0, 0, out[0])
+            _rec_append(self, CALL_HANDLE_DUPLICATE, status, 0, handle, rights, 0, 0, 0, out[0])
         return status
 
     cdef int c_handle_replace(self, uint32_t handle, uint32_t rights,
                               uint32_t *out) except -1000:
         cdef int status = sys_handle_replace(_open_state(self), handle, rights, out)
         if self._rec != NULL:
-            tw_put(self._rec, CALL_HANDLE_REPLACE, status, 0, handle, rights, 0, 0, 0, out[0])
+            _rec_append(self, CALL_HANDLE_REPLACE, status, 0, handle, rights, 0, 0, 0, out[0])
         return status
 
     cdef int c_get_info(self, uint32_t handle, uint32_t topic,
@@ -373,14 +393,14 @@ cdef class KernelCore:
     cdef int c_event_create(self, uint32_t options, uint32_t *out) except -1000:
         cdef int status = _host(sys_event_create(_open_state(self), options, out))
         if self._rec != NULL:
-            tw_put(self._rec, CALL_EVENT_CREATE, status, 0, 0, options, 0, 0, 0, out[0])
+            _rec_append(self, CALL_EVENT_CREATE, status, 0, 0, options, 0, 0, 0, out[0])
         return status
 
     cdef int c_phys_read(self, uint64_t paddr, void *dst, uint64_t length) except -1000:
         cdef int status = _c_phys_read(_open_state(self), paddr, dst, length)
         if self._rec != NULL:
-            tw_put(self._rec, CALL_PHYS_READ, status, 0, 0, 0, paddr, length,
-                   hash64(<uint8_t *>dst, length) if status == NO_ERROR else 0, 0)
+            _rec_append(self, CALL_PHYS_READ, status, 0, 0, 0, paddr, length,
+                        hash64(<uint8_t *>dst, length) if status == NO_ERROR else 0, 0)
         return status
 
     cdef int c_phys_write(self, uint64_t paddr, const void *src, uint64_t length) except -1000:

@@ -1,7 +1,7 @@
 # The trace engine's codec (docs/trace-format.md): CRC-32, the delta codec, the block writer
 # and the record checks shared by the reader and batches. Pure C over `trace_rec`
 # (_tracerec.pxd): nothing here knows the kernel. The executor that runs a record against a
-# kernel_state lives in _exec.pxi, included by _kernel.pyx beside the sys_* cores it calls.
+# kernel_state lives in _exec.pyx, which includes its own copy of the sys_* cores it calls.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 from vmo._tracerec cimport TRACE_RECORD_SIZE, trace_rec, trace_writer

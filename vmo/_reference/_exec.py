@@ -1,4 +1,4 @@
-"""Running records in plain Python, the reference twin of `vmo/_exec.pxi`: the `Executor`
+"""Running records in plain Python, the reference twin of `vmo/_exec.pyx`: the `Executor`
 that runs one record on a kernel and gives its status, value and ``c`` as a recording holds
 them, `run_batch` behind `Kernel.run(batch)` and `replay` behind `vmo._reference.replay`
 (docs/trace-format.md)."""

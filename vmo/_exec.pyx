@@ -1,12 +1,56 @@
-# Included by _kernel.pyx after _syscalls.pxi, _calls.pxi and _rec_calls.pxi: the trace and
-# batch executor and its two drivers. `exec_rec` runs one record (docs/trace-format.md)
-# against a kernel_state through the sys_* cores, the object layer and the physical-access
-# functions and gives its status, value and c; `run_records` is the loop of replays and
-# batches. All of it is `noexcept nogil` C: the caller owns the kernel (ks_enter), runs the
-# loop in `with nogil:`, then ks_leave, and only then looks at `cx.error` (HOST_NO_MEMORY:
-# MemoryError) and the writer's `err` (never a c_* method or a Python syscall inside: they
-# would wait on the gate this thread holds). The drivers, with the GIL around the loop:
-# `_run_batch` (Kernel.run) and `replay`.
+"""The trace and batch executor, and its two drivers: `run_batch` (Kernel.run) and `replay`.
+
+`exec_rec` runs one record (docs/trace-format.md) against a kernel_state through the sys_*
+cores, the object layer and the physical-access functions and gives its status, value and
+c; `run_records` is the loop of replays and batches. All of it is `noexcept nogil` C: the
+caller owns the kernel (ks_enter), runs the loop in `with nogil:`, then ks_leave, and only
+then looks at `cx.error` (HOST_NO_MEMORY: MemoryError) and the writer's `err` (never a c_*
+method or a Python syscall inside: they would wait on the gate this thread holds).
+
+The checked cores (_syscalls.pxi) are included here too, as in _kernelcore.pyx and
+_kernel.pyx: this module calls its own static copy, and the syscall layer's module stays the
+size it is without the executor (the C compiler's inlining budget is per module: the
+per-call rows of `python -m vmo bench` measured it).
+"""
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, realloc
+from libc.stdlib cimport free as c_free
+from libc.string cimport memcpy, memset
+
+from vmo._frames cimport pool_frame_ptr
+from vmo._handles cimport ht_full, ht_get, ht_install, ht_uninstall
+from vmo._kernelcore cimport KernelCore, _open, handle_basic_info
+from vmo._object cimport OBJ_VMO, obj_header
+from vmo._physmem cimport phys_pin, phys_range, phys_read, phys_unpin, phys_write
+from vmo._state cimport kernel_state, ks_enter, ks_leave
+from vmo._status cimport *
+from vmo._trace cimport (BLOCK_MAX_RECORDS, TraceReader, hash64_begin, hash64_end,
+                         hash64_update, rec_check, rec_problem, rec_uses_side, tw_put,
+                         tw_put_c, tw_raise, tw_side_c)
+from vmo._tracerec cimport *
+from vmo._vmobject cimport (event_new, obj_unref, trim_range, vm_object, vmo_cache_op,
+                            vmo_commit, vmo_decommit, vmo_find_page, vmo_lookup, vmo_new,
+                            vmo_new_contiguous, vmo_resize, vmo_transfer)
+
+from array import array as _array
+from os import fspath as os_fspath
+from time import perf_counter
+
+from vmo.errors import Status
+from vmo.records import CALL_NAMES, BatchResult, Mismatch, ReplayResult
+
+cdef extern from *:
+    """
+    /* The included cores this module does not use (it runs the others). */
+    #if defined(__GNUC__)
+    #pragma GCC diagnostic ignored "-Wunused-function"
+    #endif
+    """
+
+include "_syscalls.pxi"
+include "_rec_calls.pxi"
+
 
 cdef enum:
     EXEC_CHUNK = 65536          # reads and zero writes go through the scratch in chunks
@@ -376,8 +420,8 @@ cdef int cx_values(exec_ctx *cx, uint64_t n) except -1:
     return 0
 
 
-# -- batches and replays: the record loop owns the kernel and runs without the GIL ------------
-cdef int _run_checked(Kernel k, exec_ctx *cx) except -1:
+# -- the drivers: the record loop owns the kernel and runs without the GIL -------------------
+cdef int _run_checked(exec_ctx *cx) except -1:
     """After a record loop, GIL held again: raise what stopped it (a host allocation
     failure, or the recording writer's failure: the calls before it stay run)."""
     if cx.error == HOST_NO_MEMORY:
@@ -388,7 +432,7 @@ cdef int _run_checked(Kernel k, exec_ctx *cx) except -1:
     return 0
 
 
-cdef object _run_batch(Kernel k, object records, object data):
+cdef object run_batch(KernelCore k, object records, object data):
     """Kernel.run: validate every record (ValueError naming its index), then run them with
     the kernel owned and the GIL released; the result's arrays are made before."""
     cdef const uint8_t[::1] rv = memoryview(records).cast("B")
@@ -435,7 +479,7 @@ cdef object _run_batch(Kernel k, object records, object data):
             run_records(&k.ks, &cx, recs, n, side, p_st, p_vals, p_cs, &starts[0], False,
                         &fb, &bs, &bv, &bc)
         ks_leave(&k.ks)
-        _run_checked(k, &cx)
+        _run_checked(&cx)
         entries = _array("Q", bytes(8 * cx.nentries))
         if cx.nentries:
             memcpy(_abuf(entries), cx.entries, cx.nentries * 8)
@@ -471,7 +515,7 @@ def replay(path, *, check=True):
     naming the byte offset or record index, for a trace the reader refuses. Each block is
     read and checked with the GIL, then its records run without it, the kernel owned."""
     cdef TraceReader rd = TraceReader(path)
-    cdef Kernel k
+    cdef KernelCore k
     cdef exec_ctx cx
     cdef uint64_t ops = 0, mismatches = 0, m, fb = 0, bv = 0, bc = 0, first_index = 0
     cdef int bs = 0, first_status = 0
@@ -479,7 +523,7 @@ def replay(path, *, check=True):
     cdef trace_rec first_rec
     cdef bint c_check = check, have_first = False
     try:
-        k = Kernel(memory=rd.memory_map)
+        k = KernelCore(memory=rd.memory_map)   # the state only: no syscall runs in Python
         try:
             cx_init(&cx)
             try:
@@ -491,7 +535,7 @@ def replay(path, *, check=True):
                         m = run_records(&k.ks, &cx, rd.recs, rd.nrecs, rd.side, NULL, NULL,
                                         NULL, NULL, c_check, &fb, &bs, &bv, &bc)
                     ks_leave(&k.ks)
-                    _run_checked(k, &cx)
+                    _run_checked(&cx)
                     if m and not have_first:
                         # Kept as C values: the report object is made after the loop.
                         have_first = True

@@ -1,30 +1,72 @@
-# Included by _kernel.pyx: the recording machinery of the Python side (docs/trace-format.md).
-# `Kernel.record` gives a `_Recording`, the context manager that opens the file and sets
-# `KernelCore._rec`, the trace writer every call tests once; `_check_recordable`; the
-# recording of a call refused for an integer outside its C type (`_bad_args`); the paths of
-# the Python syscalls whose record needs the buffer looked at first or an exception caught
-# (`_rec_transfer`, `_rec_lookup`, `_rec_phys_*`); and the recording of a physical view's
-# release (`_view_released`, the hook a recorded PhysView calls). What the c_* methods share
-# with these is in _rec_calls.pxi.
-#
-# The writer is kernel state too: a batch run under record() appends to it without the GIL
-# while it owns the kernel, so every append made with the GIL follows a busy check with no
-# Python code in between (right after a call's core, or after `_rec_idle`).
+"""Recording, the Python side (docs/trace-format.md): what `Kernel.record` and the Python
+syscalls call while a kernel records.
 
-cdef inline int _rec_idle(Kernel k) except -1:
+`recording` gives the context manager of ``with k.record(path):`` (`_Recording`: opens the
+file, sets `KernelCore._rec`, the trace writer every call tests once, and ends the file on
+exit); `check_recordable`; `rec_bad_args`, the record of a call refused for an integer outside
+its C type; the paths of the Python syscalls whose record needs the buffer looked at first or
+an exception caught (`rec_transfer`, `rec_lookup`, `rec_phys_*`); and the record of a physical
+view's release (`_view_released`, the hook a recorded PhysView calls). What the c_* methods
+share with these is in _rec_calls.pxi. A module of its own, including the cores and calls
+(_syscalls.pxi, _calls.pxi, _rec_calls.pxi) as _kernelcore.pyx and _kernel.pyx do: the
+syscall layer's module stays the size it is without the recorder (the C compiler's
+inlining budget is per module: the per-call rows of `python -m vmo bench` measured it), and
+a syscall reaches this code only while recording, by one call.
+
+The writer is kernel state too: a batch run under record() appends to it without the GIL
+while it owns the kernel, so every append made with the GIL follows a busy check with no
+Python code in between (right after a call's core, or after `_rec_idle`).
+"""
+
+from cpython.buffer cimport (PyBUF_FULL_RO, PyBuffer_Release, PyObject_CheckBuffer,
+                             PyObject_GetBuffer)
+from cpython.bytes cimport PyBytes_AS_STRING
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+
+from vmo._args cimport arg_buffer, arg_transfer_buffer, arg_u64
+from vmo._handles cimport ht_full, ht_get, ht_install, ht_uninstall
+from vmo._kernelcore cimport KernelCore, handle_basic_info
+from vmo._object cimport OBJ_VMO, obj_header
+from vmo._physmem cimport phys_read_bytes, phys_view_new, phys_write, phys_write_buffer
+from vmo._state cimport (FIRST_KOID, LONG_BYTES, LONG_PAGES, kernel_state, ks_enter,
+                         ks_leave, ks_wait, ks_wait_idle)
+from vmo._status cimport *
+from vmo._trace cimport trace_header, tw_close, tw_open, tw_put, tw_side
+from vmo._tracerec cimport *
+from vmo._vmobject cimport (event_new, obj_unref, vm_object, vmo_cache_op,
+                            vmo_commit, vmo_decommit, vmo_find_page, vmo_lookup, vmo_new,
+                            vmo_new_contiguous, vmo_release_cost, vmo_resize, vmo_transfer)
+
+from operator import index as operator_index
+
+from vmo.errors import MxError
+
+cdef extern from *:
+    """
+    /* The included cores and calls this module does not use (it calls a few). */
+    #if defined(__GNUC__)
+    #pragma GCC diagnostic ignored "-Wunused-function"
+    #endif
+    """
+
+include "_syscalls.pxi"
+include "_calls.pxi"
+include "_rec_calls.pxi"
+
+
+cdef inline int _rec_idle(KernelCore k) except -1:
     """Before an append that does not follow a call's core directly: wait for any owner."""
     if k.ks.busy:
         ks_wait_idle(&k.ks)
     return 0
 
 
-cdef object _bad_args(Kernel k, uint8_t call):
-    """A call refused for an integer outside its C type: ERR_INVALID_ARGS, recorded so."""
+cdef int rec_bad_args(KernelCore k, uint8_t call) except -1:
+    """Record a call refused for an integer outside its C type (ERR_INVALID_ARGS)."""
+    _rec_idle(k)
     if k._rec != NULL:
-        _rec_idle(k)
-        if k._rec != NULL:
-            tw_put(k._rec, call, ERR_INVALID_ARGS, REC_ARG_RANGE, 0, 0, 0, 0, 0, 0)
-    return _st(ERR_INVALID_ARGS)
+        tw_put(k._rec, call, ERR_INVALID_ARGS, REC_ARG_RANGE, 0, 0, 0, 0, 0, 0)
+    return 0
 
 
 cdef uint64_t _sessions = 0
@@ -34,7 +76,7 @@ cdef void _view_released(object owner, uint64_t session, uint64_t number, uint64
                          const uint8_t *ptr, uint64_t length) noexcept:
     """A recorded view goes: its bytes (what the device wrote) into the recording. Called
     with the kernel idle (PhysView waits for any owner first)."""
-    cdef Kernel k = <Kernel>owner
+    cdef KernelCore k = <KernelCore>owner
     cdef uint64_t off = 0
     if k._rec == NULL or k._rec.session != session:
         return
@@ -58,17 +100,17 @@ cdef int _phys_arg_flags(object paddr, object length, uint64_t *a, uint64_t *b) 
 
 cdef class _Recording:
     """The context manager of `Kernel.record(path)`."""
-    cdef Kernel k
+    cdef KernelCore k
     cdef object path
 
     def __enter__(self):
         global _sessions
-        cdef Kernel k = self.k
-        _check_recordable(k)
+        cdef KernelCore k = self.k
+        check_recordable(k)
         f = open(self.path, "wb")
         try:
             _sessions += 1
-            _check_recordable(k)        # opening the file may have let other threads run
+            check_recordable(k)        # opening the file may have let other threads run
             k._rec = tw_open(f.fileno(), trace_header(k._memory_map), _sessions)
         except BaseException:
             f.close()
@@ -77,7 +119,7 @@ cdef class _Recording:
         return self
 
     def __exit__(self, *exc):
-        cdef Kernel k = self.k
+        cdef KernelCore k = self.k
         cdef trace_writer *w
         _rec_idle(k)            # a batch may be appending to the writer without the GIL
         w = k._rec
@@ -93,17 +135,17 @@ cdef class _Recording:
         return False
 
 
-cdef _Recording _recording(Kernel k, object path):
+cdef object recording(KernelCore k, object path):
     """Kernel.record: the context manager, once the kernel is seen recordable."""
     cdef _Recording r
-    _check_recordable(k)
+    check_recordable(k)
     r = _Recording.__new__(_Recording)
     r.k = k
     r.path = path
     return r
 
 
-cdef int _check_recordable(Kernel k) except -1:
+cdef int check_recordable(KernelCore k) except -1:
     if k.ks.closed:
         raise ValueError("kernel is closed")
     _idle(&k.ks)
@@ -117,18 +159,8 @@ cdef int _check_recordable(Kernel k) except -1:
     return 0
 
 
-cdef void _rec_abandon(Kernel k) noexcept:
-    """A kernel that goes while recording (never left its `with`): end the file's blocks."""
-    if k._rec != NULL:
-        try:
-            tw_close(k._rec, True)
-        except BaseException:
-            pass
-        k._rec = NULL
-
-
-cdef object _rec_transfer(Kernel k, uint32_t h, object buffer, uint64_t off, uint64_t n,
-                          bint default_length, bint write):
+cdef int rec_transfer(KernelCore k, uint32_t h, object buffer, uint64_t off, uint64_t n,
+                      bint default_length, bint write, uint64_t *actual_out) except -1000:
     """_transfer while recording (docs/trace-format.md "Buffers"): the buffer is looked at
     first, whatever the call then answers, so that the record says what it was (NULL_BUFFER,
     BAD_BUFFER) and a write keeps its bytes (copied before the call: they may be RAM)."""
@@ -160,11 +192,12 @@ cdef object _rec_transfer(Kernel k, uint32_t h, object buffer, uint64_t off, uin
     finally:
         if held > 0:
             PyBuffer_Release(&view)
-    return (_st(status), actual)
+    actual_out[0] = actual
+    return status
 
 
-cdef int _rec_lookup(Kernel k, uint32_t h, uint64_t off, uint64_t size, object buffer,
-                     object buffer_size, uint64_t bsize) except -1000:
+cdef int rec_lookup(KernelCore k, uint32_t h, uint64_t off, uint64_t size, object buffer,
+                    object buffer_size, uint64_t bsize) except -1000:
     """vmo_op_range(LOOKUP) while recording: the buffer is looked at first, whatever the call
     then answers; `c` is buffer_size as the call sees it (the buffer's size when None), the
     value hashes the entries the call wrote."""
@@ -212,7 +245,7 @@ cdef int _rec_lookup(Kernel k, uint32_t h, uint64_t off, uint64_t size, object b
     return status
 
 
-cdef object _rec_phys_read(Kernel k, object paddr, object length):
+cdef object rec_phys_read(KernelCore k, object paddr, object length):
     cdef uint64_t a = 0, b = 0
     cdef int bad
     try:
@@ -230,7 +263,7 @@ cdef object _rec_phys_read(Kernel k, object paddr, object length):
     return data
 
 
-cdef object _rec_phys_write(Kernel k, object paddr, object data):
+cdef object rec_phys_write(KernelCore k, object paddr, object data):
     """phys_write while recording: the buffer is looked at first, and its bytes are kept
     whatever the call answers, copied before the write (they may be physical memory)."""
     cdef uint64_t a = 0, off = 0
@@ -265,7 +298,7 @@ cdef object _rec_phys_write(Kernel k, object paddr, object data):
         PyBuffer_Release(&view)
 
 
-cdef object _rec_phys_view(Kernel k, object paddr, object length):
+cdef object rec_phys_view(KernelCore k, object paddr, object length):
     cdef uint64_t a = 0, b = 0
     cdef int bad
     cdef trace_writer *w = k._rec
