@@ -25,7 +25,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 import vmo
 from vmo._frames import _FramePoolShim
-from vmo._pagetable import _PageTableShim
+from vmo._pagetable import _PageTableShim, node_bytes
 
 FRAME = 4096
 ZERO_FRAME = bytes(FRAME)
@@ -33,6 +33,10 @@ LIMIT = 1 << 52            # page indices are below 2**52 (MX_VMO_MAX_SIZE / 409
 RELEASE_MIN = 16           # dirty runs this long go back to the host (_frames.pxd)
 LOOKUP_MAX = 1 << 20       # the shim's lookup refuses longer ranges
 PIB_PAGES = (1 << 50) // FRAME   # a petabyte of VMO, in pages
+LEAF_BYTES = 4 + 4 * 512   # sizeof(pt_leaf), sizeof(pt_node) (_pagetable.pxd)
+NODE_BYTES = 8 + 8 * 512
+SPARE_LEAVES = 2           # emptied nodes a table keeps for reuse: PT_SPARE_LEAVES,
+SPARE_NODES = 5            # PT_SPARE_NODES
 
 # Radix edges: a leaf covers 512 pages, an interior node 512 times its child.
 EDGES = sorted({
@@ -217,6 +221,16 @@ class PageTableMachine(RuleBasedStateMachine):
         # Never taller than the largest index stored since the table was last empty needs.
         assert h == _min_height(self.peak)
 
+    @invariant()
+    def nodes(self):
+        # The tree holds exactly the nodes its pages need (no empty node stays in it); the
+        # emptied ones kept for reuse are bounded.
+        h = self.t.height
+        interior = sum(len({i >> (9 * (level + 1)) for i in self.pages}) for level in range(1, h))
+        assert self.t.nodes() == (len({i >> 9 for i in self.pages}), interior)
+        leaves, inner = self.t.spares
+        assert 0 <= leaves <= SPARE_LEAVES and 0 <= inner <= SPARE_NODES
+
 
 TestPageTableMachine = PageTableMachine.TestCase
 TestPageTableMachine.settings = settings(
@@ -307,6 +321,48 @@ def test_page_table_height_grows_and_resets():
     # Removing the high page does not shrink the height (only emptying resets it).
     assert t.remove(512, LIMIT) == 1
     assert t.height == 6 and t.items() == [(5, t.get(5))]
+
+
+def test_page_table_spare_nodes():
+    """Emptied nodes stay with the table as spares, bounded, are handed out again before
+    calloc, stay counted by node_bytes(), and are freed with the table."""
+    before = node_bytes()
+    t = _PageTableShim(4096)
+    assert t.nodes() == (0, 0) and t.spares == (0, 0)
+    t.set(LIMIT - 1)                              # height 6: a leaf under 5 interior nodes
+    assert t.nodes() == (1, 5) and t.spares == (0, 0)
+    path = LEAF_BYTES + 5 * NODE_BYTES
+    assert node_bytes() - before == path
+    assert t.remove(0, LIMIT) == 1
+    assert (t.height, t.nodes(), t.spares) == (0, (0, 0), (1, 5))
+    assert node_bytes() - before == path          # spares are still the table's memory
+    # The one-page loop, on a tall and on a short table, reuses them: nothing allocated.
+    t.churn(LIMIT - 1, 1000)
+    t.churn(0, 1000)
+    assert (t.nodes(), t.spares, node_bytes() - before) == ((0, 0), (1, 5), path)
+    assert (t.npages, t.free_frames) == (0, 4096)
+    # 4 leaves under a root: the root and one leaf come from the spares, 3 leaves are new.
+    assert t.fill(0, 4 * 512)
+    assert (t.height, t.nodes(), t.spares) == (2, (4, 1), (0, 4))
+    assert node_bytes() - before == path + 3 * LEAF_BYTES
+    # Emptying them keeps SPARE_LEAVES leaves and frees the others.
+    assert t.remove(0, LIMIT) == 4 * 512
+    assert (t.nodes(), t.spares) == ((0, 0), (SPARE_LEAVES, 5))
+    assert node_bytes() - before == SPARE_LEAVES * LEAF_BYTES + 5 * NODE_BYTES
+    # Destruction frees the tree and the spares.
+    t.set(3)
+    t.set(1 << 40)
+    del t
+    assert node_bytes() == before
+    # Through a kernel: a destroyed VMO gives back its spares too.
+    with vmo.Kernel(memory_size=16 * FRAME) as k:
+        h = k.vmo_create(vmo.MX_VMO_MAX_SIZE)[1]
+        for off in (0, vmo.MX_VMO_MAX_SIZE - FRAME, 0):
+            assert k.vmo_op_range(h, vmo.MX_VMO_OP_COMMIT, off, FRAME) is vmo.Status.NO_ERROR
+            assert k.vmo_op_range(h, vmo.MX_VMO_OP_DECOMMIT, off, FRAME) is vmo.Status.NO_ERROR
+        assert node_bytes() - before == path
+        assert k.handle_close(h) is vmo.Status.NO_ERROR
+        assert node_bytes() == before
 
 
 def test_page_table_argument_checks():
