@@ -33,11 +33,12 @@ cdef struct pt_leaf:
 cdef struct page_table:
     void *root
     uint32_t height         # 0: empty; 1: root is a leaf; h: h-1 interior levels above leaves
-    uint16_t nspare_leaves  # emptied nodes kept for reuse (all zeros but the link):
-    uint16_t nspare_nodes   # at most PT_SPARE_LEAVES and PT_SPARE_NODES
+    uint16_t nspare_leaves  # emptied nodes kept for reuse, at most PT_SPARE_LEAVES and
+    uint16_t nspare_nodes   # PT_SPARE_NODES
     uint64_t npages         # entries present
-    pt_leaf *spare_leaves   # linked through the leaf's first two entries
-    pt_node *spare_nodes    # linked through slots[0]
+    # The spare nodes, leaves and interior ones in one list, linked through bytes 8-15 of
+    # each (slots[0], or entries[1:3]); all zeros but the link and the kind in `count`.
+    void *spares
 
 cdef inline void pt_init(page_table *pt) noexcept nogil:
     pt.root = NULL
@@ -45,8 +46,7 @@ cdef inline void pt_init(page_table *pt) noexcept nogil:
     pt.npages = 0
     pt.nspare_leaves = 0
     pt.nspare_nodes = 0
-    pt.spare_leaves = NULL
-    pt.spare_nodes = NULL
+    pt.spares = NULL
 
 cdef inline uint32_t pt_get(const page_table *pt, uint64_t idx) noexcept nogil:
     """The entry (frame + 1) at page `idx`, or 0. O(height)."""

@@ -44,14 +44,14 @@ cdef extern from *:
 
 cdef extern from *:
     """
+    /* A spare node's link lives at byte 8 of the node: slots[0] of an interior node,
+       entries[1:3] of a leaf (memcpy: no alignment or aliasing assumptions). */
     #include <string.h>
-    /* The link of a spare leaf, kept in its first two entries (memcpy: no alignment or
-       aliasing assumptions). */
-    static inline void *vmo_leaf_link(const void *leaf_entries) {
-        void *p; memcpy(&p, leaf_entries, sizeof p); return p;
+    static inline void *vmo_spare_link(const void *node) {
+        void *p; memcpy(&p, (const char *)node + 8, sizeof p); return p;
     }
-    static inline void vmo_set_leaf_link(void *leaf_entries, void *p) {
-        memcpy(leaf_entries, &p, sizeof p);
+    static inline void vmo_set_spare_link(void *node, void *p) {
+        memcpy((char *)node + 8, &p, sizeof p);
     }
     #ifdef NDEBUG
     #define VMO_ASSERT_ZERO(p, n) ((void)0)
@@ -65,36 +65,48 @@ cdef extern from *:
     #define VMO_ASSERT_ZERO(p, n) assert(vmo_all_zero((p), (n)))
     #endif
     """
-    void *leaf_link "vmo_leaf_link"(const void *entries) nogil
-    void set_leaf_link "vmo_set_leaf_link"(void *entries, void *p) nogil
+    void *spare_link "vmo_spare_link"(const void *node) nogil
+    void set_spare_link "vmo_set_spare_link"(void *node, void *p) nogil
     void assert_zero "VMO_ASSERT_ZERO"(const void *p, size_t n) nogil
+
+
+cdef enum:
+    _SPARE_LEAF = 1         # the `count` of a spare: its kind
+    _SPARE_NODE = 2
 
 
 cdef void *_new_node(page_table *pt, uint32_t level) noexcept nogil:
     """A zeroed node for `level` (0 = leaf): one of the table's spares, else calloc'd
-    (NULL if the host refuses)."""
+    (NULL if the host refuses). The spare list holds at most 7 nodes, and a path freed
+    bottom-up is taken again top-down from its head, so the search is short."""
+    cdef uint32_t kind = _SPARE_LEAF if level == 0 else _SPARE_NODE
     cdef void *node
-    cdef pt_leaf *leaf
-    cdef pt_node *inner
+    cdef void *prev = NULL
+    if (pt.nspare_leaves if level == 0 else pt.nspare_nodes) != 0:
+        node = pt.spares
+        while node != NULL:
+            if (<pt_leaf *>node).count == kind:
+                if prev == NULL:
+                    pt.spares = spare_link(node)
+                else:
+                    set_spare_link(prev, spare_link(node))
+                set_spare_link(node, NULL)
+                (<pt_leaf *>node).count = 0
+                if level == 0:
+                    pt.nspare_leaves -= 1
+                    assert_zero(node, sizeof(pt_leaf))
+                else:
+                    pt.nspare_nodes -= 1
+                    assert_zero(node, sizeof(pt_node))
+                return node
+            prev = node
+            node = spare_link(node)
+        c_assert(False)
     if level == 0:
-        leaf = pt.spare_leaves
-        if leaf != NULL:
-            pt.spare_leaves = <pt_leaf *>leaf_link(&leaf.entries[0])
-            pt.nspare_leaves -= 1
-            set_leaf_link(&leaf.entries[0], NULL)
-            assert_zero(leaf, sizeof(pt_leaf))
-            return leaf
         node = calloc(1, sizeof(pt_leaf))
         if node != NULL:
             atomic_add(&_node_bytes, sizeof(pt_leaf))
         return node
-    inner = pt.spare_nodes
-    if inner != NULL:
-        pt.spare_nodes = <pt_node *>inner.slots[0]
-        pt.nspare_nodes -= 1
-        inner.slots[0] = NULL
-        assert_zero(inner, sizeof(pt_node))
-        return inner
     node = calloc(1, sizeof(pt_node))
     if node != NULL:
         atomic_add(&_node_bytes, sizeof(pt_node))
@@ -109,34 +121,30 @@ cdef inline void _free_node(void *node, uint32_t level) noexcept nogil:
 cdef inline void _drop_node(page_table *pt, void *node, uint32_t level) noexcept nogil:
     """A node just emptied (all zeros) leaves the tree: kept as a spare if there is room,
     else freed."""
+    c_assert((<pt_leaf *>node).count == 0)
     if level == 0:
-        c_assert((<pt_leaf *>node).count == 0)
-        if pt.nspare_leaves < PT_SPARE_LEAVES:
-            set_leaf_link(&(<pt_leaf *>node).entries[0], pt.spare_leaves)
-            pt.spare_leaves = <pt_leaf *>node
-            pt.nspare_leaves += 1
+        if pt.nspare_leaves >= PT_SPARE_LEAVES:
+            _free_node(node, level)
             return
+        pt.nspare_leaves += 1
+        (<pt_leaf *>node).count = _SPARE_LEAF
     else:
-        c_assert((<pt_node *>node).count == 0)
-        if pt.nspare_nodes < PT_SPARE_NODES:
-            (<pt_node *>node).slots[0] = pt.spare_nodes
-            pt.spare_nodes = <pt_node *>node
-            pt.nspare_nodes += 1
+        if pt.nspare_nodes >= PT_SPARE_NODES:
+            _free_node(node, level)
             return
-    _free_node(node, level)
+        pt.nspare_nodes += 1
+        (<pt_leaf *>node).count = _SPARE_NODE
+    set_spare_link(node, pt.spares)
+    pt.spares = node
 
 
 cdef void _drop_spares(page_table *pt) noexcept nogil:
     """Free the table's spare nodes."""
     cdef void *node
-    while pt.spare_leaves != NULL:
-        node = pt.spare_leaves
-        pt.spare_leaves = <pt_leaf *>leaf_link(&pt.spare_leaves.entries[0])
-        _free_node(node, 0)
-    while pt.spare_nodes != NULL:
-        node = pt.spare_nodes
-        pt.spare_nodes = <pt_node *>pt.spare_nodes.slots[0]
-        _free_node(node, 1)
+    while pt.spares != NULL:
+        node = pt.spares
+        pt.spares = spare_link(node)
+        _free_node(node, 0 if (<pt_leaf *>node).count == _SPARE_LEAF else 1)
     pt.nspare_leaves = 0
     pt.nspare_nodes = 0
 
