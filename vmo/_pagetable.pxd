@@ -3,7 +3,14 @@
 # The tree grows in height as larger indices are inserted (6 levels cover the 2**52 pages of
 # MX_VMO_MAX_SIZE). Every range walk skips empty subtrees, so its cost follows the pages
 # present, not the size of the range.
-from libc.stdint cimport uint32_t, uint64_t
+#
+# A node that becomes empty leaves the tree at once, but up to PT_SPARE_LEAVES leaves and
+# PT_SPARE_NODES interior nodes (a whole path) stay with the table, all zeros, and are handed
+# out again before calloc is called: a loop that commits and decommits one page reuses its
+# path instead of freeing and zeroing it each time. The spares are the table's own (no lock:
+# one thread at a time works on a kernel), still counted by `node_bytes()`, and freed with
+# the table by `pt_free_nodes`.
+from libc.stdint cimport uint16_t, uint32_t, uint64_t
 
 from vmo._frames cimport frame_pool
 
@@ -12,6 +19,8 @@ cdef enum:
     PT_FANOUT = 512
     PT_MASK = 511
     PT_MAX_HEIGHT = 6
+    PT_SPARE_LEAVES = 2
+    PT_SPARE_NODES = 5      # PT_MAX_HEIGHT - 1: the interior nodes of one path
 
 cdef struct pt_node:
     uint32_t count          # non-empty slots
@@ -24,12 +33,20 @@ cdef struct pt_leaf:
 cdef struct page_table:
     void *root
     uint32_t height         # 0: empty; 1: root is a leaf; h: h-1 interior levels above leaves
+    uint16_t nspare_leaves  # emptied nodes kept for reuse, at most PT_SPARE_LEAVES and
+    uint16_t nspare_nodes   # PT_SPARE_NODES
     uint64_t npages         # entries present
+    # The spare nodes, leaves and interior ones in one list, linked through bytes 8-15 of
+    # each (slots[0], or entries[1:3]); all zeros but the link and the kind in `count`.
+    void *spares
 
 cdef inline void pt_init(page_table *pt) noexcept nogil:
     pt.root = NULL
     pt.height = 0
     pt.npages = 0
+    pt.nspare_leaves = 0
+    pt.nspare_nodes = 0
+    pt.spares = NULL
 
 cdef inline uint32_t pt_get(const page_table *pt, uint64_t idx) noexcept nogil:
     """The entry (frame + 1) at page `idx`, or 0. O(height)."""

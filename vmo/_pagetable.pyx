@@ -42,8 +42,66 @@ cdef extern from *:
     uint64_t atomic_load "VMO_ATOMIC_LOAD"(uint64_t *p) nogil
 
 
-cdef void *_new_node(uint32_t level) noexcept nogil:
+cdef extern from *:
+    """
+    /* A spare node's link lives at byte 8 of the node: slots[0] of an interior node,
+       entries[1:3] of a leaf (memcpy: no alignment or aliasing assumptions). */
+    #include <string.h>
+    static inline void *vmo_spare_link(const void *node) {
+        void *p; memcpy(&p, (const char *)node + 8, sizeof p); return p;
+    }
+    static inline void vmo_set_spare_link(void *node, void *p) {
+        memcpy((char *)node + 8, &p, sizeof p);
+    }
+    #ifdef NDEBUG
+    #define VMO_ASSERT_ZERO(p, n) ((void)0)
+    #else
+    #include <assert.h>
+    static int vmo_all_zero(const void *p, size_t n) {
+        const unsigned char *b = (const unsigned char *)p;
+        for (size_t i = 0; i < n; i++) if (b[i]) return 0;
+        return 1;
+    }
+    #define VMO_ASSERT_ZERO(p, n) assert(vmo_all_zero((p), (n)))
+    #endif
+    """
+    void *spare_link "vmo_spare_link"(const void *node) nogil
+    void set_spare_link "vmo_set_spare_link"(void *node, void *p) nogil
+    void assert_zero "VMO_ASSERT_ZERO"(const void *p, size_t n) nogil
+
+
+cdef enum:
+    _SPARE_LEAF = 1         # the `count` of a spare: its kind
+    _SPARE_NODE = 2
+
+
+cdef void *_new_node(page_table *pt, uint32_t level) noexcept nogil:
+    """A zeroed node for `level` (0 = leaf): one of the table's spares, else calloc'd
+    (NULL if the host refuses). The spare list holds at most 7 nodes, and a path freed
+    bottom-up is taken again top-down from its head, so the search is short."""
+    cdef uint32_t kind = _SPARE_LEAF if level == 0 else _SPARE_NODE
     cdef void *node
+    cdef void *prev = NULL
+    if (pt.nspare_leaves if level == 0 else pt.nspare_nodes) != 0:
+        node = pt.spares
+        while node != NULL:
+            if (<pt_leaf *>node).count == kind:
+                if prev == NULL:
+                    pt.spares = spare_link(node)
+                else:
+                    set_spare_link(prev, spare_link(node))
+                set_spare_link(node, NULL)
+                (<pt_leaf *>node).count = 0
+                if level == 0:
+                    pt.nspare_leaves -= 1
+                    assert_zero(node, sizeof(pt_leaf))
+                else:
+                    pt.nspare_nodes -= 1
+                    assert_zero(node, sizeof(pt_node))
+                return node
+            prev = node
+            node = spare_link(node)
+        c_assert(False)
     if level == 0:
         node = calloc(1, sizeof(pt_leaf))
         if node != NULL:
@@ -58,6 +116,37 @@ cdef void *_new_node(uint32_t level) noexcept nogil:
 cdef inline void _free_node(void *node, uint32_t level) noexcept nogil:
     atomic_sub(&_node_bytes, sizeof(pt_leaf) if level == 0 else sizeof(pt_node))
     free(node)
+
+
+cdef inline void _drop_node(page_table *pt, void *node, uint32_t level) noexcept nogil:
+    """A node just emptied (all zeros) leaves the tree: kept as a spare if there is room,
+    else freed."""
+    c_assert((<pt_leaf *>node).count == 0)
+    if level == 0:
+        if pt.nspare_leaves >= PT_SPARE_LEAVES:
+            _free_node(node, level)
+            return
+        pt.nspare_leaves += 1
+        (<pt_leaf *>node).count = _SPARE_LEAF
+    else:
+        if pt.nspare_nodes >= PT_SPARE_NODES:
+            _free_node(node, level)
+            return
+        pt.nspare_nodes += 1
+        (<pt_leaf *>node).count = _SPARE_NODE
+    set_spare_link(node, pt.spares)
+    pt.spares = node
+
+
+cdef void _drop_spares(page_table *pt) noexcept nogil:
+    """Free the table's spare nodes."""
+    cdef void *node
+    while pt.spares != NULL:
+        node = pt.spares
+        pt.spares = spare_link(node)
+        _free_node(node, 0 if (<pt_leaf *>node).count == _SPARE_LEAF else 1)
+    pt.nspare_leaves = 0
+    pt.nspare_nodes = 0
 
 
 def node_bytes():
@@ -75,7 +164,7 @@ cdef int _grow(page_table *pt, uint64_t max_idx) noexcept nogil:
             pt.height += 1
         return 0
     while pt.height < PT_MAX_HEIGHT and (max_idx >> (PT_BITS * pt.height)) != 0:
-        top = <pt_node *>_new_node(1)
+        top = <pt_node *>_new_node(pt, 1)
         if top == NULL:
             return -1
         top.slots[0] = pt.root
@@ -95,7 +184,7 @@ cdef int pt_set(page_table *pt, uint64_t idx, uint32_t entry) noexcept nogil:
     if _grow(pt, idx):
         return -1
     if pt.root == NULL:
-        pt.root = _new_node(pt.height - 1)
+        pt.root = _new_node(pt, pt.height - 1)
         if pt.root == NULL:
             return -1
     node = pt.root
@@ -103,7 +192,7 @@ cdef int pt_set(page_table *pt, uint64_t idx, uint32_t entry) noexcept nogil:
     while level > 0:
         child = (<pt_node *>node).slots[(idx >> (PT_BITS * level)) & PT_MASK]
         if child == NULL:
-            child = _new_node(level - 1)
+            child = _new_node(pt, level - 1)
             if child == NULL:
                 return -1
             (<pt_node *>node).slots[(idx >> (PT_BITS * level)) & PT_MASK] = child
@@ -158,8 +247,8 @@ cdef uint64_t pt_count(const page_table *pt, uint64_t start, uint64_t end) noexc
 
 # -- fill -------------------------------------------------------------------------------------
 
-cdef uint64_t _fill(void *node, uint32_t level, uint64_t base, uint64_t s, uint64_t e,
-                    frame_pool *pool, bint *failed) noexcept nogil:
+cdef uint64_t _fill(page_table *pt, void *node, uint32_t level, uint64_t base, uint64_t s,
+                    uint64_t e, frame_pool *pool, bint *failed) noexcept nogil:
     """Fill the empty slots of [s, e) below `node`; returns the pages added."""
     cdef pt_leaf *leaf
     cdef pt_node *inner
@@ -182,13 +271,13 @@ cdef uint64_t _fill(void *node, uint32_t level, uint64_t base, uint64_t s, uint6
     for i in range(lo, hi):
         child = inner.slots[i]
         if child == NULL:
-            child = _new_node(level - 1)
+            child = _new_node(pt, level - 1)
             if child == NULL:
                 failed[0] = True
                 return n
             inner.slots[i] = child
             inner.count += 1
-        n += _fill(child, level - 1, base + i * span, s, e, pool, failed)
+        n += _fill(pt, child, level - 1, base + i * span, s, e, pool, failed)
         if failed[0]:
             return n
     return n
@@ -207,16 +296,17 @@ cdef int pt_fill(page_table *pt, uint64_t start, uint64_t end,
     if _grow(pt, end - 1):
         return -1
     if pt.root == NULL:
-        pt.root = _new_node(pt.height - 1)
+        pt.root = _new_node(pt, pt.height - 1)
         if pt.root == NULL:
             return -1
-    pt.npages += _fill(pt.root, pt.height - 1, 0, start, end, pool, &failed)
+    pt.npages += _fill(pt, pt.root, pt.height - 1, 0, start, end, pool, &failed)
     return -1 if failed else 0
 
 
 # -- remove -----------------------------------------------------------------------------------
 
 cdef struct _batch:
+    page_table *pt          # whose emptied nodes become spares
     frame_pool *pool
     uint64_t n
     uint64_t removed
@@ -265,7 +355,7 @@ cdef void _remove(void *node, uint32_t level, uint64_t base, uint64_t s, uint64_
         _remove(child, level - 1, base + i * span, s, e, b)
         # A child emptied by the walk goes at once, so no empty node ever stays in the tree.
         if (<pt_leaf *>child).count == 0:
-            _free_node(child, level - 1)
+            _drop_node(b.pt, child, level - 1)
             inner.slots[i] = NULL
             inner.count -= 1
             if inner.count == 0:
@@ -282,6 +372,7 @@ cdef uint64_t pt_remove(page_table *pt, uint64_t start, uint64_t end,
     end = _umin(end, _span(pt.height))
     if start >= end:
         return 0
+    b.pt = pt
     b.pool = pool
     b.n = 0
     b.removed = 0
@@ -290,7 +381,7 @@ cdef uint64_t pt_remove(page_table *pt, uint64_t start, uint64_t end,
     c_assert(pt.npages >= b.removed)
     pt.npages -= b.removed
     if (<pt_leaf *>pt.root).count == 0:
-        _free_node(pt.root, pt.height - 1)
+        _drop_node(pt, pt.root, pt.height - 1)
         pt.root = NULL
         pt.height = 0
     return b.removed
@@ -414,10 +505,26 @@ cdef void _free_subtree(void *node, uint32_t level) noexcept nogil:
     _free_node(node, level)
 
 
+cdef void _count_nodes(const void *node, uint32_t level, uint64_t *counts) noexcept nogil:
+    """Add the leaves (counts[0]) and interior nodes (counts[1]) of a subtree."""
+    cdef const pt_node *inner
+    cdef uint64_t i
+    if level == 0:
+        counts[0] += 1
+        return
+    counts[1] += 1
+    inner = <const pt_node *>node
+    for i in range(PT_FANOUT):
+        if inner.slots[i] != NULL:
+            _count_nodes(inner.slots[i], level - 1, counts)
+
+
 cdef void pt_free_nodes(page_table *pt) noexcept nogil:
-    """Free the tree's memory without returning any frame (the arena is going away)."""
+    """Free the tree's memory, its spare nodes too, without returning any frame (the arena
+    is going away)."""
     if pt.root != NULL:
         _free_subtree(pt.root, pt.height - 1)
+    _drop_spares(pt)
     pt_init(pt)
 
 
@@ -496,6 +603,41 @@ cdef class _PageTableShim:
             out.append((found, e - 1))
             idx = found + 1
         return out
+
+    def churn(self, uint64_t idx, uint64_t rounds):
+        """`rounds` times: set page `idx` (absent), look it up, remove it; all in C (the
+        microbenchmark of node churn)."""
+        cdef uint64_t _i, paddr = 0
+        cdef uint32_t f
+        cdef bint failed = False
+        if idx >= (<uint64_t>1) << 52 or pt_get(&self.pt, idx):
+            raise ValueError("bad index or present")
+        if pool_free_count(&self.pool) == 0:
+            raise MemoryError("no frame")
+        with nogil:
+            for _i in range(rounds):
+                f = pool_take(&self.pool)
+                if pt_set(&self.pt, idx, f + 1):
+                    pool_give(&self.pool, &f, 1)
+                    failed = True
+                    break
+                pt_lookup(&self.pt, idx, idx + 1, &self.pool, &paddr)
+                pt_remove(&self.pt, idx, idx + 1, &self.pool)
+        if failed:
+            raise MemoryError("page table node")
+
+    def nodes(self):
+        """(leaves, interior nodes) in the tree; the spares are apart (`spares`)."""
+        cdef uint64_t counts[2]
+        counts[0] = counts[1] = 0
+        if self.pt.root != NULL:
+            _count_nodes(self.pt.root, self.pt.height - 1, counts)
+        return counts[0], counts[1]
+
+    @property
+    def spares(self):
+        """(spare leaves, spare interior nodes) kept by the table for reuse."""
+        return self.pt.nspare_leaves, self.pt.nspare_nodes
 
     @property
     def npages(self):
