@@ -4,7 +4,8 @@
 # kernel_state lives in _exec.pyx, which includes its own copy of the sys_* cores it calls.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
-from vmo._tracerec cimport TRACE_RECORD_SIZE, trace_rec, trace_writer
+from vmo._tracerec cimport (TRACE_RECORD_SIZE, hash64_begin, hash64_end, hash64_update,
+                            trace_rec, trace_writer)
 
 cdef enum:
     BLOCK_HEADER_SIZE = 16              # magic, nrecords, encoded_length, side_length
@@ -95,34 +96,6 @@ cdef inline int tw_put(trace_writer *w, uint8_t call, int status, uint16_t flags
     if tw_put_c(w, call, status, flags, handle, x, a, b, c, value):
         tw_raise(w)
     return 0
-
-
-# -- hash64 in pieces (equal to _tracerec.hash64 over the whole): for reads done in chunks ----
-cdef inline uint64_t hash64_begin(uint64_t n) noexcept nogil:
-    return n * <uint64_t>0x9E3779B97F4A7C15ULL
-
-
-cdef inline uint64_t hash64_update(uint64_t h, const uint8_t *data, uint64_t n) noexcept nogil:
-    """Fold `n` bytes in: every piece but the last must be a multiple of 8 bytes."""
-    cdef uint64_t i = 0, j, w
-    while i + 8 <= n:
-        w = 0
-        for j in range(8):
-            w |= (<uint64_t>data[i + j]) << (8 * j)
-        h = (h ^ w) * <uint64_t>0xFF51AFD7ED558CCDULL
-        h ^= h >> 29
-        i += 8
-    if i < n:
-        w = 0
-        for j in range(n - i):
-            w |= (<uint64_t>data[i + j]) << (8 * j)
-        h = (h ^ w) * <uint64_t>0xFF51AFD7ED558CCDULL
-        h ^= h >> 29
-    return h
-
-
-cdef inline uint64_t hash64_end(uint64_t h) noexcept nogil:
-    return h ^ (h >> 32)
 
 
 cdef class TraceReader:

@@ -69,22 +69,30 @@ cdef struct trace_writer:
     uint64_t err_size           # the side bytes refused, for TW_ERR_SIDE
 
 
-cdef inline uint64_t hash64(const uint8_t *data, uint64_t n) noexcept nogil:
-    """The trace's hash of bytes (docs/trace-format.md "hash64"): 8-byte little-endian
-    words, the last zero-padded; about a byte a cycle. Identical in vmo._reference."""
-    cdef uint64_t h = n * <uint64_t>0x9E3779B97F4A7C15ULL, w
-    cdef uint64_t i = 0, j
-    while i + 8 <= n:
+# hash64 in pieces, for reads hashed a chunk at a time: begin, update (every piece but the
+# last a multiple of 8 bytes), end; hash64 is the three over the whole.
+cdef inline uint64_t hash64_begin(uint64_t n) noexcept nogil:
+    return n * <uint64_t>0x9E3779B97F4A7C15ULL
+
+
+cdef inline uint64_t hash64_update(uint64_t h, const uint8_t *data, uint64_t n) noexcept nogil:
+    """Fold `n` bytes in as 8-byte little-endian words, the last zero-padded."""
+    cdef uint64_t i = 0, j, w
+    while i < n:
         w = 0
-        for j in range(8):
+        for j in range(8 if n - i >= 8 else n - i):
             w |= (<uint64_t>data[i + j]) << (8 * j)
         h = (h ^ w) * <uint64_t>0xFF51AFD7ED558CCDULL
         h ^= h >> 29
         i += 8
-    if i < n:
-        w = 0
-        for j in range(n - i):
-            w |= (<uint64_t>data[i + j]) << (8 * j)
-        h = (h ^ w) * <uint64_t>0xFF51AFD7ED558CCDULL
-        h ^= h >> 29
+    return h
+
+
+cdef inline uint64_t hash64_end(uint64_t h) noexcept nogil:
     return h ^ (h >> 32)
+
+
+cdef inline uint64_t hash64(const uint8_t *data, uint64_t n) noexcept nogil:
+    """The trace's hash of bytes (docs/trace-format.md "hash64"): 8-byte little-endian
+    words, the last zero-padded; about a byte a cycle. Identical in vmo._reference."""
+    return hash64_end(hash64_update(hash64_begin(n), data, n))
