@@ -1,6 +1,6 @@
 """Differential fuzzing of the whole API: the compiled core against the reference model.
 
-Issue 5 ("Hardening: nothing crashes, nothing leaks, nothing is lost"). Every case builds a
+Hardening: nothing crashes, nothing leaks, nothing is lost. Every case builds a
 compiled `vmo.Kernel` and a `vmo._reference.Kernel` with the same small memory (8-32 pages; a
 single range at a low, odd or top-of-address-space base, or a two-range memory map, touching or
 with a hole) and runs a random sequence of calls on both, side by side. It covers every call of
@@ -25,11 +25,11 @@ Per call, both kernels must give the same outcome: the same return value, compar
 value (statuses must be `vmo.Status` members; handles, sizes, bytes, records, views by content,
 `Vmo` objects by handle), or the same exception type (`MxError` also by `.status`); the buffers
 handed to each side must end up identical; and no C syscall may raise for arguments a C caller
-could pass (API.md). After every step both kernels pass ``_check()`` and agree on stats() (the
-five contract keys plus pinned_frames) and on ``_allocator_state()``. At the end of a case every
-handle ever seen is compared (size, committed bytes, own pages with their physical addresses,
-contents, info), every frame is read through phys_read on both, all views are released, and
-closing every handle must give every frame back on both kernels.
+could pass (docs/api.md, "Syscall layer"). After every step both kernels pass ``_check()`` and
+agree on stats() (the five contract keys plus pinned_frames) and on ``_allocator_state()``. At the
+end of a case every handle ever seen is compared (size, committed bytes, own pages with their
+physical addresses, contents, info), every frame is read through phys_read on both, all views are
+released, and closing every handle must give every frame back on both kernels.
 
 A failure prints a standalone Python script that replays the case on both kernels (shrunk
 first under the fuzz profile or with VMO_FUZZ_SHRINK=1).
@@ -105,7 +105,7 @@ STATS_KEYS = ("total_frames", "free_frames", "committed_frames", "vmos", "handle
               "pinned_frames")
 READ_CAP = 1 << 20  # reads whose result would be larger (but < 2**63) are not made
 
-# The C syscalls: "They never raise for anything a C caller could pass" (API.md).
+# The C syscalls: "They never raise for anything a C caller could pass" (docs/api.md).
 C_SYSCALLS = {"vmo_create", "vmo_read", "vmo_write", "vmo_get_size", "vmo_set_size",
               "vmo_op_range", "vmo_clone", "handle_close", "handle_duplicate", "handle_replace",
               "object_get_info", "event_create", "vmo_committed_bytes",
@@ -1156,7 +1156,7 @@ class Case:
                 return
             if name in C_SYSCALLS and c_ok:
                 self.fail("%s raised %s(%s) on both kernels for arguments a C caller could "
-                          "pass (API.md: the syscalls never raise for those)" % (
+                          "pass (docs/api.md: the syscalls never raise for those)" % (
                               name, out_c[1], exc))
         elif name in C_SYSCALLS or name == "vmo_read_bytes":
             status = _status_of(out_c[1])
@@ -1169,7 +1169,7 @@ class Case:
                         self.fail("vmo_read_bytes failed with %s but returned %r, not b''" % (
                             status.name, value[:16]))
                 elif not (value == 0 and type(value) is int):
-                    self.fail("%s failed with %s but returned value %r, not 0 (API.md)" % (
+                    self.fail("%s failed with %s but returned value %r, not 0 (docs/api.md)" % (
                         name, status.name, value))
 
     # -- the handle bookkeeping --------------------------------------------------------------
@@ -1756,7 +1756,7 @@ def test_fuzz_integer_likes_behave_as_their_int(impl):
 @pytest.mark.parametrize("method", ["commit", "decommit", "lookup", "clone"])
 def test_integer_like_offset_with_default_size(impl, wrap, method):
     """The metamorphic property above, made deterministic for the case it found: a `Vmo`
-    method whose size defaults to "to the end" (API.md: size=None) must treat an integer-like
+    method whose size defaults to "to the end" (docs/api.md: size=None) must treat an integer-like
     offset as the int it indexes to (semantics: numpy integers work wherever an integer is
     due). (Open at a691102: `_to_end` tests isinstance(offset, int), so the size becomes 0.)"""
     cls = vmo.Kernel if impl == "core" else ReferenceKernel
