@@ -139,19 +139,3 @@ cdef int _c_create_contiguous(kernel_state *ks, uint64_t size, uint32_t align,
         ks_leave(ks)
         return _host(status)
     return _host(sys_create_contiguous(ks, size, align, out))
-
-
-# A device write behind the ownership protocol: c_phys_write's and a recorded phys_write's
-# (the Python ones, phys_read_bytes and phys_write_buffer in _physmem, follow it themselves).
-cdef inline int _c_phys_write(kernel_state *ks, uint64_t paddr, const void *src,
-                              uint64_t length) except -1000:
-    cdef int status
-    if ks.busy:
-        _wait(ks)
-    if length > LONG_BYTES:
-        ks_enter(ks)
-        with nogil:
-            status = phys_write(ks, paddr, src, length)
-        ks_leave(ks)
-        return status
-    return phys_write(ks, paddr, src, length)

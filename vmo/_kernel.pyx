@@ -36,7 +36,7 @@ from vmo._handles cimport ht_full, ht_get, ht_install, ht_uninstall
 from vmo._invariants cimport allocator_state, check, vmo_pages
 from vmo._kernelcore cimport KernelCore, _open, handle_basic_info
 from vmo._object cimport OBJ_VMO, obj_header
-from vmo._physmem cimport phys_read_bytes, phys_view_new, phys_write, phys_write_buffer
+from vmo._physmem cimport phys_read_bytes, phys_view_new, phys_write_buffer
 from vmo._recording cimport (rec_bad_args, rec_lookup, rec_phys_read, rec_phys_view,
                              rec_phys_write, rec_transfer, recording)
 from vmo._state cimport LONG_BYTES, LONG_PAGES, kernel_state, ks_enter, ks_leave, ks_wait

@@ -25,7 +25,7 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from vmo._frames cimport pool_destroy, pool_free_count, pool_init
 from vmo._handles cimport ht_destroy, ht_full, ht_get, ht_init, ht_install, ht_uninstall
 from vmo._object cimport OBJ_VMO, obj_header
-from vmo._physmem cimport phys_range, phys_read, phys_write
+from vmo._physmem cimport phys_range, phys_read_owned, phys_write_owned
 from vmo._state cimport (FIRST_KOID, LONG_BYTES, LONG_PAGES, kernel_state, ks_enter,
                          ks_leave, ks_wait, ks_wait_idle)
 from vmo._status cimport *
@@ -81,22 +81,6 @@ include "_calls.pxi"
 include "_rec_calls.pxi"
 
 
-# A device read behind the ownership protocol, for c_phys_read (the device write, shared
-# with a recorded phys_write, is in _calls.pxi).
-cdef int _c_phys_read(kernel_state *ks, uint64_t paddr, void *dst,
-                      uint64_t length) except -1000:
-    cdef int status
-    if ks.busy:
-        _wait(ks)
-    if length > LONG_BYTES:
-        ks_enter(ks)
-        with nogil:
-            status = phys_read(ks, paddr, dst, length)
-        ks_leave(ks)
-        return status
-    return phys_read(ks, paddr, dst, length)
-
-
 # -- the recording paths of the c_* methods whose record needs more than the call's outputs
 cdef int _rec_c_write_impl(KernelCore k, uint32_t handle, const void *src, uint64_t offset,
                            uint64_t length, uint64_t *actual) except -1000:
@@ -147,11 +131,11 @@ cdef int _rec_c_phys_write_impl(KernelCore k, uint64_t paddr, const void *src,
     cdef kernel_state *ks = _open_state(k)
     if phys_range(ks, paddr, length, &first, &count) == NO_ERROR:
         tw_side(k._rec, src, length, &off)
-        status = _c_phys_write(ks, paddr, src, length)
+        status = phys_write_owned(ks, paddr, src, length)
         tw_put(k._rec, CALL_PHYS_WRITE, status, 0, 0, 0, paddr, length, off,
                length if status == NO_ERROR else 0)
         return status
-    status = _c_phys_write(ks, paddr, src, length)
+    status = phys_write_owned(ks, paddr, src, length)
     tw_put(k._rec, CALL_PHYS_WRITE, status, REC_NO_DATA, 0, 0, paddr, length, 0, 0)
     return status
 
@@ -397,7 +381,7 @@ cdef class KernelCore:
         return status
 
     cdef int c_phys_read(self, uint64_t paddr, void *dst, uint64_t length) except -1000:
-        cdef int status = _c_phys_read(_open_state(self), paddr, dst, length)
+        cdef int status = phys_read_owned(_open_state(self), paddr, dst, length)
         if self._rec != NULL:
             _rec_append(self, CALL_PHYS_READ, status, 0, 0, 0, paddr, length,
                         hash64(<uint8_t *>dst, length) if status == NO_ERROR else 0, 0)
@@ -406,4 +390,4 @@ cdef class KernelCore:
     cdef int c_phys_write(self, uint64_t paddr, const void *src, uint64_t length) except -1000:
         if self._rec != NULL:
             return _rec_c_phys_write(self, paddr, src, length)
-        return _c_phys_write(_open_state(self), paddr, src, length)
+        return phys_write_owned(_open_state(self), paddr, src, length)

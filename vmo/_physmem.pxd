@@ -40,6 +40,10 @@ cdef int phys_write(kernel_state *ks, uint64_t paddr, const void *src,
                     uint64_t length) noexcept nogil
 cdef void phys_pin(kernel_state *ks, uint64_t first, uint64_t count) noexcept nogil
 cdef void phys_unpin(kernel_state *ks, uint64_t first, uint64_t count) noexcept nogil
+cdef int phys_read_owned(kernel_state *ks, uint64_t paddr, void *dst,
+                         uint64_t length) except -1000
+cdef int phys_write_owned(kernel_state *ks, uint64_t paddr, const void *src,
+                          uint64_t length) except -1000
 
 cdef bytes phys_read_bytes(kernel_state *ks, object paddr, object length)
 cdef Py_ssize_t phys_write_buffer(kernel_state *ks, object paddr, object data) except -1

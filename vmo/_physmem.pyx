@@ -165,10 +165,40 @@ cdef int _check(int status) except -1:
     return 0
 
 
+# Device access behind the ownership protocol (docs/semantics.md "Threads"), shared by the
+# Python calls below, the C-level API and the recorder: wait for any owner; an access longer
+# than LONG_BYTES owns the kernel and runs without the GIL.
+cdef int phys_read_owned(kernel_state *ks, uint64_t paddr, void *dst,
+                         uint64_t length) except -1000:
+    cdef int status
+    if ks.busy:
+        ks_wait(ks)
+    if length > LONG_BYTES:
+        ks_enter(ks)
+        with nogil:
+            status = phys_read(ks, paddr, dst, length)
+        ks_leave(ks)
+        return status
+    return phys_read(ks, paddr, dst, length)
+
+
+cdef int phys_write_owned(kernel_state *ks, uint64_t paddr, const void *src,
+                          uint64_t length) except -1000:
+    cdef int status
+    if ks.busy:
+        ks_wait(ks)
+    if length > LONG_BYTES:
+        ks_enter(ks)
+        with nogil:
+            status = phys_write(ks, paddr, src, length)
+        ks_leave(ks)
+        return status
+    return phys_write(ks, paddr, src, length)
+
+
 cdef bytes phys_read_bytes(kernel_state *ks, object paddr, object length):
     """Kernel.phys_read after the open check: `length` bytes at `paddr`."""
     cdef uint64_t c_paddr, c_length, first = 0, count = 0
-    cdef int status
     cdef char *dst
     _args(paddr, length, &c_paddr, &c_length)
     if ks.busy:
@@ -177,16 +207,8 @@ cdef bytes phys_read_bytes(kernel_state *ks, object paddr, object length):
     _check(phys_range(ks, c_paddr, c_length, &first, &count))
     data = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>c_length)
     dst = PyBytes_AS_STRING(data)
-    if ks.busy:         # the allocation may have let another thread run
-        ks_wait(ks)
-    if c_length > LONG_BYTES:
-        ks_enter(ks)
-        with nogil:
-            status = phys_read(ks, c_paddr, dst, c_length)
-        ks_leave(ks)
-    else:
-        status = phys_read(ks, c_paddr, dst, c_length)
-    _check(status)
+    # The allocation may have let another thread run: phys_read_owned waits for it.
+    _check(phys_read_owned(ks, c_paddr, dst, c_length))
     return data
 
 
@@ -195,7 +217,6 @@ cdef Py_ssize_t phys_write_buffer(kernel_state *ks, object paddr, object data) e
     `paddr`; returns the number of bytes written."""
     cdef uint64_t c_paddr, c_length
     cdef Py_buffer view
-    cdef int status
     paddr = PyNumber_Index(paddr)
     if not PyObject_CheckBuffer(data):
         raise TypeError("a bytes-like object is required, not %r" % type(data).__name__)
@@ -204,16 +225,7 @@ cdef Py_ssize_t phys_write_buffer(kernel_state *ks, object paddr, object data) e
                       "the data is not a contiguous buffer of plain bytes")
     try:
         _args(paddr, view.len, &c_paddr, &c_length)
-        if ks.busy:
-            ks_wait(ks)
-        if c_length > LONG_BYTES:
-            ks_enter(ks)
-            with nogil:
-                status = phys_write(ks, c_paddr, view.buf, c_length)
-            ks_leave(ks)
-        else:
-            status = phys_write(ks, c_paddr, view.buf, c_length)
-        _check(status)
+        _check(phys_write_owned(ks, c_paddr, view.buf, c_length))
         return view.len
     finally:
         PyBuffer_Release(&view)

@@ -27,7 +27,8 @@ from vmo._args cimport arg_buffer, arg_transfer_buffer, arg_u64
 from vmo._handles cimport ht_full, ht_get, ht_install, ht_uninstall
 from vmo._kernelcore cimport KernelCore, handle_basic_info
 from vmo._object cimport OBJ_VMO, obj_header
-from vmo._physmem cimport phys_read_bytes, phys_view_new, phys_write, phys_write_buffer
+from vmo._physmem cimport (phys_read_bytes, phys_view_new, phys_write_buffer,
+                           phys_write_owned)
 from vmo._state cimport (FIRST_KOID, LONG_BYTES, LONG_PAGES, kernel_state, ks_enter,
                          ks_leave, ks_wait, ks_wait_idle)
 from vmo._status cimport *
@@ -288,7 +289,7 @@ cdef object rec_phys_write(KernelCore k, object paddr, object data):
                 raise
         _rec_idle(k)
         tw_side(k._rec, view.buf, view.len, &off)
-        status = _c_phys_write(&k.ks, a, view.buf, view.len)
+        status = phys_write_owned(&k.ks, a, view.buf, view.len)
         tw_put(k._rec, CALL_PHYS_WRITE, status, 0, 0, 0, a, view.len, off,
                view.len if status == 0 else 0)
         if status:
