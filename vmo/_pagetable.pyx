@@ -6,7 +6,8 @@ nodes per page.
 """
 
 from libc.stdint cimport uint32_t, uint64_t
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcpy
 
 from vmo._frames cimport (c_assert, frame_pool, pool_destroy, pool_free_count, pool_give,
                           pool_init, pool_list, pool_paddr, pool_take)
@@ -517,6 +518,49 @@ cdef void _count_nodes(const void *node, uint32_t level, uint64_t *counts) noexc
     for i in range(PT_FANOUT):
         if inner.slots[i] != NULL:
             _count_nodes(inner.slots[i], level - 1, counts)
+
+
+cdef void *_clone_subtree(const void *node, uint32_t level) noexcept nogil:
+    """A copy of a subtree (NULL if the host refuses: nothing of the copy is left)."""
+    cdef const pt_node *inner
+    cdef pt_node *copy
+    cdef uint64_t i, j
+    if level == 0:
+        copy = <pt_node *>malloc(sizeof(pt_leaf))
+        if copy != NULL:
+            memcpy(copy, node, sizeof(pt_leaf))
+            atomic_add(&_node_bytes, sizeof(pt_leaf))
+        return copy
+    inner = <const pt_node *>node
+    copy = <pt_node *>calloc(1, sizeof(pt_node))
+    if copy == NULL:
+        return NULL
+    atomic_add(&_node_bytes, sizeof(pt_node))
+    copy.count = inner.count
+    for i in range(PT_FANOUT):
+        if inner.slots[i] != NULL:
+            copy.slots[i] = _clone_subtree(inner.slots[i], level - 1)
+            if copy.slots[i] == NULL:
+                for j in range(i):
+                    if copy.slots[j] != NULL:
+                        _free_subtree(copy.slots[j], level - 1)
+                _free_node(copy, level)
+                return NULL
+    return copy
+
+
+cdef int pt_clone(const page_table *src, page_table *dst) noexcept nogil:
+    """Make `dst` (initialised, empty) a copy of `src`'s entries: the same tree, no spares.
+    -1 if the host cannot allocate a node (`dst` stays empty). O(nodes of src)."""
+    pt_init(dst)
+    if src.root == NULL:
+        return 0
+    dst.root = _clone_subtree(src.root, src.height - 1)
+    if dst.root == NULL:
+        return -1
+    dst.height = src.height
+    dst.npages = src.npages
+    return 0
 
 
 cdef void pt_free_nodes(page_table *pt) noexcept nogil:
