@@ -129,6 +129,7 @@ cdef void pool_save_bytes(frame_pool *p, uint32_t f) noexcept nogil
 cdef void pool_save_entry(frame_pool *p, uint32_t f) noexcept nogil
 cdef void pool_save_logged(frame_pool *p, uint32_t f) noexcept nogil
 cdef void pool_save_take(frame_pool *p) noexcept nogil
+cdef void pool_save_takes(frame_pool *p, uint64_t n) noexcept nogil
 cdef bint snap_grow(void **arr, uint64_t *cap, uint64_t n, size_t elem) noexcept nogil
 
 cdef inline uint64_t pool_free_count(const frame_pool *p) noexcept nogil:
@@ -175,23 +176,32 @@ cdef inline void pool_zero_if_dirty(frame_pool *p, uint32_t f) noexcept nogil:
     if bit_test(p.dirty, f):
         pool_zero_frame(p, f)
 
-cdef inline void pool_log(frame_pool *p, uint32_t f) noexcept nogil:
-    """Frame `f`'s bytes (may) change: into the dirty log (one test-and-set), and into the
-    latest snapshot's record of logged frames when one is live."""
+cdef inline void pool_log_saved(frame_pool *p, uint32_t f) noexcept nogil:
+    """Frame `f`'s bytes (may) change: into the dirty log (one test-and-set); the caller
+    noted it for the latest snapshot (pool_save_logged) if one is live."""
     if not bit_test(p.logged, f):
         bit_set(p.logged, f)
         p.log[p.nlog] = f
         p.nlog += 1
+
+cdef inline void pool_log(frame_pool *p, uint32_t f) noexcept nogil:
+    """pool_log_saved, noting `f` for the latest snapshot first when one is live."""
     if p.snap_epoch:
         pool_save_logged(p, f)
+    pool_log_saved(p, f)
 
 cdef inline uint32_t pool_take(frame_pool *p) noexcept nogil:
     """Hand out one zero-filled frame: the top of the freed list, else the lowest fresh
-    frame. The caller has checked pool_free_count() >= 1. O(1) amortised. Kept small so
-    it inlines into the page-table fill loop; the rare paths are out of line."""
-    cdef uint32_t f, nxt
+    frame. The caller has checked pool_free_count() >= 1. O(1) amortised."""
     if p.snap_epoch:
         pool_save_take(p)
+    return pool_take_saved(p)
+
+cdef inline uint32_t pool_take_saved(frame_pool *p) noexcept nogil:
+    """pool_take once the entries it changes are saved for the latest snapshot (or none is
+    live): `pool_save_takes(p, n)` before a loop of n takes. Kept small so it inlines into
+    the page-table fill loop; the rare paths are out of line."""
+    cdef uint32_t f, nxt
     if p.head != NIL:
         f = p.head
         nxt = p.lnext[f]
@@ -220,7 +230,4 @@ cdef inline void pool_mark_dirty(frame_pool *p, uint32_t f) noexcept nogil:
         pool_save_bytes(p, f)
         pool_save_logged(p, f)
     bit_set(p.dirty, f)
-    if not bit_test(p.logged, f):
-        bit_set(p.logged, f)
-        p.log[p.nlog] = f
-        p.nlog += 1
+    pool_log_saved(p, f)

@@ -159,15 +159,10 @@ cdef void _release_run(frame_pool *p, uint64_t lo, uint64_t n) noexcept nogil:
 
 cdef inline void _free_one(frame_pool *p, uint32_t f) noexcept nogil:
     """Make a held, unpinned frame free: back to the fresh region if it lies above the
-    fresh mark (a contiguous run), else on top of the freed list. A frame that may hold
-    nonzero bytes enters the dirty log now: from now on it reads as zero (it is zeroed,
-    or given back to the host, before it is handed out again)."""
-    if p.snap_epoch:
-        pool_save_entry(p, f)
-        if f < p.next_fresh and p.head != NIL:
-            pool_save_entry(p, p.head)
-    if bit_test(p.dirty, f):
-        pool_log(p, f)
+    fresh mark (a contiguous run), else on top of the freed list. The caller saved the
+    entries it changes (f's and the list head's) for the latest snapshot, and logs f if it
+    may hold nonzero bytes: from now on it reads as zero (it is zeroed, or given back to the
+    host, before it is handed out again), so its bytes changed (docs/semantics.md)."""
     pool_unhold(p, f)
     p.nfree += 1
     if f >= p.next_fresh:
@@ -191,17 +186,18 @@ cdef void pool_give(frame_pool *p, const uint32_t *frames, uint64_t n) noexcept 
     """
     cdef uint64_t i, f, lo = 0, hi = 0
     cdef bint in_run = False
+    if p.snap_epoch:
+        _save_give(p, frames, n)
     for i in range(n):
         f = frames[i]
         c_assert(f < p.nframes and bit_test(p.held, f) and not bit_test(p.orphan, f))
         if p.pincount[f]:
-            if p.snap_epoch:
-                pool_save_entry(p, <uint32_t>f)
             bit_set(p.orphan, f)
             continue
         _free_one(p, <uint32_t>f)
         if not bit_test(p.dirty, f):
             continue
+        pool_log_saved(p, <uint32_t>f)
         if in_run and (f == hi + 1 or f + 1 == lo):
             if f < lo:
                 lo = f
@@ -238,8 +234,12 @@ cdef void pool_unpin(frame_pool *p, uint32_t f) noexcept nogil:
         return
     p.npinned -= 1
     if bit_test(p.orphan, f):
+        if p.snap_epoch and f < p.next_fresh and p.head != NIL:
+            pool_save_entry(p, p.head)
         bit_clear(p.orphan, f)
         _free_one(p, f)
+        if bit_test(p.dirty, f):
+            pool_log(p, f)
 
 
 # -- snapshots: saving pre-images (vmo/_snapshot.pyx restores them) ------------------------
@@ -321,6 +321,36 @@ cdef void pool_save_logged(frame_pool *p, uint32_t f) noexcept nogil:
         return
     s.logged[s.nlogged] = f
     s.nlogged += 1
+
+
+cdef void _save_give(frame_pool *p, const uint32_t *frames, uint64_t n) noexcept nogil:
+    """pool_give is about to free `frames`: save the entries it changes (each frame's, and
+    the freed list's head, whose back link changes) and note the frames it logs."""
+    cdef uint64_t i
+    if p.head != NIL:
+        pool_save_entry(p, p.head)
+    for i in range(n):
+        pool_save_entry(p, frames[i])
+        if bit_test(p.dirty, frames[i]) and not p.pincount[frames[i]]:
+            pool_save_logged(p, frames[i])
+
+
+cdef void pool_save_takes(frame_pool *p, uint64_t n) noexcept nogil:
+    """`n` pool_take_saved calls follow: save the entries they change (the top n + 1 of the
+    freed list, and the fresh frames they may step over). O(n + frames held above)."""
+    cdef uint32_t f = p.head
+    cdef uint64_t i = 0, end
+    while f != NIL and i <= n:
+        pool_save_entry(p, f)
+        f = p.lnext[f]
+        i += 1
+    if i > n:
+        return
+    end = p.next_fresh + (n - i) + p.held_above + 1
+    if end > p.nframes:
+        end = p.nframes
+    for i in range(p.next_fresh, end):
+        pool_save_entry(p, <uint32_t>i)
 
 
 cdef void pool_save_take(frame_pool *p) noexcept nogil:
@@ -521,14 +551,15 @@ cdef void pool_take_run(frame_pool *p, uint64_t first, uint64_t count) noexcept 
     order of the rest; fresh frames above the mark are stepped over later). O(count)."""
     cdef uint64_t f
     cdef uint32_t nx, pv
-    for f in range(first, first + count):
-        if p.snap_epoch:
+    if p.snap_epoch:
+        for f in range(first, first + count):
             pool_save_entry(p, <uint32_t>f)
             if f < p.next_fresh:
                 if p.lnext[f] != NIL:
                     pool_save_entry(p, p.lnext[f])
                 if p.lprev[f] != NIL:
                     pool_save_entry(p, p.lprev[f])
+    for f in range(first, first + count):
         if f < p.next_fresh:
             nx = p.lnext[f]
             pv = p.lprev[f]

@@ -10,7 +10,7 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 
 from vmo._frames cimport (c_assert, frame_pool, pool_destroy, pool_free_count, pool_give,
-                          pool_init, pool_list, pool_paddr, pool_take)
+                          pool_init, pool_list, pool_paddr, pool_take, pool_take_saved)
 
 
 cdef inline uint64_t _span(uint32_t level) noexcept nogil:
@@ -261,7 +261,7 @@ cdef uint64_t _fill(page_table *pt, void *node, uint32_t level, uint64_t base, u
         hi = _umin(e, base + PT_FANOUT) - base
         for i in range(lo, hi):
             if leaf.entries[i] == 0:
-                leaf.entries[i] = pool_take(pool) + 1
+                leaf.entries[i] = pool_take_saved(pool) + 1
                 n += 1
         leaf.count += <uint32_t>n
         return n
@@ -288,8 +288,9 @@ cdef int pt_fill(page_table *pt, uint64_t start, uint64_t end,
                  frame_pool *pool) noexcept nogil:
     """Give every absent page of [start, end) a frame from `pool`, in ascending page order.
 
-    The caller has checked that the pool holds enough free frames. Returns 0, or -1 only if
-    the host cannot allocate a node (the pages filled so far stay filled).
+    The caller has checked that the pool holds enough free frames, and saved the entries the
+    takes change for the latest snapshot (pool_save_takes). Returns 0, or -1 only if the host
+    cannot allocate a node (the pages filled so far stay filled).
     """
     cdef bint failed = False
     if start >= end:

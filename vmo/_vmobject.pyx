@@ -13,7 +13,7 @@ from libc.string cimport memcpy, memset
 
 from vmo._frames cimport (FRAME_SIZE, bit_test, frame_pool, pool_find_run, pool_free_count,
                           pool_frame_ptr, pool_give, pool_mark_dirty, pool_paddr, pool_take,
-                          pool_take_run, snap_grow, snap_store)
+                          pool_save_takes, pool_take_run, snap_grow, snap_store)
 from vmo._handles cimport handle_table
 from vmo._pagetable cimport (pt_clone, pt_count, pt_fill, pt_free_nodes, pt_init, pt_lookup,
                              pt_remove, pt_set)
@@ -319,6 +319,8 @@ cdef int vmo_commit(kernel_state *ks, vm_object *v, uint64_t offset,
         return ERR_NO_MEMORY
     if v.parent == NULL:
         vmo_save_table(ks, v)
+        if ks.pool.snap_epoch:
+            pool_save_takes(&ks.pool, missing)
         return HOST_NO_MEMORY if pt_fill(&v.pt, start, end, &ks.pool) else NO_ERROR
     # A clone: every missing page is a write fault; count the frames first.
     need = 0
