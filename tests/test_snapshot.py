@@ -11,9 +11,9 @@ import gc
 import random
 
 import pytest
+from conftest import BASE, PAGE, expect, make_vmo
 
 import vmo
-from conftest import BASE, PAGE, expect, make_vmo
 from vmo import MxError
 
 S = vmo.Status
@@ -284,10 +284,6 @@ def test_frames_freed_and_reused_come_back(kernel_cls):
 
 
 # -- the dirty log ------------------------------------------------------------------------------
-def _frame(paddr_list, k, h, page):
-    return k._vmo_pages(h)[1][page] in paddr_list
-
-
 def test_dirty_log_rules(k):
     """docs/semantics.md "The dirty log": what enters it, reading, clearing."""
     assert list(k.dirty_log()) == []
@@ -357,3 +353,57 @@ def test_dirty_log_through_batches(k):
     batch.write(h, b"hello", PAGE + 3)
     k.run(batch)
     assert list(k.dirty_log()) == [k._vmo_pages(h)[1][1]]
+
+
+@pytest.mark.parametrize("pages", [3, 63, 64, 300, 2000])
+def test_dirty_log_many_frames_out_of_order(kernel_cls, pages):
+    """Frames logged in a scattered order come out ascending, each once (the core sorts the
+    log's list: insertion sort when short, a radix sort when long)."""
+    k = kernel_cls(memory_size=4096 * PAGE)
+    try:
+        h = make_vmo(k, pages * PAGE)
+        k.vmo_op_range(h, COMMIT, 0, pages * PAGE)
+        order = [(i * 7919) % pages for i in range(pages)]
+        for i in order:
+            k.vmo_write(h, b"\x01", i * PAGE)
+            k.vmo_write(h, b"\x02", i * PAGE + 1)      # logged once
+        expected = sorted(k._vmo_pages(h)[1].values())
+        assert list(k.dirty_log(clear=False)) == expected
+        assert list(k.dirty_log()) == expected
+        assert list(k.dirty_log()) == []
+    finally:
+        k.close()
+
+
+
+def test_deep_clone_chain(kernel_cls):
+    """A clone chain thousands deep is snapshotted and restored (no recursion anywhere)."""
+    k = kernel_cls(memory_size=MEMORY)
+    try:
+        h = make_vmo(k, PAGE)
+        k.vmo_write(h, b"root", 0)
+        chain = [h]
+        for _ in range(3000):
+            chain.append(expect(k.vmo_clone(chain[-1], 1, 0, PAGE), S.NO_ERROR))
+        for x in chain[:-1]:
+            k.handle_close(x)
+        snap = k.snapshot()
+        k.vmo_write(chain[-1], b"leaf", 0)
+        k.handle_close(chain[-1])
+        assert k.stats()["vmos"] == 0
+        k.restore(snap)
+        assert k.stats()["vmos"] == 3001
+        assert k.vmo_read_bytes(chain[-1], 0, 4) == (S.NO_ERROR, b"root")
+        k._check()
+        k.handle_close(chain[-1])
+        assert k.stats()["vmos"] == 0
+    finally:
+        k.close()
+
+
+def test_snapshot_is_made_by_the_kernel_only():
+    with pytest.raises(TypeError):
+        vmo.Snapshot()
+    with vmo.Kernel(memory_size=MEMORY) as k:
+        snap = k.snapshot()
+        assert snap.kernel is k and "Snapshot" in repr(snap)

@@ -26,7 +26,7 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport bsearch, calloc, free, malloc, qsort, realloc
 from libc.string cimport memcpy, memset
 
-from vmo._frames cimport (FRAME_SIZE, NIL, bit_clear, bit_set, bit_test, frame_pool,
+from vmo._frames cimport (FRAME_SIZE, bit_clear, bit_set, bit_test, c_assert, frame_pool,
                           pool_frame_ptr, pool_log, pool_paddr, pool_save_bytes,
                           pool_save_entry, snap_bytes, snap_entry, snap_grow)
 from vmo._object cimport OBJ_VMO, obj_header
@@ -256,7 +256,7 @@ cdef int snap_restore(kernel_state *ks, object kernel, Snapshot s) except -1:
     cdef _serial_idx key
     cdef _serial_idx *hit
     cdef Py_ssize_t nlive = 0, i, j, n = s.nobjs
-    cdef uint64_t k, nt
+    cdef uint64_t k
     cdef snap_store *st
     cdef snap_table *tables
     cdef snap_obj *so
@@ -314,6 +314,8 @@ cdef int snap_restore(kernel_state *ks, object kernel, Snapshot s) except -1:
                 target[j].index = 2             # made again
                 if so.type == OBJ_VMO:
                     pt_init(&(<vm_object *>target[j]).pt)
+                    # Destroyed since the snapshot: its table was saved then.
+                    c_assert(chosen[j] != NULL)
             if chosen[j] != NULL and pt_clone(chosen[j], &clones[j]):
                 failed = True
                 break
@@ -477,6 +479,9 @@ cdef class Snapshot:
     Opaque; it keeps its kernel alive. Dropping it (its last reference going) frees its
     pre-images or hands them to the previous live snapshot."""
 
+    def __init__(self, *args, **kwargs):
+        raise TypeError("a Snapshot is made by Kernel.snapshot()")
+
     def __dealloc__(self):
         cdef kernel_state *ks = self.ks
         if self.store != NULL:
@@ -510,6 +515,54 @@ cdef int _cmp_u32(const void *a, const void *b) noexcept nogil:
     return (x > y) - (x < y)
 
 
+cdef bint _sort_frames(uint32_t *a, uint64_t n) noexcept nogil:
+    """Sort frame numbers ascending: insertion sort when few, else an LSD radix sort (four
+    passes of 8 bits, skipping the passes whose digit is the same everywhere): O(n). False
+    if the host refuses the scratch buffer (nothing moved)."""
+    cdef uint64_t i, j, counts[256]
+    cdef uint64_t total, c
+    cdef uint32_t x, shift, diff = 0
+    cdef uint32_t *src
+    cdef uint32_t *dst
+    cdef uint32_t *tmp
+    if n < 64:
+        for i in range(1, n):
+            x = a[i]
+            j = i
+            while j > 0 and a[j - 1] > x:
+                a[j] = a[j - 1]
+                j -= 1
+            a[j] = x
+        return True
+    for i in range(n):
+        diff |= a[i] ^ a[0]
+    tmp = <uint32_t *>malloc(n * sizeof(uint32_t))
+    if tmp == NULL:
+        return False
+    src = a
+    dst = tmp
+    for shift in range(0, 32, 8):
+        if not (diff >> shift) & 0xFF:
+            continue
+        memset(counts, 0, sizeof(counts))
+        for i in range(n):
+            counts[(src[i] >> shift) & 0xFF] += 1
+        total = 0
+        for i in range(256):
+            c = counts[i]
+            counts[i] = total
+            total += c
+        for i in range(n):
+            x = src[i]
+            dst[counts[(x >> shift) & 0xFF]] = x
+            counts[(x >> shift) & 0xFF] += 1
+        src, dst = dst, src
+    if src != a:
+        memcpy(a, src, n * sizeof(uint32_t))
+    free(tmp)
+    return True
+
+
 cdef int _cmp_u64(const void *a, const void *b) noexcept nogil:
     cdef uint64_t x = (<uint64_t *>a)[0], y = (<uint64_t *>b)[0]
     return (x > y) - (x < y)
@@ -539,7 +592,8 @@ cdef int dirty_log_copy(kernel_state *ks, uint64_t *out, uint64_t max_entries, b
     count[0] = p.nlog
     if p.nlog > max_entries:
         return ERR_BUFFER_TOO_SMALL
-    qsort(p.log, p.nlog, sizeof(uint32_t), _cmp_u32)
+    if not _sort_frames(p.log, p.nlog):
+        qsort(p.log, p.nlog, sizeof(uint32_t), _cmp_u32)   # no room for the radix sort
     for i in range(p.nlog):
         out[i] = pool_paddr(p, p.log[i])
     if p.narenas > 1:

@@ -1,10 +1,10 @@
 """Snapshots and restore, and the dirty log's reading: the executable spec of
 vmo/_snapshot.pyx (docs/semantics.md "Snapshots" and "The dirty log").
 
-A snapshot here is a deep copy of the kernel's state (the objects and the handle table
-together, so the references between them stay shared as they are), the allocator's lists,
-and the bytes of every frame that may hold nonzero bytes; the others are zero. The core saves
-only what changes, first change first; this model copies everything: the spec, not the speed.
+A snapshot here is a copy of the kernel's state (the objects and the handle table together,
+so the references between them stay shared as they are), the allocator's lists, and the bytes
+of every frame that may hold nonzero bytes; the others are zero. The core saves only what
+changes, first change first; this model copies everything: the spec, not the speed.
 """
 
 import copy
@@ -13,6 +13,8 @@ from array import array
 from ..constants import PAGE_SIZE
 from ..errors import MxError, Status
 from ._frames import pool_log, pool_paddr
+from ._handles import Handle, HandleTable
+from ._vmobject import VmoObject
 
 __all__ = ["Snapshot", "dirty_log_read", "snap_restore", "snap_take"]
 
@@ -30,13 +32,35 @@ class Snapshot:
         return f"<vmo._reference.Snapshot of {len(self.objects[1])} objects>"
 
 
+def _copy_objects(handles, objects, next_koid):
+    """A copy of the handle table and the objects (koid -> object), the references between
+    them (handles to objects, clones to parents) pointing into the copy. A loop, not
+    copy.deepcopy: clone chains may be thousands deep."""
+    twin = {}
+    for obj in objects.values():
+        new = copy.copy(obj)
+        if isinstance(obj, VmoObject):
+            new.pages = dict(obj.pages)
+        twin[id(obj)] = new
+    for new in twin.values():
+        if isinstance(new, VmoObject) and new.parent is not None:
+            new.parent = twin[id(new.parent)]
+    table = HandleTable()
+    table.entries = {value: Handle(twin[id(h.obj)], h.rights)
+                     for value, h in handles.entries.items()}
+    table.next_slot = handles.next_slot
+    table.free_slots = list(handles.free_slots)
+    table.generations = dict(handles.generations)
+    return table, {koid: twin[id(obj)] for koid, obj in objects.items()}, next_koid
+
+
 def snap_take(kernel, state):
     """A new snapshot of ``state``; MxError(ERR_BAD_STATE) while frames are pinned."""
     pool = state.pool
     if pool.pins:
         raise MxError(Status.ERR_BAD_STATE, "a snapshot cannot be taken while frames are pinned")
     snap = Snapshot(kernel)
-    snap.objects = copy.deepcopy((state.handles, state.objects, state.next_koid))
+    snap.objects = _copy_objects(state.handles, state.objects, state.next_koid)
     snap.allocator = (pool.next_fresh, list(pool.free_list), set(pool.held_above),
                       set(pool.written))
     snap.bytes = {f: bytes(pool.mem[f * PAGE_SIZE:(f + 1) * PAGE_SIZE]) for f in pool.written}
@@ -53,7 +77,7 @@ def snap_restore(kernel, state, snap):
     pool = state.pool
     if pool.pins:
         raise MxError(Status.ERR_BAD_STATE, "cannot restore while frames are pinned")
-    state.handles, state.objects, state.next_koid = copy.deepcopy(snap.objects)
+    state.handles, state.objects, state.next_koid = _copy_objects(*snap.objects)
     next_fresh, free_list, held_above, written = snap.allocator
     for frame in pool.written | written:
         pool.mem[frame * PAGE_SIZE:(frame + 1) * PAGE_SIZE] = snap.bytes.get(
