@@ -26,7 +26,7 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport bsearch, calloc, free, malloc, qsort, realloc
 from libc.string cimport memcpy, memset
 
-from vmo._frames cimport (FRAME_SIZE, bit_clear, bit_set, bit_test, c_assert, frame_pool,
+from vmo._frames cimport (FRAME_SIZE, bit_clear, bit_set, bit_test, frame_pool,
                           pool_frame_ptr, pool_log, pool_paddr, pool_save_bytes,
                           pool_save_entry, snap_bytes, snap_entry, snap_grow)
 from vmo._object cimport OBJ_VMO, obj_header
@@ -559,6 +559,14 @@ cdef class Snapshot:
     def kernel(self):
         """The kernel this snapshot was taken of."""
         return self.kernel
+
+    @property
+    def _preimages(self):
+        """Test shim: the pre-images in this snapshot's own store, as (frames' bytes,
+        allocator entries, page-table leaves)."""
+        if self.store == NULL:
+            return (0, 0, 0)
+        return (self.store.nbytes, self.store.nentries, self.store.nleaves)
 
     def __repr__(self):
         return "<vmo.Snapshot of %d objects, %d handles, epoch %d>" % (
