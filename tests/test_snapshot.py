@@ -411,8 +411,8 @@ def test_snapshot_is_made_by_the_kernel_only():
 
 # -- page tables saved per leaf: many leaves, interior nodes and huge sparse offsets ----------
 # Page indices at the edges of leaves (512 pages) and interior nodes (512**2, 512**3, ...),
-# up to the last page of the largest VMO (2**52 - 2): a VMO holding them has leaves under several interior
-# nodes on every level of a six-level tree.
+# up to the last page of the largest VMO (2**52 - 2): a VMO holding them has leaves under
+# several interior nodes on every level of a six-level tree.
 LEAF_PAGES = [0, 1, 511, 512, 513, 1023, 512 * 512 - 1, 512 * 512, 512 * 512 + 512,
               3 * 512 * 512 + 7, 512 ** 3 - 1, 512 ** 3, 512 ** 4 + 511, 512 ** 5 - 512,
               (1 << 52) - 513, (1 << 52) - 512, (1 << 52) - 2]
