@@ -101,6 +101,16 @@ cdef void pt_put_leaf(page_table *pt, uint64_t lidx, const pt_leaf *data, frame_
                       uint64_t serial) noexcept nogil
 cdef bint snap_leafset_rebuild(snap_store *st) noexcept nogil
 
+cdef enum:
+    PT_OK = 0
+    PT_BAD_COUNT = 1        # a node's count is not its non-empty slots
+    PT_BAD_EMPTY = 2        # an empty node in the tree
+    PT_BAD_EPOCH = 3        # a leaf's epoch beyond every snapshot's
+    PT_BAD_UNSAVED = 4      # a leaf marked saved with no pre-image in the latest store
+
+cdef int pt_check(const page_table *pt, const frame_pool *pool, uint64_t serial,
+                  uint64_t *where) noexcept nogil
+
 
 cdef inline void pt_save_leaf(frame_pool *pool, uint64_t serial, uint64_t lidx,
                               pt_leaf *leaf) noexcept nogil:

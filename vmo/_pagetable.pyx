@@ -282,10 +282,11 @@ cdef uint64_t _fill(page_table *pt, void *node, uint32_t level, uint64_t base, u
         leaf = <pt_leaf *>node
         lo = _umax(s, base) - base
         hi = _umin(e, base + PT_FANOUT) - base
+        # Saved before the loop, not at its first empty entry: a test per leaf, none per
+        # entry (a leaf the call fills nothing of is then saved needlessly, once).
+        pt_save_leaf(pool, serial, base >> PT_BITS, leaf)
         for i in range(lo, hi):
             if leaf.entries[i] == 0:
-                if n == 0:
-                    pt_save_leaf(pool, serial, base >> PT_BITS, leaf)
                 leaf.entries[i] = pool_take_saved(pool) + 1
                 n += 1
         leaf.count += <uint32_t>n
@@ -356,17 +357,14 @@ cdef void _remove(void *node, uint32_t level, uint64_t base, uint64_t s, uint64_
     cdef uint64_t lo, hi, i, span
     cdef uint32_t entry
     cdef void *child
-    cdef bint saved = False
     if level == 0:
         leaf = <pt_leaf *>node
         lo = _umax(s, base) - base
         hi = _umin(e, base + PT_FANOUT) - base
+        pt_save_leaf(b.pool, b.serial, base >> PT_BITS, leaf)     # a test per leaf
         for i in range(lo, hi):
             entry = leaf.entries[i]
             if entry:
-                if not saved:
-                    pt_save_leaf(b.pool, b.serial, base >> PT_BITS, leaf)
-                    saved = True
                 leaf.entries[i] = 0
                 leaf.count -= 1
                 b.frames[b.n] = entry - 1
@@ -762,6 +760,53 @@ cdef void pt_put_leaf(page_table *pt, uint64_t lidx, const pt_leaf *data, frame_
     memcpy(leaf.entries, data.entries, sizeof(leaf.entries))
     leaf.count = data.count
     pt.npages += data.count
+
+
+cdef int _check_subtree(const void *node, uint32_t level, uint64_t base,
+                        const frame_pool *pool, uint64_t serial,
+                        uint64_t *where) noexcept nogil:
+    cdef const pt_node *inner
+    cdef const pt_leaf *leaf
+    cdef uint64_t i, n = 0
+    cdef int bad
+    where[0] = base
+    if level == 0:
+        leaf = <const pt_leaf *>node
+        for i in range(PT_FANOUT):
+            n += leaf.entries[i] != 0
+        if n != leaf.count:
+            return PT_BAD_COUNT
+        if n == 0:
+            return PT_BAD_EMPTY
+        if leaf.epoch > pool.epochs:
+            return PT_BAD_EPOCH
+        if (pool.snap_epoch and leaf.epoch >= pool.snap_epoch and not pool.snap.lost
+                and not _set_has(pool.snap, serial, base >> PT_BITS)):
+            return PT_BAD_UNSAVED
+        return PT_OK
+    inner = <const pt_node *>node
+    for i in range(PT_FANOUT):
+        if inner.slots[i] != NULL:
+            n += 1
+            bad = _check_subtree(inner.slots[i], level - 1, base + i * _span(level), pool,
+                                 serial, where)
+            if bad:
+                return bad
+    where[0] = base
+    if n != inner.count:
+        return PT_BAD_COUNT
+    return PT_BAD_EMPTY if n == 0 else PT_OK
+
+
+cdef int pt_check(const page_table *pt, const frame_pool *pool, uint64_t serial,
+                  uint64_t *where) noexcept nogil:
+    """The invariant walker's look at one table (vmo/_invariants.pyx): node counts match
+    their slots, no empty node stays in the tree, and each leaf's epoch is one a snapshot
+    had, with its pre-image in the latest store when the epoch says it is saved. PT_OK or
+    the first PT_BAD_* found (`where`: the first page under the node). O(nodes)."""
+    if pt.root == NULL:
+        return PT_OK if pt.height == 0 else PT_BAD_EMPTY
+    return _check_subtree(pt.root, pt.height - 1, 0, pool, serial, where)
 
 
 cdef class _PageTableShim:

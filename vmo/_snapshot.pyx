@@ -4,7 +4,9 @@ docs/semantics.md "Snapshots". The state of a kernel is, at the unit of what cha
   - per frame: its bytes (with its `dirty` bit) and its allocator entry (freed-list links,
     held and orphan bits, pin count): pre-images saved on their first change since the
     latest snapshot (_frames.pyx), so a restore costs the frames changed, not the memory;
-  - per VMO: its page table, saved whole on its first change (_vmobject.pyx);
+  - per page-table leaf (512 entries of one VMO): its entries, or "absent" when the change
+    makes it, saved on its first change (_pagetable.pyx); a restore puts back the earliest
+    pre-image of each leaf changed, making and dropping leaves and interior nodes;
   - objects (headers, sizes, parents), the handle table, the koid counter and the
     allocator's counters: copied whole when the snapshot is taken, O(objects + handles).
 A store holds the pre-images saved while its snapshot was the latest live one, in the order
