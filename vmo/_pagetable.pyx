@@ -157,7 +157,7 @@ def node_bytes():
     return atomic_load(&_node_bytes)
 
 
-cdef int _grow(page_table *pt, uint64_t max_idx) noexcept nogil:
+cdef inline int _grow(page_table *pt, uint64_t max_idx) noexcept nogil:
     """Raise the tree until `max_idx` fits (-1 if the host cannot allocate a node). An empty
     tree just takes the height it needs."""
     cdef pt_node *top
@@ -187,7 +187,7 @@ cdef void *_new_child(page_table *pt, uint32_t level, uint64_t idx, frame_pool *
     return node
 
 
-cdef pt_leaf *_leaf_for(page_table *pt, uint64_t idx, frame_pool *pool,
+cdef inline pt_leaf *_leaf_for(page_table *pt, uint64_t idx, frame_pool *pool,
                         uint64_t serial) noexcept nogil:
     """The leaf holding page `idx`, made (with its path) if absent: NULL if the host
     cannot allocate a node. O(height)."""
@@ -271,9 +271,18 @@ cdef uint64_t pt_count(const page_table *pt, uint64_t start, uint64_t end) noexc
 
 # -- fill -------------------------------------------------------------------------------------
 
-cdef uint64_t _fill(page_table *pt, void *node, uint32_t level, uint64_t base, uint64_t s,
-                    uint64_t e, frame_pool *pool, uint64_t serial, bint *failed) noexcept nogil:
+cdef struct _filler:
+    # What every level of a fill shares (one pointer down the recursion, not three).
+    page_table *pt
+    frame_pool *pool
+    uint64_t serial
+    bint failed
+
+
+cdef uint64_t _fill(_filler *f, void *node, uint32_t level, uint64_t base, uint64_t s,
+                    uint64_t e) noexcept nogil:
     """Fill the empty slots of [s, e) below `node`; returns the pages added."""
+    cdef frame_pool *pool = f.pool
     cdef pt_leaf *leaf
     cdef pt_node *inner
     cdef uint64_t lo, hi, i, n = 0, span
@@ -284,7 +293,7 @@ cdef uint64_t _fill(page_table *pt, void *node, uint32_t level, uint64_t base, u
         hi = _umin(e, base + PT_FANOUT) - base
         # Saved before the loop, not at its first empty entry: a test per leaf, none per
         # entry (a leaf the call fills nothing of is then saved needlessly, once).
-        pt_save_leaf(pool, serial, base >> PT_BITS, leaf)
+        pt_save_leaf(pool, f.serial, base >> PT_BITS, leaf)
         for i in range(lo, hi):
             if leaf.entries[i] == 0:
                 leaf.entries[i] = pool_take_saved(pool) + 1
@@ -298,14 +307,14 @@ cdef uint64_t _fill(page_table *pt, void *node, uint32_t level, uint64_t base, u
     for i in range(lo, hi):
         child = inner.slots[i]
         if child == NULL:
-            child = _new_child(pt, level - 1, base + i * span, pool, serial)
+            child = _new_child(f.pt, level - 1, base + i * span, pool, f.serial)
             if child == NULL:
-                failed[0] = True
+                f.failed = True
                 return n
             inner.slots[i] = child
             inner.count += 1
-        n += _fill(pt, child, level - 1, base + i * span, s, e, pool, serial, failed)
-        if failed[0]:
+        n += _fill(f, child, level - 1, base + i * span, s, e)
+        if f.failed:
             return n
     return n
 
@@ -316,10 +325,10 @@ cdef int pt_fill(page_table *pt, uint64_t start, uint64_t end,
 
     The caller has checked that the pool holds enough free frames, and saved the entries the
     takes change for the latest snapshot (pool_save_takes); each leaf changed or made is
-    saved first (pt_save_leaf). Returns 0, or -1 only if the host
-    cannot allocate a node (the pages filled so far stay filled).
+    saved first (pt_save_leaf). Returns 0, or -1 only if the host cannot allocate a node
+    (the pages filled so far stay filled).
     """
-    cdef bint failed = False
+    cdef _filler f
     if start >= end:
         return 0
     if _grow(pt, end - 1):
@@ -328,8 +337,12 @@ cdef int pt_fill(page_table *pt, uint64_t start, uint64_t end,
         pt.root = _new_child(pt, pt.height - 1, start, pool, serial)
         if pt.root == NULL:
             return -1
-    pt.npages += _fill(pt, pt.root, pt.height - 1, 0, start, end, pool, serial, &failed)
-    return -1 if failed else 0
+    f.pt = pt
+    f.pool = pool
+    f.serial = serial
+    f.failed = False
+    pt.npages += _fill(&f, pt.root, pt.height - 1, 0, start, end)
+    return -1 if f.failed else 0
 
 
 # -- remove -----------------------------------------------------------------------------------

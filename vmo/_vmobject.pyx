@@ -53,10 +53,11 @@ cdef inline void _new_serial(kernel_state *ks, obj_header *obj) noexcept nogil:
 
 
 cdef inline void _vmo_register(kernel_state *ks, vm_object *v) noexcept nogil:
+    """Give a new VMO its koid (its serial is given before its page table first changes:
+    the leaves' pre-images are saved under it)."""
     v.hdr.koid = ks.next_koid
     ks.next_koid += 1
     ks.nvmos += 1
-    _new_serial(ks, &v.hdr)
 
 
 cdef vm_object *vmo_new(kernel_state *ks, uint64_t size, vm_object *parent,
@@ -68,6 +69,7 @@ cdef vm_object *vmo_new(kernel_state *ks, uint64_t size, vm_object *parent,
     cdef vm_object *v = _vmo_alloc(size)
     if v == NULL:
         return NULL
+    _new_serial(ks, &v.hdr)
     _vmo_register(ks, v)
     if parent != NULL:
         v.parent = parent
@@ -96,6 +98,7 @@ cdef int vmo_new_contiguous(kernel_state *ks, uint64_t count, uint32_t align_log
     if v == NULL:
         return HOST_NO_MEMORY
     pool_take_run(&ks.pool, <uint64_t>first, count)
+    _new_serial(ks, &v.hdr)     # before pt_set: a snapshot saves its leaves by the serial
     for i in range(count):
         if pt_set(&v.pt, i, <uint32_t>(first + i + 1), &ks.pool, v.hdr.serial):
             # Give back the pages set, then the rest of the run, and the struct.
