@@ -37,6 +37,10 @@ cdef struct arena_t:
     uint64_t first          # its first frame number
     uint64_t nframes
 
+# Called for each frame pool_give frees (or orphans), before it is freed: the CPU cache
+# drops the frame's lines (_cache.pxd); NULL on a coherent kernel.
+ctypedef void (*frame_forget_fn)(void *ctx, uint32_t frame) noexcept nogil
+
 cdef struct frame_pool:
     uint8_t *mem            # host address of frame 0: one mapping for every arena
     uint64_t nframes
@@ -59,6 +63,8 @@ cdef struct frame_pool:
     uint64_t host_frames    # frames per host page (1 on 4 KiB hosts; 4 or 16 on larger pages)
     uint64_t released_runs  # statistics: runs given back to the host
     uint64_t zeroed_frames  # statistics: frames zeroed by hand on reuse
+    frame_forget_fn forget  # NULL, or the CPU cache's hook for freed frames
+    void *forget_ctx
 
 cdef int pool_init(frame_pool *p, object memory_map) except -1
 cdef void pool_destroy(frame_pool *p) noexcept nogil

@@ -165,6 +165,9 @@ cdef void pool_give(frame_pool *p, const uint32_t *frames, uint64_t n) noexcept 
     """
     cdef uint64_t i, f, lo = 0, hi = 0
     cdef bint in_run = False
+    if p.forget != NULL:
+        for i in range(n):
+            p.forget(p.forget_ctx, frames[i])
     for i in range(n):
         f = frames[i]
         c_assert(f < p.nframes and bit_test(p.held, f) and not bit_test(p.orphan, f))

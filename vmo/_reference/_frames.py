@@ -33,7 +33,7 @@ class FramePool:
     ``arenas``: ((base paddr, first frame, frames), ...) as `vmo._memmap.merge_arenas` gives.
     """
 
-    __slots__ = ("arenas", "free_list", "held_above", "mem", "next_fresh", "nframes",
+    __slots__ = ("arenas", "cache", "free_list", "held_above", "mem", "next_fresh", "nframes",
                  "orphans", "pins", "written")
 
     def __init__(self, arenas):
@@ -49,6 +49,7 @@ class FramePool:
         self.held_above = set()  # frames at or above the mark held anyway (contiguous runs)
         self.pins = {}           # frame -> live physical views over it
         self.orphans = set()     # pinned frames their VMO let go of: freed with the last pin
+        self.cache = None        # the CPU cache (non-coherent kernels): loses freed frames' lines
 
 
 def pool_destroy(pool):
@@ -131,6 +132,9 @@ def pool_give(pool, frames):
     """A VMO let go of ``frames``: free them in the order given (the last is reused first);
     a pinned one is orphaned instead, and freed with its last pin (`pool_unpin`)."""
     for frame in frames:
+        if pool.cache is not None:
+            from ._cache import cache_forget_frame
+            cache_forget_frame(pool.cache, frame)
         if frame in pool.pins:
             pool.orphans.add(frame)
         else:
