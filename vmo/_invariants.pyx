@@ -37,6 +37,11 @@ cdef tuple allocator_state(kernel_state *ks):
     return (ks.pool.next_fresh, pool_list(&ks.pool))
 
 
+_CACHE_BROKEN = ("", "line count over capacity", "line table count", "LRU list",
+                 "line table entry", "line of a frame not held", "dirty count",
+                 "per-frame counts")
+
+
 cdef inline uint64_t _pages_up(uint64_t nbytes) noexcept:
     return (nbytes >> PAGE_SHIFT) + ((nbytes & PAGE_MASK) != 0)
 
@@ -147,7 +152,5 @@ cdef bint check(kernel_state *ks) except 0:
     assert pinned == pool.npinned, "pinned count %d != %d" % (pinned, pool.npinned)
     if ks.cache != NULL:
         broken = cache_check(ks.cache, pool)
-        assert broken == 0, ("cache: " + ("", "line count over capacity", "line table count",
-                             "LRU list", "line table entry", "line of a frame not held",
-                             "dirty count", "per-frame counts")[broken])
+        assert broken == 0, "cache: " + _CACHE_BROKEN[broken]
     return True

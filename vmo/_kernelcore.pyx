@@ -23,7 +23,7 @@ from cpython.pythread cimport PyThread_allocate_lock, PyThread_free_lock
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 from vmo._cache cimport (cache_bytes, cache_clear_events, cache_forget_frame, cache_free,
-                        cache_new, coherency_event, cpu_cache)
+                         cache_new, coherency_event, cpu_cache)
 from vmo._frames cimport pool_destroy, pool_free_count, pool_init
 from vmo._handles cimport ht_destroy, ht_full, ht_get, ht_init, ht_install, ht_uninstall
 from vmo._object cimport OBJ_VMO, obj_header

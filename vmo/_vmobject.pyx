@@ -499,8 +499,8 @@ cdef int _chunks(kernel_state *ks, vm_object *v, uint8_t *buf, uint64_t offset,
     return NO_ERROR
 
 
-cdef int _chunks_cached_loop(kernel_state *ks, vm_object *v, uint8_t *buf, uint64_t offset,
-                            uint64_t end, bint write) noexcept nogil:
+cdef int _chunks_cached_loop(kernel_state *ks, vm_object *v, uint8_t *buf,
+                             uint64_t offset, uint64_t end, bint write) noexcept nogil:
     """_chunks on a non-coherent machine: each chunk goes through the CPU cache (reads
     never allocate frames: a page without one reads as zeros, no line)."""
     cdef frame_pool *pool = &ks.pool

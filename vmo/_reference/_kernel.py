@@ -30,7 +30,6 @@ from ..constants import (
 from ..errors import Status
 from ..records import HandleBasicInfo
 from . import _invariants, _physmem
-from ._cache import CpuCache, cache_device
 from ._args import (
     U64_MAX,
     Arguments,
@@ -40,6 +39,7 @@ from ._args import (
     phys_data,
     writable,
 )
+from ._cache import CpuCache, cache_device
 from ._frames import pool_destroy, pool_find_run, pool_free_count, pool_take_run
 from ._handles import ht_full, ht_get, ht_install, ht_uninstall
 from ._pagetable import pt_set

@@ -12,11 +12,12 @@ class KernelState:
     """Physical memory and its allocator, the handle table, and the live objects.
 
     ``cache`` is the CPU cache of a non-coherent kernel (None when coherent) and ``seq`` the
-    call counter its events carry. ``objects`` maps the koid of every live object (VMOs, clones, parents kept alive by their
-    clones, events) to it; ``next_koid`` is the koid the next object takes.
+    call counter its events carry. ``objects`` maps the koid of every live object (VMOs,
+    clones, parents kept alive by their clones, events) to it; ``next_koid`` is the koid the next object takes.
     """
 
-    __slots__ = ("cache", "closed", "handles", "next_koid", "objects", "pool", "seq")
+    __slots__ = ("cache", "closed", "handles", "next_koid", "objects", "pool",
+                 "seq")
 
     def __init__(self, arenas):
         self.pool = FramePool(arenas)

@@ -203,7 +203,8 @@ def vmo_write_fault(state, vmo, offset):
             # Non-coherent: the kernel's copy is a CPU read of the page and a CPU write.
             page = bytearray(PAGE_SIZE)
             cache_cpu(state, frame, 0, page, False, koid, holder_offset - holder_offset % PAGE_SIZE)
-            cache_cpu(state, new, 0, page, True, level.koid, level_offset - level_offset % PAGE_SIZE)
+            cache_cpu(state, new, 0, page, True, level.koid,
+                      level_offset - level_offset % PAGE_SIZE)
         elif frame is not None:
             frame_copy(pool, frame, new)
         pt_set(level.pages, level_offset // PAGE_SIZE, new)
