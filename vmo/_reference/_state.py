@@ -13,7 +13,8 @@ class KernelState:
 
     ``cache`` is the CPU cache of a non-coherent kernel (None when coherent) and ``seq`` the
     call counter its events carry. ``objects`` maps the koid of every live object (VMOs,
-    clones, parents kept alive by their clones, events) to it; ``next_koid`` is the koid the next object takes.
+    clones, parents kept alive by their clones, events) to it; ``next_koid`` is the koid the
+    next object takes.
     """
 
     __slots__ = ("cache", "closed", "handles", "next_koid", "objects", "pool",
