@@ -189,3 +189,46 @@ def test_callback_and_seq(make_kernel):
     k.phys_read(page_paddr(v), 1)
     assert len(got) == 2 and len(k.coherency_events(clear=False)) == 3
     assert len(k.coherency_events()) == 3 and k.coherency_events() == []
+
+
+def test_trace_carries_cache_options(kernel_cls, tmp_path):
+    """A trace of a non-coherent kernel records its cache options (header option 1), so a
+    replay builds the same kernel: the device read of dirty bytes replays as zeros."""
+    from vmo._reference import replay as ref_replay
+
+    k = kernel_cls(1 << 22, coherent=False, cache_line=32, cache_lines=5)
+    path = str(tmp_path / "nc.vmotrace")
+    with k.record(path):
+        v = k.create_vmo(8192)
+        v.write(b"hello", 0)
+        assert k.phys_read(v.lookup(0, 1)[0], 5) == bytes(5)
+    k.close()
+    for replay in (vmo.replay, ref_replay):
+        result = replay(path)
+        assert result.mismatches == 0 and result.ops == 5
+
+
+def test_coherent_trace_header_unchanged(tmp_path):
+    from vmo._trace import header_bytes
+
+    assert header_bytes([(0x100000, 1 << 20)]) == header_bytes([(0x100000, 1 << 20)],
+                                                               (True, 64, None))
+    nc = header_bytes([(0x100000, 1 << 20)], (False, 128, None))
+    assert len(nc) == len(header_bytes([(0x100000, 1 << 20)])) + 12
+
+
+@pytest.mark.parametrize("line,lines", [(8, 0), (100, 0), (64, 1 << 31)])
+def test_trace_refuses_bad_cache_option(tmp_path, line, lines):
+    import struct
+    import zlib
+
+    from vmo._reference._trace import TraceReader, encode_header
+
+    head = encode_header([(0x100000, 1 << 20)], [(1, struct.pack("<II", line, lines))])
+    path = tmp_path / "bad.vmotrace"
+    path.write_bytes(head)
+    assert zlib.crc32(head[:-4]) == struct.unpack("<I", head[-4:])[0]
+    with pytest.raises(ValueError, match="cache"):
+        vmo.replay(str(path))
+    with pytest.raises(ValueError, match="cache"):
+        TraceReader(str(path))

@@ -552,7 +552,10 @@ def replay(path, *, check=True):
     cdef trace_rec first_rec
     cdef bint c_check = check, have_first = False
     try:
-        k = KernelCore(memory=rd.memory_map)   # the state only: no syscall runs in Python
+        coherent, line, lines = rd.cache_options
+        # The state only: no syscall runs in Python.
+        k = KernelCore(memory=rd.memory_map, coherent=coherent, cache_line=line,
+                       cache_lines=lines)
         try:
             cx_init(&cx)
             try:
