@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, rule
 
 import vmo
-from tests.test_state_machine import PAGE, SM_SETTINGS, Pair, VmoStateMachine
+from test_state_machine import PAGE, SM_SETTINGS, Pair, VmoStateMachine
 
 S = vmo.Status
 CACHE_OPS = (vmo.MX_VMO_OP_CACHE_SYNC, vmo.MX_VMO_OP_CACHE_INVALIDATE,
