@@ -11,9 +11,9 @@ and both ``_check()`` walkers (the cache's invariants included).
 
 from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, rule
+from test_state_machine import PAGE, SM_SETTINGS, Pair, VmoStateMachine
 
 import vmo
-from test_state_machine import PAGE, SM_SETTINGS, Pair, VmoStateMachine
 
 S = vmo.Status
 CACHE_OPS = (vmo.MX_VMO_OP_CACHE_SYNC, vmo.MX_VMO_OP_CACHE_INVALIDATE,

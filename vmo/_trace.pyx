@@ -19,7 +19,7 @@ cdef extern from "unistd.h" nogil:
     ssize_t c_write "write"(int fd, const void *buf, size_t n)
     ssize_t c_pread "pread"(int fd, void *buf, size_t n, long offset)
 
-from vmo._coherency import cache_options
+from vmo._coherency import cache_options as check_cache_options
 
 TRACE_MAGIC = b"VMOTRACE"
 TRACE_VERSION = 1
@@ -541,7 +541,7 @@ cdef class TraceReader:
             line = _get32(h + opt_at + 8)
             lines = _get32(h + opt_at + 12)
             try:
-                self.cache_options = cache_options(False, line, lines or None)
+                self.cache_options = check_cache_options(False, line, lines or None)
             except ValueError as exc:
                 raise ValueError("cache-model option at offset %d: %s"
                                  % (opt_at + 4, exc)) from None
