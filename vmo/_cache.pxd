@@ -32,11 +32,19 @@ cdef struct cache_line:
     uint32_t flags          # LINE_DIRTY | LINE_STALE
 
 cdef struct u64_table:
-    # Open addressing, linear probing, backward-shift deletion; keys stored + 1 (0 = empty).
+    # Open addressing, linear probing, backward-shift deletion; keys stored + 1 (0 = empty);
+    # values of `vsize` bytes (a slab index, or a frame_lines record).
     uint64_t *keys
-    uint32_t *vals
+    uint8_t *vals
     uint64_t mask           # capacity - 1 (capacity a power of two, 0 when unallocated)
     uint64_t n
+    uint64_t vsize
+
+cdef struct frame_lines:
+    # The lines a frame has cached: their number and which (bit i: line i of the frame), so
+    # a walk over a frame's lines visits only those, in order.
+    uint64_t count
+    uint64_t bits[4]
 
 cdef struct coherency_event:
     uint64_t paddr
@@ -59,7 +67,7 @@ cdef struct cpu_cache:
     uint32_t lru_tail
     uint64_t ndirty
     u64_table by_key        # line key -> slab index
-    u64_table by_frame      # frame -> lines cached
+    u64_table by_frame      # frame -> its frame_lines
     coherency_event *events
     uint64_t nevents
     uint64_t events_cap

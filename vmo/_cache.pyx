@@ -13,6 +13,10 @@ from vmo._frames cimport (NIL, bit_test, frame_pool, pool_frame_ptr, pool_mark_d
                           pool_paddr)
 from vmo._status cimport HOST_NO_MEMORY, NO_ERROR, PAGE_MASK
 
+cdef extern from *:
+    int __builtin_ctzll(unsigned long long x) nogil
+    int __builtin_popcountll(unsigned long long x) nogil
+
 cdef enum:
     MIN_TABLE = 16
     MIN_SLAB = 16
@@ -37,10 +41,18 @@ cdef inline long long _slot(const u64_table *t, uint64_t key) noexcept nogil:
     return -1
 
 
+cdef inline uint32_t *_u32(const u64_table *t, uint64_t slot) noexcept nogil:
+    return <uint32_t *>(t.vals + slot * t.vsize)
+
+
+cdef inline frame_lines *_fl(const u64_table *t, uint64_t slot) noexcept nogil:
+    return <frame_lines *>(t.vals + slot * t.vsize)
+
+
 cdef int _rehash(u64_table *t, uint64_t capacity) noexcept nogil:
     """Move every entry into a table of `capacity` slots (a power of two > n)."""
     cdef uint64_t *keys = <uint64_t *>calloc(capacity, sizeof(uint64_t))
-    cdef uint32_t *vals = <uint32_t *>malloc(capacity * sizeof(uint32_t))
+    cdef uint8_t *vals = <uint8_t *>malloc(capacity * t.vsize)
     cdef uint64_t i, j, mask = capacity - 1
     if keys == NULL or vals == NULL:
         free(keys)
@@ -52,7 +64,7 @@ cdef int _rehash(u64_table *t, uint64_t capacity) noexcept nogil:
             while keys[j]:
                 j = (j + 1) & mask
             keys[j] = t.keys[i]
-            vals[j] = t.vals[i]
+            memcpy(vals + j * t.vsize, t.vals + i * t.vsize, t.vsize)
     free(t.keys)
     free(t.vals)
     t.keys = keys
@@ -61,8 +73,9 @@ cdef int _rehash(u64_table *t, uint64_t capacity) noexcept nogil:
     return 0
 
 
-cdef int _put(u64_table *t, uint64_t key, uint32_t val) noexcept nogil:
-    """Insert `key` (absent): 0, or -1 if the host refuses to grow the table."""
+cdef long long _put(u64_table *t, uint64_t key) noexcept nogil:
+    """Insert `key` (absent) with a zeroed value: its slot, or -1 if the host refuses to
+    grow the table."""
     cdef uint64_t i
     if t.mask == 0 or (t.n + 1) * 2 > t.mask + 1:
         if _rehash(t, (t.mask + 1) * 2 if t.mask else MIN_TABLE):
@@ -71,9 +84,9 @@ cdef int _put(u64_table *t, uint64_t key, uint32_t val) noexcept nogil:
     while t.keys[i]:
         i = (i + 1) & t.mask
     t.keys[i] = key + 1
-    t.vals[i] = val
+    memset(t.vals + i * t.vsize, 0, t.vsize)
     t.n += 1
-    return 0
+    return <long long>i
 
 
 cdef void _delete(u64_table *t, uint64_t slot) noexcept nogil:
@@ -89,7 +102,7 @@ cdef void _delete(u64_table *t, uint64_t slot) noexcept nogil:
         if (i < k <= j) if i <= j else (k > i or k <= j):
             continue
         t.keys[i] = t.keys[j]
-        t.vals[i] = t.vals[j]
+        memcpy(t.vals + i * t.vsize, t.vals + j * t.vsize, t.vsize)
         i = j
     t.keys[i] = 0
     t.n -= 1
@@ -122,6 +135,8 @@ cdef cpu_cache *cache_new(uint32_t line_size, uint64_t capacity,
     c.seq = seq
     c.lru_head = NIL
     c.lru_tail = NIL
+    c.by_key.vsize = sizeof(uint32_t)
+    c.by_frame.vsize = sizeof(frame_lines)
     return c
 
 
@@ -139,8 +154,8 @@ cdef void cache_free(cpu_cache *c) noexcept nogil:
 cdef uint64_t cache_bytes(const cpu_cache *c) noexcept nogil:
     """Host bytes the cache holds: its slab, tables and events."""
     return (sizeof(cpu_cache) + <uint64_t>c.cap * (sizeof(cache_line) + c.line_size)
-            + (c.by_key.mask + 1 if c.by_key.mask else 0) * 12
-            + (c.by_frame.mask + 1 if c.by_frame.mask else 0) * 12
+            + (c.by_key.mask + 1 if c.by_key.mask else 0) * (8 + c.by_key.vsize)
+            + (c.by_frame.mask + 1 if c.by_frame.mask else 0) * (8 + c.by_frame.vsize)
             + c.events_cap * sizeof(coherency_event))
 
 
@@ -216,7 +231,7 @@ cdef inline void _touch(cpu_cache *c, uint32_t idx) noexcept nogil:
 
 cdef inline uint32_t _find(const cpu_cache *c, uint64_t key) noexcept nogil:
     cdef long long s = _slot(&c.by_key, key)
-    return NIL if s < 0 else c.by_key.vals[s]
+    return NIL if s < 0 else _u32(&c.by_key, s)[0]
 
 
 cdef void _write_back(cpu_cache *c, frame_pool *pool, uint32_t idx) noexcept nogil:
@@ -236,17 +251,21 @@ cdef void _remove(cpu_cache *c, uint32_t idx) noexcept nogil:
     """Drop line `idx` (its bytes are lost); the last line of the slab takes its slot."""
     cdef cache_line *ln = &c.lines[idx]
     cdef uint64_t frame = ln.key // c.per_frame
+    cdef uint64_t li = ln.key - frame * c.per_frame
     cdef long long s
     cdef uint32_t last = c.nlines - 1
     cdef uint32_t cap
     cdef void *p
+    cdef frame_lines *fl
     if ln.flags & LINE_DIRTY:
         c.ndirty -= 1
     _lru_unlink(c, idx)
     _delete(&c.by_key, <uint64_t>_slot(&c.by_key, ln.key))
     s = _slot(&c.by_frame, frame)
-    c.by_frame.vals[s] -= 1
-    if c.by_frame.vals[s] == 0:
+    fl = _fl(&c.by_frame, s)
+    fl.count -= 1
+    fl.bits[li >> 6] &= ~((<uint64_t>1) << (li & 63))
+    if fl.count == 0:
         _delete(&c.by_frame, <uint64_t>s)
     if idx != last:
         c.lines[idx] = c.lines[last]
@@ -261,7 +280,7 @@ cdef void _remove(cpu_cache *c, uint32_t idx) noexcept nogil:
             c.lines[ln.next].prev = idx
         else:
             c.lru_tail = idx
-        c.by_key.vals[_slot(&c.by_key, ln.key)] = idx
+        _u32(&c.by_key, _slot(&c.by_key, ln.key))[0] = idx
     c.nlines -= 1
     # Memory follows the lines cached: halve a slab fallen to a quarter full.
     if c.cap > MIN_SLAB and c.nlines * 4 < c.cap:
@@ -281,9 +300,10 @@ cdef int _fill(cpu_cache *c, frame_pool *pool, uint64_t key, uint32_t frame, uin
     recently used line goes first when the cache is full (written back if dirty, no event).
     0, or HOST_NO_MEMORY (nothing changed but that eviction)."""
     cdef uint32_t idx, cap
-    cdef long long s
+    cdef long long s, ks
     cdef void *p
     cdef cache_line *ln
+    cdef frame_lines *fl
     if c.capacity and c.nlines >= c.capacity:
         if c.lines[c.lru_head].flags & LINE_DIRTY:
             _write_back(c, pool, c.lru_head)
@@ -301,15 +321,19 @@ cdef int _fill(cpu_cache *c, frame_pool *pool, uint64_t key, uint32_t frame, uin
         c.cap = cap
     s = _slot(&c.by_frame, frame)
     if s < 0:
-        if _put(&c.by_frame, frame, 0):
+        s = _put(&c.by_frame, frame)
+        if s < 0:
             return HOST_NO_MEMORY
-        s = _slot(&c.by_frame, frame)
     idx = c.nlines
-    if _put(&c.by_key, key, idx):
-        if c.by_frame.vals[s] == 0:
+    ks = _put(&c.by_key, key)
+    if ks < 0:
+        if _fl(&c.by_frame, s).count == 0:
             _delete(&c.by_frame, <uint64_t>s)
         return HOST_NO_MEMORY
-    c.by_frame.vals[s] += 1
+    _u32(&c.by_key, ks)[0] = idx
+    fl = _fl(&c.by_frame, s)
+    fl.count += 1
+    fl.bits[li >> 6] |= (<uint64_t>1) << (li & 63)
     c.nlines += 1
     ln = &c.lines[idx]
     ln.key = key
@@ -368,9 +392,24 @@ cdef int cache_cpu(cpu_cache *c, frame_pool *pool, uint32_t frame, uint64_t page
     return NO_ERROR
 
 
-cdef inline uint32_t _frame_lines(const cpu_cache *c, uint64_t frame) noexcept nogil:
+cdef inline const frame_lines *_frame(const cpu_cache *c, uint64_t frame) noexcept nogil:
+    """The frame's record of cached lines, or NULL when it has none."""
     cdef long long s = _slot(&c.by_frame, frame)
-    return 0 if s < 0 else c.by_frame.vals[s]
+    return NULL if s < 0 else _fl(&c.by_frame, s)
+
+
+cdef inline long long _next_line(const frame_lines *fl, uint64_t li,
+                                 uint64_t last) noexcept nogil:
+    """The first cached line index in [li, last] of a frame, or -1."""
+    cdef uint64_t w, word
+    while li <= last:
+        w = li >> 6
+        word = fl.bits[w] >> (li & 63)
+        if word:
+            li += <uint64_t>__builtin_ctzll(word)
+            return <long long>li if li <= last else -1
+        li = (w + 1) << 6
+    return -1
 
 
 cdef void cache_device(cpu_cache *c, frame_pool *pool, uint64_t first, uint64_t paddr,
@@ -379,21 +418,24 @@ cdef void cache_device(cpu_cache *c, frame_pool *pool, uint64_t first, uint64_t 
     `first`) does to the lines over it, by ascending address: a read of a dirty line is a
     device-read-dirty event; a write makes every line it touches stale. O(frames of the range
     + their cached lines)."""
-    cdef uint64_t pos = paddr, end = paddr + length, f = first, lo, hi, li, li_end
+    cdef uint64_t pos = paddr, end = paddr + length, f = first, lo, hi, li_end
+    cdef long long li
     cdef uint32_t idx
+    cdef const frame_lines *fl
     while pos < end:
         lo = pos & PAGE_MASK
         hi = 4096 if end - pos > 4096 - lo else lo + (end - pos)
-        if _frame_lines(c, f):
+        fl = _frame(c, f)
+        if fl != NULL:
             li_end = (hi - 1) >> c.line_shift
-            for li in range(lo >> c.line_shift, li_end + 1):
-                idx = _find(c, f * c.per_frame + li)
-                if idx == NIL:
-                    continue
+            li = _next_line(fl, lo >> c.line_shift, li_end)
+            while li >= 0:
+                idx = _find(c, f * c.per_frame + <uint64_t>li)
                 if write:
                     c.lines[idx].flags |= LINE_STALE
                 elif c.lines[idx].flags & LINE_DIRTY:
                     _event(c, pool, EV_DEVICE_READ_DIRTY, idx)
+                li = _next_line(fl, <uint64_t>li + 1, li_end)
         pos += hi - lo
         f += 1
 
@@ -404,46 +446,51 @@ cdef void cache_op_page(cpu_cache *c, frame_pool *pool, uint32_t frame, uint64_t
     CLEAN writes dirty lines back and keeps them; INVALIDATE drops them (discarding dirty
     bytes: an invalidate-dirty event); CLEAN_INVALIDATE writes back, then drops. LRU order
     unchanged. O(lines of the page) when the frame has lines, else one probe."""
-    cdef uint64_t li
+    cdef uint64_t last
+    cdef long long li
     cdef uint32_t idx
-    if hi <= lo or not _frame_lines(c, frame):
+    cdef const frame_lines *fl
+    if hi <= lo:
         return
-    for li in range(lo >> c.line_shift, ((hi - 1) >> c.line_shift) + 1):
-        idx = _find(c, <uint64_t>frame * c.per_frame + li)
-        if idx == NIL:
-            continue
+    fl = _frame(c, frame)
+    if fl == NULL:
+        return
+    last = (hi - 1) >> c.line_shift
+    li = _next_line(fl, lo >> c.line_shift, last)
+    while li >= 0:
+        idx = _find(c, <uint64_t>frame * c.per_frame + <uint64_t>li)
         if op == CACHE_INVALIDATE_OP:
             if c.lines[idx].flags & LINE_DIRTY:
                 _event(c, pool, EV_INVALIDATE_DIRTY, idx)
-            _remove(c, idx)
-            continue
-        if c.lines[idx].flags & LINE_DIRTY:
+        elif c.lines[idx].flags & LINE_DIRTY:
             _write_back(c, pool, idx)
-        if op == CACHE_CLEAN_INVALIDATE_OP:
+        if op != CACHE_CLEAN_OP:
+            # Removing a line may move the frame's record (table shrink): look it up again.
             _remove(c, idx)
+            fl = _frame(c, frame)
+            if fl == NULL:
+                return
+        li = _next_line(fl, <uint64_t>li + 1, last)
 
 
 cdef void cache_forget_frame(void *cache, uint32_t frame) noexcept nogil:
     """A frame was freed: its lines go, dirty ones unwritten, without events (the frame
     pool's hook, called from pool_give). One probe when it has none."""
     cdef cpu_cache *c = <cpu_cache *>cache
-    cdef uint64_t li
-    cdef uint32_t idx
-    if not _frame_lines(c, frame):
-        return
-    for li in range(c.per_frame):
-        idx = _find(c, <uint64_t>frame * c.per_frame + li)
-        if idx != NIL:
-            _remove(c, idx)
-            if not _frame_lines(c, frame):
-                return
+    cdef long long li
+    cdef const frame_lines *fl = _frame(c, frame)
+    while fl != NULL:
+        li = _next_line(fl, 0, c.per_frame - 1)
+        _remove(c, _find(c, <uint64_t>frame * c.per_frame + <uint64_t>li))
+        fl = _frame(c, frame)
 
 
 cdef int cache_check(const cpu_cache *c, const frame_pool *pool) noexcept nogil:
     """The cache's invariants: 0, or the number of the first one broken (the walker names
     it). Cost: the lines cached."""
-    cdef uint64_t i, n = 0, dirty = 0, per = 0
+    cdef uint64_t i, j, n = 0, dirty = 0, per = 0
     cdef uint32_t idx, prev = NIL
+    cdef const frame_lines *fl
     if c.nlines > c.cap or (c.capacity and c.nlines > c.capacity):
         return 1
     if c.by_key.n != c.nlines:
@@ -469,9 +516,16 @@ cdef int cache_check(const cpu_cache *c, const frame_pool *pool) noexcept nogil:
         return 6
     for i in range(c.by_frame.mask + 1 if c.by_frame.mask else 0):
         if c.by_frame.keys[i]:
-            if c.by_frame.vals[i] == 0:
+            fl = _fl(&c.by_frame, i)
+            if fl.count == 0 or fl.count != <uint64_t>(
+                    __builtin_popcountll(fl.bits[0]) + __builtin_popcountll(fl.bits[1])
+                    + __builtin_popcountll(fl.bits[2]) + __builtin_popcountll(fl.bits[3])):
                 return 7
-            per += c.by_frame.vals[i]
+            for j in range(c.per_frame):
+                if (fl.bits[j >> 6] >> (j & 63)) & 1 and _find(
+                        c, (c.by_frame.keys[i] - 1) * c.per_frame + j) == NIL:
+                    return 7
+            per += fl.count
     if per != c.nlines:
         return 7
     return 0
