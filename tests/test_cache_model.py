@@ -232,3 +232,10 @@ def test_trace_refuses_bad_cache_option(tmp_path, line, lines):
         vmo.replay(str(path))
     with pytest.raises(ValueError, match="cache"):
         TraceReader(str(path))
+
+
+def test_snapshot_refused_when_not_coherent(make_kernel):
+    k = kern(make_kernel)
+    k.create_vmo(4096).write(b"x", 0)
+    with pytest.raises(ValueError, match="non-coherent"):
+        k.snapshot()

@@ -128,6 +128,12 @@ PYX = textwrap.dedent(r'''
 
     def phys_write(Kernel k, uint64_t paddr, bytes payload):
         return k.c_phys_write(paddr, <const char *>payload, len(payload))
+
+    def dirty_log(Kernel k, uint64_t max_entries, bint clear):
+        cdef uint64_t buf[64]
+        cdef uint64_t count = 777
+        cdef int st = k.c_dirty_log(buf, max_entries, clear, &count)
+        return st, count, [buf[i] for i in range(count)] if st == NO_ERROR else []
 ''')
 
 
@@ -378,3 +384,23 @@ def test_closed_kernel_raises_value_error_in_every_twin(api):
     for call in calls:
         with pytest.raises(ValueError):
             call()
+
+
+def test_dirty_log_through_its_c_twin(api):
+    """c_dirty_log: the addresses dirty_log() gives, ERR_BUFFER_TOO_SMALL (with the count
+    needed, nothing cleared) when they do not fit, cleared only when asked."""
+    k = vmo.Kernel(memory_size=64 * PAGE)
+    try:
+        st, h = k.vmo_create(8 * PAGE)
+        k.vmo_write(h, b"w" * 5 * PAGE, PAGE)
+        expected = list(k.dirty_log(clear=False))
+        assert len(expected) == 5
+        assert api.dirty_log(k, 4, True) == (Status.ERR_BUFFER_TOO_SMALL, 5, [])
+        assert api.dirty_log(k, 64, False) == (0, 5, expected)
+        assert api.dirty_log(k, 5, True) == (0, 5, expected)
+        assert api.dirty_log(k, 0, True) == (0, 0, [])
+        k.close()
+        with pytest.raises(ValueError):
+            api.dirty_log(k, 64, True)
+    finally:
+        k.close()

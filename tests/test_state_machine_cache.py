@@ -9,6 +9,7 @@ call's outcome, the bytes on the CPU side (``vmo_read_bytes``) and the RAM side 
 and both ``_check()`` walkers (the cache's invariants included).
 """
 
+import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, rule
 from test_state_machine import PAGE, SM_SETTINGS, Pair, VmoStateMachine
@@ -90,6 +91,13 @@ class CacheStateMachine(VmoStateMachine):
           offset=st.integers(0, 4 * PAGE), size=st.integers(0, 3 * PAGE))
     def cache_op(self, h, op, offset, size):
         self.pair.call("vmo_op_range", h, op, offset, size)
+
+    @rule()
+    def snapshot(self):
+        """Snapshots are refused alike on non-coherent kernels (the cache is not saved)."""
+        for k in (self.pair.core, self.pair.ref):
+            with pytest.raises(ValueError, match="non-coherent"):
+                k.snapshot()
 
     @invariant()
     def same_ram(self):

@@ -4,9 +4,11 @@ The C-level API (`c_*` methods, one per syscall) is declared in _kernelcore.pxd 
 documented in vmo/api.pxd, the public spelling for cimport.
 """
 
+from array import array
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from vmo._coherency import CoherencyEvent
+from vmo._snapshot import Snapshot
 
 class KernelCore:
     def __init__(self, memory_size: Optional[int] = ..., *, memory_base: Optional[int] = ...,
@@ -26,6 +28,9 @@ class KernelCore:
     @property
     def memory_size(self) -> int: ...
     def stats(self) -> Dict[str, int]: ...
+    def dirty_log(self, clear: bool = ...) -> array: ...
+    def snapshot(self) -> Snapshot: ...
+    def restore(self, snapshot: Snapshot) -> None: ...
     # the cache model (docs/cache-model.md)
     @property
     def coherent(self) -> bool: ...

@@ -28,6 +28,7 @@ from vmo._frames cimport pool_destroy, pool_free_count, pool_init
 from vmo._handles cimport ht_destroy, ht_full, ht_get, ht_init, ht_install, ht_uninstall
 from vmo._object cimport OBJ_VMO, obj_header
 from vmo._physmem cimport phys_range, phys_read_owned, phys_write_owned
+from vmo._snapshot cimport Snapshot, dirty_log_copy, dirty_log_read, snap_restore, snap_take
 from vmo._state cimport (FIRST_KOID, LONG_BYTES, LONG_PAGES, kernel_state, ks_enter,
                          ks_leave, ks_wait, ks_wait_idle)
 from vmo._status cimport *
@@ -89,6 +90,9 @@ cdef void _teardown(kernel_state *ks) noexcept:
     ks_wait_idle(ks)
     if ks.closed:
         return
+    # Live snapshots keep only their own memory: nothing is saved for them any more.
+    ks.pool.snap = NULL
+    ks.pool.snap_epoch = 0
     if ks.pool.nframes - pool_free_count(&ks.pool) > LONG_PAGES and ks.gate != NULL:
         ks_enter(ks)        # cannot raise: the kernel is idle and open
         ks.closed = True
@@ -312,6 +316,56 @@ cdef class KernelCore:
             "cache_lines": lines,
             "dirty_lines": dirty,
         }
+
+    # -- machine services: the dirty log and snapshots (vmo/_snapshot.pyx) -------------------
+    def dirty_log(self, clear=True):
+        """The physical addresses of the frames whose bytes may have changed since the log
+        was last cleared (or the kernel made), ascending, as an array('Q'); then clear it
+        unless `clear` is false. A frame is logged when written (vmo_write, phys_write, a
+        batch or replay), copied into by copy-on-write, pinned, freed while it may hold
+        nonzero bytes (it reads as zero from then on: docs/semantics.md "The dirty log"),
+        or rewritten by a restore; a pinned frame is in every result. Cost: O(k log k) for k
+        frames logged; O(1) per logged write."""
+        _open(self)
+        _idle(&self.ks)
+        return dirty_log_read(&self.ks, bool(clear))
+
+    def snapshot(self):
+        """A `Snapshot` of the whole kernel, for `restore`. Several may live at once; each
+        can be restored any number of times; dropping one frees what it holds.
+        MxError(ERR_BAD_STATE) while a physical view pins frames; ValueError while
+        recording. Cost: O(objects + handles), independent of the memory committed; then
+        each unit's first change after it (a frame's bytes, a frame's allocator entry, a
+        VMO's page table) saves that unit's previous state once."""
+        _open(self)
+        _idle(&self.ks)
+        if self._rec != NULL:
+            raise ValueError("a recording kernel cannot take snapshots")
+        if self.ks.cache != NULL:
+            raise ValueError("a non-coherent kernel cannot take snapshots (the CPU cache "
+                             "is not saved: docs/cache-model.md)")
+        return snap_take(&self.ks, self)
+
+    def restore(self, snapshot):
+        """Make the kernel indistinguishable from when `snapshot` was taken: handles and
+        their generations and free-slot order, objects and the koid counter, page tables,
+        every byte, the allocator's state and order, and stats (docs/semantics.md
+        "Snapshots"). The dirty log is not rewound: every frame whose bytes changed since
+        the snapshot is logged. MxError(ERR_BAD_STATE) while a physical view pins frames
+        (nothing changes); ValueError for another kernel's snapshot, a closed kernel or
+        while recording; TypeError for anything but a Snapshot. Cost: the pre-images saved
+        since the snapshot (frames and page tables changed) plus objects and handles."""
+        if not isinstance(snapshot, Snapshot):
+            raise TypeError("restore() takes a Snapshot, not %s" % type(snapshot).__name__)
+        _open(self)
+        _idle(&self.ks)
+        if self._rec != NULL:
+            raise ValueError("a recording kernel cannot restore snapshots")
+        snap_restore(&self.ks, self, <Snapshot>snapshot)
+
+    cdef int c_dirty_log(self, uint64_t *out, uint64_t max_entries, bint clear,
+                         uint64_t *count) except -1000:
+        return dirty_log_copy(_open_state(self), out, max_entries, clear, count)
 
     # -- the cache model (docs/cache-model.md) -------------------------------------------------
     @property
