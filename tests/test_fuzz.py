@@ -109,7 +109,7 @@ READ_CAP = 1 << 20  # reads whose result would be larger (but < 2**63) are not m
 C_SYSCALLS = {"vmo_create", "vmo_read", "vmo_write", "vmo_get_size", "vmo_set_size",
               "vmo_op_range", "vmo_clone", "handle_close", "handle_duplicate", "handle_replace",
               "object_get_info", "event_create", "vmo_committed_bytes",
-              "vmo_create_contiguous"}
+              "vmo_create_contiguous", "vmo_lookup_runs"}
 # Exceptions a call may raise at all (on both kernels alike): argument types (TypeError),
 # closed kernels and odd exporters (ValueError, BufferError), impossible result sizes
 # (MemoryError, OverflowError), the Pythonic layer and phys_* (MxError), and what our own
@@ -1320,6 +1320,10 @@ class Case:
         h = self.g_handle()
         self.run("vmo_committed_bytes", "k", [h[0]], c_ok=h[1])
 
+    def s_vmo_lookup_runs(self):
+        args = [self.g_handle(), self.g_offset(), self.g_size()]
+        self.run("vmo_lookup_runs", "k", [a for a, _ in args], c_ok=all(ok for _, ok in args))
+
     def s_vmo_set_size(self):
         args = [self.g_handle(), self.g_size()]
         self.run("vmo_set_size", "k", [a for a, _ in args], c_ok=all(ok for _, ok in args))
@@ -1598,6 +1602,7 @@ class Case:
             status, size = self.core.k.vmo_get_size(h)
             if status == 0:
                 self.run("vmo_read_bytes", "k", [hs, "0", str(min(size, 16 * PAGE))])
+                self.run("vmo_lookup_runs", "k", [hs, "0", str(max(size, 1))])
                 status, pages = self.core.k._vmo_pages(h)
                 for idx in list(pages)[:8]:
                     if idx * PAGE < size:
@@ -1621,7 +1626,7 @@ STEP_WEIGHTS = [
     (25, "s_handle_replace"), (20, "s_object_get_info"), (15, "s_event_create"),
     (5, "s_stats"), (5, "s_close"), (25, "s_phys_read"), (30, "s_phys_write"),
     (40, "s_phys_view"), (50, "s_view_op"), (15, "s_create_vmo"),
-    (10, "s_create_contiguous_vmo"), (95, "s_vmo_method"),
+    (10, "s_create_contiguous_vmo"), (95, "s_vmo_method"), (20, "s_vmo_lookup_runs"),
 ]
 _STEP_TABLE = []
 _STEP_TOTAL = 0

@@ -142,6 +142,50 @@ cdef void phys_unpin(kernel_state *ks, uint64_t first, uint64_t count) noexcept 
         pool_destroy(&ks.pool)
 
 
+cdef int phys_host(kernel_state *ks, uint64_t paddr, uint64_t length,
+                   void **host) noexcept nogil:
+    """The host address of the byte at `paddr` after phys_range's checks (NULL for an
+    empty range, or on failure): ERR_OUT_OF_RANGE, ERR_BAD_STATE."""
+    cdef uint64_t first = 0, count = 0
+    cdef int status = phys_range(ks, paddr, length, &first, &count)
+    host[0] = NULL
+    if status == NO_ERROR and count:
+        host[0] = pool_frame_ptr(&ks.pool, <uint32_t>first) + (paddr & PAGE_MASK)
+    return status
+
+
+cdef int phys_pin_range(kernel_state *ks, uint64_t paddr, uint64_t length,
+                        void **host) noexcept nogil:
+    """KernelCore.c_pin: phys_host, then pin the frames (as a view does)."""
+    cdef uint64_t first = 0, count = 0
+    cdef int status = phys_range(ks, paddr, length, &first, &count)
+    host[0] = NULL
+    if status:
+        return status
+    if count:
+        host[0] = pool_frame_ptr(&ks.pool, <uint32_t>first) + (paddr & PAGE_MASK)
+        phys_pin(ks, first, count)
+    return NO_ERROR
+
+
+cdef int phys_unpin_range(kernel_state *ks, uint64_t paddr, uint64_t length) noexcept nogil:
+    """KernelCore.c_unpin: the range must lie in one arena (ERR_OUT_OF_RANGE) and every
+    frame it touches be pinned (ERR_BAD_STATE: nothing is unpinned); then one pin of each
+    goes (a frame its VMO let go of is freed with its last pin)."""
+    cdef frame_pool *pool = &ks.pool
+    cdef uint64_t first = 0, region_end = 0, count, f
+    if not pool_frame_of(pool, paddr, &first, &region_end) or length > region_end - paddr:
+        return ERR_OUT_OF_RANGE
+    if length == 0:
+        return NO_ERROR
+    count = ((paddr & PAGE_MASK) + length - 1) // FRAME_SIZE + 1
+    for f in range(first, first + count):
+        if pool.pincount[f] == 0:
+            return ERR_BAD_STATE
+    phys_unpin(ks, first, count)
+    return NO_ERROR
+
+
 # -- the Python-level calls (raising MxError) -------------------------------------------------
 cdef int _args(object paddr, object length, uint64_t *c_paddr, uint64_t *c_length) except -1:
     """Convert phys_* arguments, raising MxError: a negative length is ERR_INVALID_ARGS,
