@@ -84,17 +84,9 @@ cdef object _bad_args(Kernel k, uint8_t call):
 
 cdef object _transfer(Kernel k, object handle, object buffer, object offset, object length,
                       bint write):
-    """vmo_read or vmo_write, then (a write) the delivery of its change events."""
-    result = _transfer_call(k, handle, buffer, offset, length, write)
-    if write:
-        _notify(k)
-    return result
-
-
-cdef object _transfer_call(Kernel k, object handle, object buffer, object offset,
-                           object length, bint write):
     """vmo_read (`write` False: into `buffer`) or vmo_write (from it): the arguments, the
-    handle once, then the buffer, then the object layer."""
+    handle once, then the buffer, then the object layer; a write then delivers its change
+    events (only a write that reached the object layer can have any)."""
     cdef uint32_t h, rights
     cdef uint64_t off, n = 0, actual = 0
     cdef int status, held
@@ -106,6 +98,8 @@ cdef object _transfer_call(Kernel k, object handle, object buffer, object offset
         return (_bad_args(k, CALL_VMO_WRITE if write else CALL_VMO_READ), 0)
     if k._rec != NULL:
         status = rec_transfer(k, h, buffer, off, n, length is None, write, &actual)
+        if write:
+            _notify(k)
         return (_st(status), actual)
     _idle(&k.ks)
     v = _vmo(&k.ks, h, MX_RIGHT_WRITE if write else MX_RIGHT_READ, &rights, &status)
@@ -129,6 +123,8 @@ cdef object _transfer_call(Kernel k, object handle, object buffer, object offset
     finally:
         if held:
             PyBuffer_Release(&view)
+        if write:
+            _notify(k)
     return (_st(status), actual)
 
 
@@ -499,7 +495,10 @@ cdef class Kernel(KernelCore):
         """True while subscription `subscription` is active."""
         cdef Py_ssize_t i
         cdef uint64_t n = 0
-        if self.ks.closed or self.ks.notify == NULL or arg_u64(subscription, &n):
+        if self.ks.closed or arg_u64(subscription, &n):
+            return False
+        _idle(&self.ks)
+        if self.ks.notify == NULL:
             return False
         i = watch_find(self.ks.notify, n)
         return i >= 0 and self.ks.notify.entries[i].obj != NULL

@@ -88,10 +88,14 @@ cdef Py_ssize_t watch_find(notify_state *ns, uint64_t id) noexcept
 cdef void watch_drop(notify_state *ns, uint64_t i) noexcept
 
 
+cdef extern from *:
+    bint _unlikely "unlikely"(bint condition) nogil    # Cython's branch hint
+
+
 cdef inline int _notify(KernelCore k) except -1:
     """After a call that may change pages: deliver its change events (one load and a branch
     while nothing is watched)."""
-    if k.ks.notify != NULL:
+    if _unlikely(k.ks.notify != NULL):
         notify_deliver(k)
     return 0
 

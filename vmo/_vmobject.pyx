@@ -16,6 +16,11 @@ from vmo._frames cimport (FRAME_SIZE, bit_test, frame_pool, pool_find_run, pool_
                           pool_take_run)
 from vmo._handles cimport handle_table
 from vmo._state cimport change_event, notify_state, watch_entry
+
+
+cdef extern from *:
+    # Cython's own branch hint (__builtin_expect): the watched paths are the cold ones.
+    bint unlikely(bint condition) nogil
 from vmo._pagetable cimport (pt_count, pt_fill, pt_free_nodes, pt_init, pt_lookup, pt_next,
                              pt_remove, pt_set)
 from vmo._status cimport (ERR_BUFFER_TOO_SMALL, ERR_INVALID_ARGS, ERR_NO_MEMORY,
@@ -293,7 +298,7 @@ cdef void vmo_unref(kernel_state *ks, vm_object *v) noexcept nogil:
         v.hdr.refs -= 1
         if v.hdr.refs > 0:
             return
-        if ks.notify != NULL:
+        if unlikely(ks.notify != NULL):
             _notify_destroyed(ks, v)
         pt_remove(&v.pt, 0, PAGE_LIMIT, &ks.pool)
         pt_free_nodes(&v.pt)
@@ -484,21 +489,33 @@ cdef int vmo_commit(kernel_state *ks, vm_object *v, uint64_t offset,
     return status
 
 
+cdef void _remove_watched(kernel_state *ks, vm_object *v, uint64_t start, uint64_t end,
+                          uint64_t new_size=U64_MAX) noexcept nogil:
+    """DECOMMIT (pages [start, end)) or, with `new_size`, a shrink (then the pages from
+    `start` on) while something is watched: the change between two snapshots of the watched
+    VMOs that see v's pages there (out of line: the common path pays one test)."""
+    cdef change_scope scope
+    _notify_before(ks, v, start, end, &scope)
+    if new_size != U64_MAX:
+        pt_remove(&v.pt, start, PAGE_LIMIT, &ks.pool)
+        v.size = new_size
+    else:
+        pt_remove(&v.pt, start, end, &ks.pool)
+    _notify_after(ks, &scope)
+
+
 cdef int vmo_decommit(kernel_state *ks, vm_object *v, uint64_t offset,
                       uint64_t size) noexcept nogil:
     """DECOMMIT the pages touching [offset, offset+size) trimmed to the VMO (docs/magenta.md
     3.6.2): ERR_OUT_OF_RANGE."""
     cdef uint64_t trimmed
-    cdef change_scope scope
     if not trim_range(offset, size, v.size, &trimmed):
         return ERR_OUT_OF_RANGE
     if trimmed:
-        if ks.notify != NULL:
-            _notify_before(ks, v, offset >> PAGE_SHIFT, _pages_up(offset + trimmed), &scope)
+        if unlikely(ks.notify != NULL):
+            _remove_watched(ks, v, offset >> PAGE_SHIFT, _pages_up(offset + trimmed))
+        else:
             pt_remove(&v.pt, offset >> PAGE_SHIFT, _pages_up(offset + trimmed), &ks.pool)
-            _notify_after(ks, &scope)
-            return NO_ERROR
-        pt_remove(&v.pt, offset >> PAGE_SHIFT, _pages_up(offset + trimmed), &ks.pool)
     return NO_ERROR
 
 
@@ -667,15 +684,13 @@ cdef int vmo_resize(kernel_state *ks, vm_object *v, uint64_t size) noexcept nogi
     """vmo_set_size after the handle: ERR_OUT_OF_RANGE above MX_VMO_MAX_SIZE; shrinking
     frees the pages past ceil(size/4096) but keeps the stale bytes of the page holding the
     new end. Cost: the pages freed."""
-    cdef change_scope scope
     if size > MX_VMO_MAX_SIZE:
         return ERR_OUT_OF_RANGE
     if size < v.size:
-        if ks.notify != NULL:
-            _notify_before(ks, v, _pages_up(size), _pages_up(v.size), &scope)
-            pt_remove(&v.pt, _pages_up(size), PAGE_LIMIT, &ks.pool)
-            v.size = size
-            _notify_after(ks, &scope)
+        if unlikely(ks.notify != NULL):
+            # The pages past the new end are the ones that may lose their frames (own ones
+            # freed; an ancestor's no longer seen, by v and its clones).
+            _remove_watched(ks, v, _pages_up(size), _pages_up(v.size), size)
             return NO_ERROR
         pt_remove(&v.pt, _pages_up(size), PAGE_LIMIT, &ks.pool)
     v.size = size
@@ -733,10 +748,40 @@ cdef int _chunks(kernel_state *ks, vm_object *v, uint8_t *buf, uint64_t offset,
     return NO_ERROR
 
 
-cdef inline int _transfer_trimmed(kernel_state *ks, vm_object *v, uint8_t *buf,
-                                  uint64_t offset, uint64_t trimmed, bint write) noexcept nogil:
+cdef int _transfer_watched(kernel_state *ks, vm_object *v, uint8_t *buf, uint64_t offset,
+                           uint64_t trimmed, uint64_t *actual) noexcept nogil:
+    """vmo_transfer's write to a clone while something is watched: its write faults may
+    replace frames seen by it, the levels between it and a page's holder, and their
+    clones (out of line: the common path pays one test of ks.notify)."""
+    cdef uint64_t a = offset >> PAGE_SHIFT, b = _pages_up(offset + trimmed)
+    cdef change_scope scope
+    cdef const vm_object *root = _scope_root(v, &a, &b)     # before reading a and b
+    cdef notify_state *ns = ks.notify
+    cdef int status
+    _notify_before(ks, root, a, b, &scope)
+    ks.notify = NULL        # the transfer itself, as if nothing were watched
+    status = vmo_transfer(ks, v, buf, offset, trimmed, actual, True)
+    ks.notify = ns
+    _notify_after(ks, &scope)
+    return status
+
+
+cdef int vmo_transfer(kernel_state *ks, vm_object *v, uint8_t *buf, uint64_t offset,
+                      uint64_t length, uint64_t *actual, bint write) noexcept nogil:
+    """vmo_read (`write` False: into `buf`) or vmo_write (from `buf`) after the handle and
+    the buffer: ERR_OUT_OF_RANGE (offset > size, offset+length wraps), ERR_NO_MEMORY (a
+    write short of frames), HOST_NO_MEMORY. `actual` is the length trimmed to the VMO on
+    success, else 0. A buffer that is simulated physical memory itself goes through a
+    copy, so the result is as if the whole source were copied first (as the reference
+    model does). O(length)."""
+    cdef uint64_t trimmed
     cdef uint8_t *tmp
     cdef int status
+    actual[0] = 0
+    if not trim_range(offset, length, v.size, &trimmed):
+        return ERR_OUT_OF_RANGE
+    if unlikely(ks.notify != NULL) and write and v.parent != NULL and trimmed:
+        return _transfer_watched(ks, v, buf, offset, trimmed, actual)
     if trimmed and _aliases_memory(&ks.pool, buf, trimmed):
         tmp = <uint8_t *>malloc(trimmed)
         if tmp == NULL:
@@ -749,35 +794,6 @@ cdef inline int _transfer_trimmed(kernel_state *ks, vm_object *v, uint8_t *buf,
         free(tmp)
     else:
         status = _chunks(ks, v, buf, offset, offset + trimmed, write)
-    return status
-
-
-cdef int vmo_transfer(kernel_state *ks, vm_object *v, uint8_t *buf, uint64_t offset,
-                      uint64_t length, uint64_t *actual, bint write) noexcept nogil:
-    """vmo_read (`write` False: into `buf`) or vmo_write (from `buf`) after the handle and
-    the buffer: ERR_OUT_OF_RANGE (offset > size, offset+length wraps), ERR_NO_MEMORY (a
-    write short of frames), HOST_NO_MEMORY. `actual` is the length trimmed to the VMO on
-    success, else 0. A buffer that is simulated physical memory itself goes through a
-    copy, so the result is as if the whole source were copied first (as the reference
-    model does). O(length)."""
-    cdef uint64_t trimmed, a, b
-    cdef int status
-    cdef change_scope scope
-    cdef const vm_object *root
-    actual[0] = 0
-    if not trim_range(offset, length, v.size, &trimmed):
-        return ERR_OUT_OF_RANGE
-    if write and ks.notify != NULL and v.parent != NULL and trimmed:
-        # A clone's write faults may replace frames seen by it, the levels between it and a
-        # page's holder, and their clones.
-        a = offset >> PAGE_SHIFT
-        b = _pages_up(offset + trimmed)
-        root = _scope_root(v, &a, &b)     # before reading a and b
-        _notify_before(ks, root, a, b, &scope)
-        status = _transfer_trimmed(ks, v, buf, offset, trimmed, write)
-        _notify_after(ks, &scope)
-    else:
-        status = _transfer_trimmed(ks, v, buf, offset, trimmed, write)
     if status == NO_ERROR:
         actual[0] = trimmed
     return status
