@@ -11,6 +11,7 @@ koid, size and byte must agree. It also mixes both on one kernel.
 import importlib.util
 import os
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -486,6 +487,20 @@ def test_machine_services_through_the_c_api(api):
         k.close()
     with pytest.raises(ValueError):
         api.pin(k, 0, 1)
+    # A C-level pin has no trace record: refused while recording (Kernel.pin is recorded).
+    k = vmo.Kernel(memory_size=16 * PAGE)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            with k.record(os.path.join(tmp, "t.trace")):
+                v = k.create_vmo(PAGE)
+                v.commit()
+                paddr = v.lookup()[0]
+                assert api.pin(k, paddr, PAGE) == (S.ERR_NOT_SUPPORTED, 0)
+                assert api.unpin(k, paddr, PAGE) == S.ERR_NOT_SUPPORTED
+                assert api.host_address(k, paddr, 1)[0] == 0
+                k.pin(paddr, PAGE).unpin()
+    finally:
+        k.close()
     with pytest.raises(ValueError):
         api.lookup_runs(k, 1, 0, 1, 1)
     with pytest.raises(ValueError):

@@ -406,6 +406,19 @@ def test_on_change_errors(k):
         k.create_vmo(PAGE).on_change(None)
 
 
+def test_a_callback_may_close_the_kernel(kernel_cls):
+    k = kernel_cls(memory_size=16 * PAGE)
+    v = k.create_vmo(4 * PAGE)
+    v.commit()
+    seen = []
+    v.on_change(lambda o, n: (seen.append((o, n)), k.close()))
+    v.on_change(lambda o, n: seen.append("second"))
+    assert k.vmo_op_range(v.handle, Op.DECOMMIT, 0, 2 * PAGE) is S.NO_ERROR
+    assert seen == [(0, 2 * PAGE)] and k.closed      # the close ended the others
+    with pytest.raises(ValueError):
+        k.stats()
+
+
 def test_kernel_close_ends_every_subscription(kernel_cls):
     k = kernel_cls(memory_size=16 * PAGE)
     v = k.create_vmo(PAGE)
