@@ -7,7 +7,7 @@ from cpython.buffer cimport PyBUF_FORMAT, PyBuffer_Release, PyObject_CheckBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.number cimport PyNumber_Index
 from cpython.pyport cimport PY_SSIZE_T_MAX
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcpy, memmove, memset
 
 from vmo._args cimport arg_buffer, arg_u64
@@ -44,6 +44,11 @@ cdef class PhysView:
 
     def __releasebuffer__(self, Py_buffer *buf):
         pass
+
+    @property
+    def address(self):
+        """The host address of the view's first byte (vmo.Pin.address)."""
+        return <uintptr_t>self.ptr
 
     def __dealloc__(self):
         # no_gc_clear: `owner` is still set here, so `ks` still points into a live kernel.

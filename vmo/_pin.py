@@ -43,11 +43,13 @@ class Pin:
         view = kernel.phys_view(paddr, length)
         self.paddr = operator.index(paddr)
         self.length = len(view)
-        # The address through a ctypes array over the view, dropped at once (it is an
-        # export of the view while it lives). An empty view's pointer is never read.
-        probe = (ctypes.c_char * self.length).from_buffer(view)
-        self.address = ctypes.addressof(probe)
-        del probe
+        # The exporter's own address: the compiled core's PhysView says it; the reference
+        # model's exporter is a ctypes array over its memory, whose address ctypes gives.
+        # (An empty view's pointer is never read.)
+        exporter = view.obj
+        address = getattr(exporter, "address", None)
+        self.address = ctypes.addressof(exporter) if address is None else address
+        del exporter
         self._view = view
 
     @property
