@@ -182,6 +182,11 @@ PYX = textwrap.dedent(r'''
         assert calls == nseen
         nseen = calls = 0
         return got
+    def dirty_log(Kernel k, uint64_t max_entries, bint clear):
+        cdef uint64_t buf[64]
+        cdef uint64_t count = 777
+        cdef int st = k.c_dirty_log(buf, max_entries, clear, &count)
+        return st, count, [buf[i] for i in range(count)] if st == NO_ERROR else []
 ''')
 
 
@@ -505,3 +510,21 @@ def test_machine_services_through_the_c_api(api):
         api.lookup_runs(k, 1, 0, 1, 1)
     with pytest.raises(ValueError):
         api.on_change(k, 1)
+def test_dirty_log_through_its_c_twin(api):
+    """c_dirty_log: the addresses dirty_log() gives, ERR_BUFFER_TOO_SMALL (with the count
+    needed, nothing cleared) when they do not fit, cleared only when asked."""
+    k = vmo.Kernel(memory_size=64 * PAGE)
+    try:
+        st, h = k.vmo_create(8 * PAGE)
+        k.vmo_write(h, b"w" * 5 * PAGE, PAGE)
+        expected = list(k.dirty_log(clear=False))
+        assert len(expected) == 5
+        assert api.dirty_log(k, 4, True) == (Status.ERR_BUFFER_TOO_SMALL, 5, [])
+        assert api.dirty_log(k, 64, False) == (0, 5, expected)
+        assert api.dirty_log(k, 5, True) == (0, 5, expected)
+        assert api.dirty_log(k, 0, True) == (0, 0, [])
+        k.close()
+        with pytest.raises(ValueError):
+            api.dirty_log(k, 64, True)
+    finally:
+        k.close()

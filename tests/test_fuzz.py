@@ -8,7 +8,9 @@ the syscall layer (vmo_create, vmo_read, vmo_read_bytes, vmo_write, vmo_get_size
 vmo_op_range with every op, vmo_clone, handle_close, handle_duplicate, handle_replace,
 object_get_info, event_create, vmo_committed_bytes, vmo_create_contiguous), the embedding calls
 (phys_read, phys_write, phys_view; the views are kept, written, read, released, dropped and
-passed back in as buffers), stats(), close() (and every call after it), and the Pythonic layer
+passed back in as buffers), the machine services (dirty_log with any `clear`, a snapshot
+restored at once, restore of what is no snapshot), stats(), close() (and every call after
+it), and the Pythonic layer
 (create_vmo, create_contiguous_vmo, every `Vmo` method and property).
 
 Each argument comes from a wide strategy: valid-looking values (live handles, page-edge offsets
@@ -1391,6 +1393,21 @@ class Case:
     def s_stats(self):
         self.run("stats", "k", [])
 
+    def s_dirty_log(self):
+        """The dirty log, read and cleared or not (docs/semantics.md "The dirty log"): the
+        same addresses on both kernels, live views' frames included; any object as `clear`."""
+        clear = self.ch.pick(["", "True", "False", "0", "1", "None", "[]", "[0]", "2 ** 200",
+                              "'no'", "b''"])
+        self.run("dirty_log", "k", [clear] if clear else [])
+
+    def s_snapshot_restore(self):
+        """A snapshot restored at once (state unchanged) or refused alike while a view pins
+        frames; a restore of what is no snapshot: TypeError on both."""
+        if self.ch.chance(50):
+            self.run("restore", "k", ["k.snapshot()"])
+        else:
+            self.run("restore", "k", [self.ch.pick(["None", "0", "k", "views", "b''"])])
+
     def s_close(self):
         if self.ch.chance(40):  # rare: the rest of the case runs against closed kernels
             self.run("close", "k", [])
@@ -1630,7 +1647,8 @@ STEP_WEIGHTS = [
     (25, "s_handle_replace"), (20, "s_object_get_info"), (15, "s_event_create"),
     (5, "s_stats"), (5, "s_close"), (25, "s_phys_read"), (30, "s_phys_write"),
     (40, "s_phys_view"), (50, "s_view_op"), (15, "s_create_vmo"),
-    (10, "s_create_contiguous_vmo"), (95, "s_vmo_method"), (20, "s_vmo_lookup_runs"),
+    (10, "s_create_contiguous_vmo"), (95, "s_vmo_method"), (10, "s_dirty_log"),
+    (5, "s_snapshot_restore"), (20, "s_vmo_lookup_runs"),
 ]
 _STEP_TABLE = []
 _STEP_TOTAL = 0

@@ -419,6 +419,29 @@ def test_a_callback_may_close_the_kernel(kernel_cls):
         k.stats()
 
 
+def test_subscriptions_across_a_restore(k):
+    v = k.create_vmo(4 * PAGE)
+    v.commit()
+    log, sub = watch(v)
+    snap = k.snapshot()
+    late = k.create_vmo(PAGE)
+    late.commit()
+    late_log, late_sub = watch(late)
+    v.decommit(0, PAGE)
+    assert log == [(0, PAGE)]
+    k.restore(snap)                       # no events; v's subscription follows v
+    assert log == [(0, PAGE)] and late_log == []
+    assert sub.active and not late_sub.active   # `late` did not exist at the snapshot
+    v.decommit(PAGE, PAGE)
+    assert log == [(0, PAGE), (PAGE, PAGE)]
+    handle = v.handle
+    v.close()                             # destroyed: the subscription ends...
+    assert log[-1] == (0, 4 * PAGE) and not sub.active
+    k.restore(snap)                       # ...and stays ended when v comes back
+    k.vmo(handle).decommit()
+    assert log[-1] == (0, 4 * PAGE) and not sub.active
+
+
 def test_kernel_close_ends_every_subscription(kernel_cls):
     k = kernel_cls(memory_size=16 * PAGE)
     v = k.create_vmo(PAGE)

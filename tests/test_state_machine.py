@@ -35,6 +35,7 @@ import sys
 from array import array
 
 import pytest
+from conftest import dirty_log_pair, drop_snapshot_pair, restore_pair, snapshot_pair
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -472,6 +473,7 @@ class VmoStateMachine(RuleBasedStateMachine):
         super().__init__()
         self.pair = None
         self.seen = []  # every handle value ever returned, closed ones included
+        self.snapshots = []  # [(core Snapshot, reference Snapshot)] alive
 
     # -- setup / teardown ---------------------------------------------------------------------
     @initialize(target=handles, pages=st.one_of(st.integers(4, 12), st.integers(4, 64)),
@@ -489,6 +491,7 @@ class VmoStateMachine(RuleBasedStateMachine):
             if sys.exc_info()[0] is None:  # the run passed so far: everything must come back
                 self.pair.close_all(self.seen)
         finally:
+            self.snapshots = []
             self.pair.close()
 
     def _new(self, h):
@@ -812,6 +815,23 @@ class VmoStateMachine(RuleBasedStateMachine):
         if dice == 0:
             self.pair.close_all(self.seen)
 
+    # -- snapshots and the dirty log (docs/semantics.md "Snapshots", "The dirty log") ----------
+    @rule()
+    def snapshot(self):
+        snapshot_pair(self.pair, self.snapshots)
+
+    @rule(data=st.data())
+    def restore(self, data):
+        restore_pair(self.pair, self.snapshots, data)
+
+    @rule(data=st.data())
+    def drop_snapshot(self, data):
+        drop_snapshot_pair(self.snapshots, data)
+
+    @rule(clear=st.booleans())
+    def dirty_log(self, clear):
+        dirty_log_pair(self.pair, clear)
+
     # -- comparisons after every step ---------------------------------------------------------
     @invariant()
     def same_state(self):
@@ -848,6 +868,7 @@ class RadixStateMachine(RuleBasedStateMachine):
         self.pair = None
         self.seen = []
         self.touched = {}  # handle -> set of byte offsets written/committed
+        self.snapshots = []
 
     @initialize(target=vmos, pages=st.integers(4, 12), size=RADIX_SIZES)
     def make_kernels(self, pages, size):
@@ -945,6 +966,22 @@ class RadixStateMachine(RuleBasedStateMachine):
     @rule(h=vmos, page=RADIX_PAGE, in_page=IN_PAGE)
     def read(self, h, page, in_page):
         self.pair.call("vmo_read_bytes", h, page * PAGE + in_page, 2 * PAGE)
+
+    @rule()
+    def snapshot(self):
+        snapshot_pair(self.pair, self.snapshots)
+
+    @rule(data=st.data())
+    def restore(self, data):
+        restore_pair(self.pair, self.snapshots, data)
+
+    @rule(data=st.data())
+    def drop_snapshot(self, data):
+        drop_snapshot_pair(self.snapshots, data)
+
+    @rule(clear=st.booleans())
+    def dirty_log(self, clear):
+        dirty_log_pair(self.pair, clear)
 
     @rule(h=vmos)
     def close(self, h):

@@ -35,6 +35,7 @@ import os
 import sys
 
 import numpy as np
+from conftest import dirty_log_pair, drop_snapshot_pair, restore_pair, snapshot_pair
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -233,6 +234,7 @@ class EmbeddingStateMachine(RuleBasedStateMachine):
         self.seen = []     # every handle value ever returned
         self.views = []    # [(core memoryview, reference memoryview)] of live views
         self.pins = []     # [(core Pin, reference Pin)] (k.pin), pinned or not
+        self.snapshots = []  # [(core Snapshot, reference Snapshot)] alive
         self.close_with_views = False
 
     @initialize(target=handles, memory=memory_maps(), close_with_views=st.booleans())
@@ -258,6 +260,7 @@ class EmbeddingStateMachine(RuleBasedStateMachine):
         finally:
             self.views = []
             self.pins = []
+            self.snapshots = []
             self.pair.close()
 
     def _release_all_and_close(self):
@@ -491,6 +494,25 @@ class EmbeddingStateMachine(RuleBasedStateMachine):
             for v in pair:
                 v.release()
         del pair  # "drop": the last references go here
+
+    # -- snapshots and the dirty log (docs/semantics.md "Snapshots", "The dirty log") ----------
+    # Views pin frames: a snapshot or a restore is refused alike (ERR_BAD_STATE) while any
+    # frame is pinned; a pinned frame is in every dirty log.
+    @rule()
+    def snapshot(self):
+        snapshot_pair(self.pair, self.snapshots)
+
+    @rule(data=st.data())
+    def restore(self, data):
+        restore_pair(self.pair, self.snapshots, data)
+
+    @rule(data=st.data())
+    def drop_snapshot(self, data):
+        drop_snapshot_pair(self.snapshots, data)
+
+    @rule(clear=st.booleans())
+    def dirty_log(self, clear):
+        dirty_log_pair(self.pair, clear)
 
     # -- comparisons after every step ---------------------------------------------------------
     @invariant()

@@ -72,6 +72,9 @@ cdef class KernelCore:
     # -- physical memory, as devices see it
     cdef int c_phys_read(self, uint64_t paddr, void *dst, uint64_t length) except -1000
     cdef int c_phys_write(self, uint64_t paddr, const void *src, uint64_t length) except -1000
+    # -- machine services: the dirty log
+    cdef int c_dirty_log(self, uint64_t *out, uint64_t max_entries, bint clear,
+                         uint64_t *count) except -1000
     cdef int c_pin(self, uint64_t paddr, uint64_t length, void **host) except -1000
     cdef int c_unpin(self, uint64_t paddr, uint64_t length) except -1000
     cdef int c_host_address(self, uint64_t paddr, uint64_t length, void **host) except -1000

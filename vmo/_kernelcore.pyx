@@ -21,7 +21,7 @@ pieces in _rec_calls.pxi, the longer paths `_rec_c_*` here); otherwise it costs 
 
 from cpython.pythread cimport PyThread_allocate_lock, PyThread_free_lock
 from cpython.ref cimport Py_DECREF, Py_INCREF
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcpy
 
@@ -30,6 +30,7 @@ from vmo._handles cimport ht_destroy, ht_full, ht_get, ht_init, ht_install, ht_u
 from vmo._object cimport OBJ_VMO, obj_header
 from vmo._physmem cimport (phys_host, phys_pin_range, phys_range, phys_read_owned,
                            phys_unpin_range, phys_write_owned)
+from vmo._snapshot cimport Snapshot, dirty_log_copy, dirty_log_read, snap_restore, snap_take
 from vmo._state cimport (FIRST_KOID, LONG_BYTES, LONG_PAGES, change_event, change_fn,
                          kernel_state, ks_enter, ks_leave, ks_wait, ks_wait_idle, notify_state,
                          watch_entry)
@@ -152,6 +153,35 @@ cdef void _notify_clear(kernel_state *ks) noexcept:
         ks.notify = NULL
 
 
+cdef int _notify_rebind(kernel_state *ks) except -1:
+    """After a restore (the objects may have been freed and made again): each subscription
+    follows the VMO of its koid if the restored kernel has one, else it ends, without a
+    callback (docs/semantics.md "Change notifications"). Cost: the objects reachable from
+    the handle table, plus the subscriptions."""
+    cdef notify_state *ns = ks.notify
+    cdef obj_header *p
+    cdef uint32_t slot
+    cdef uint64_t i
+    if ns == NULL:
+        return 0
+    ns.nevents = ns.head = 0
+    live = {}           # koid -> the VMO's address, for every VMO reachable
+    for slot in range(ks.handles.nslots):
+        p = ks.handles.objs[slot]
+        while p != NULL and p.type == OBJ_VMO and p.koid not in live:
+            live[p.koid] = <uintptr_t>p
+            p = <obj_header *>(<vm_object *>p).parent
+    i = 0
+    while i < ns.nentries:
+        addr = live.get(ns.entries[i].koid)
+        if addr is None:
+            watch_drop(ns, i)
+        else:
+            ns.entries[i].obj = <void *><uintptr_t>addr
+            i += 1
+    return 0
+
+
 cdef int notify_deliver(KernelCore k) except -1:
     """Deliver the pending change events (GIL held): each event to every subscription of
     its VMO, in subscription order (a callback may subscribe, cancel or call the kernel:
@@ -225,6 +255,9 @@ cdef void _teardown(kernel_state *ks) noexcept:
     ks_wait_idle(ks)
     if ks.closed:
         return
+    # Live snapshots keep only their own memory: nothing is saved for them any more.
+    ks.pool.snap = NULL
+    ks.pool.snap_epoch = 0
     if ks.pool.nframes - pool_free_count(&ks.pool) > LONG_PAGES and ks.gate != NULL:
         ks_enter(ks)        # cannot raise: the kernel is idle and open
         ks.closed = True
@@ -428,6 +461,54 @@ cdef class KernelCore:
             "released_runs": released,
             "zeroed_frames": zeroed,
         }
+
+    # -- machine services: the dirty log and snapshots (vmo/_snapshot.pyx) -------------------
+    def dirty_log(self, clear=True):
+        """The physical addresses of the frames whose bytes may have changed since the log
+        was last cleared (or the kernel made), ascending, as an array('Q'); then clear it
+        unless `clear` is false. A frame is logged when written (vmo_write, phys_write, a
+        batch or replay), copied into by copy-on-write, pinned, freed while it may hold
+        nonzero bytes (it reads as zero from then on: docs/semantics.md "The dirty log"),
+        or rewritten by a restore; a pinned frame is in every result. Cost: O(k log k) for k
+        frames logged; O(1) per logged write."""
+        _open(self)
+        _idle(&self.ks)
+        return dirty_log_read(&self.ks, bool(clear))
+
+    def snapshot(self):
+        """A `Snapshot` of the whole kernel, for `restore`. Several may live at once; each
+        can be restored any number of times; dropping one frees what it holds.
+        MxError(ERR_BAD_STATE) while a physical view pins frames; ValueError while
+        recording. Cost: O(objects + handles), independent of the memory committed; then
+        each unit's first change after it (a frame's bytes, a frame's allocator entry, a
+        VMO's page table) saves that unit's previous state once."""
+        _open(self)
+        _idle(&self.ks)
+        if self._rec != NULL:
+            raise ValueError("a recording kernel cannot take snapshots")
+        return snap_take(&self.ks, self)
+
+    def restore(self, snapshot):
+        """Make the kernel indistinguishable from when `snapshot` was taken: handles and
+        their generations and free-slot order, objects and the koid counter, page tables,
+        every byte, the allocator's state and order, and stats (docs/semantics.md
+        "Snapshots"). The dirty log is not rewound: every frame whose bytes changed since
+        the snapshot is logged. MxError(ERR_BAD_STATE) while a physical view pins frames
+        (nothing changes); ValueError for another kernel's snapshot, a closed kernel or
+        while recording; TypeError for anything but a Snapshot. Cost: the pre-images saved
+        since the snapshot (frames and page tables changed) plus objects and handles."""
+        if not isinstance(snapshot, Snapshot):
+            raise TypeError("restore() takes a Snapshot, not %s" % type(snapshot).__name__)
+        _open(self)
+        _idle(&self.ks)
+        if self._rec != NULL:
+            raise ValueError("a recording kernel cannot restore snapshots")
+        snap_restore(&self.ks, self, <Snapshot>snapshot)
+        _notify_rebind(&self.ks)
+
+    cdef int c_dirty_log(self, uint64_t *out, uint64_t max_entries, bint clear,
+                         uint64_t *count) except -1000:
+        return dirty_log_copy(_open_state(self), out, max_entries, clear, count)
 
     # -- the C-level API (contract: _kernelcore.pxd; documented in vmo/api.pxd) ----------------
     cdef int c_create(self, uint64_t size, uint32_t options, uint32_t *out) except -1000:

@@ -65,6 +65,7 @@ cdef struct kernel_state:
     frame_pool pool         # simulated physical memory and its frame allocator
     handle_table handles
     uint64_t next_koid
+    uint64_t next_serial    # obj_header.serial of the next object (never rewound)
     Py_ssize_t nvmos        # live VMO objects (handles or clone children keep them alive)
     bint closed             # set by close(): the C-level API then raises ValueError
     bint busy               # a thread owns the kernel (working without the GIL)

@@ -13,19 +13,19 @@ from libc.string cimport memcpy, memset
 
 from vmo._frames cimport (FRAME_SIZE, bit_test, frame_pool, pool_find_run, pool_free_count,
                           pool_frame_ptr, pool_give, pool_mark_dirty, pool_paddr, pool_take,
-                          pool_take_run)
+                          pool_save_takes, pool_take_run, snap_grow, snap_store)
 from vmo._handles cimport handle_table
+from vmo._pagetable cimport (pt_clone, pt_count, pt_fill, pt_free_nodes, pt_init, pt_lookup,
+                             pt_next, pt_remove, pt_set)
 from vmo._state cimport change_event, notify_state, watch_entry
+from vmo._status cimport (ERR_BUFFER_TOO_SMALL, ERR_INVALID_ARGS, ERR_NO_MEMORY,
+                          ERR_OUT_OF_RANGE, HOST_NO_MEMORY, MX_VMO_MAX_SIZE, NO_ERROR,
+                          PAGE_LIMIT, PAGE_MASK)
 
 
 cdef extern from *:
     # Cython's own branch hint (__builtin_expect): the watched paths are the cold ones.
     bint unlikely(bint condition) nogil
-from vmo._pagetable cimport (pt_count, pt_fill, pt_free_nodes, pt_init, pt_lookup, pt_next,
-                             pt_remove, pt_set)
-from vmo._status cimport (ERR_BUFFER_TOO_SMALL, ERR_INVALID_ARGS, ERR_NO_MEMORY,
-                          ERR_OUT_OF_RANGE, HOST_NO_MEMORY, MX_VMO_MAX_SIZE, NO_ERROR,
-                          PAGE_LIMIT, PAGE_MASK)
 
 
 cdef inline uint64_t _pages_up(uint64_t nbytes) noexcept nogil:
@@ -219,10 +219,38 @@ cdef inline vm_object *_vmo_alloc(uint64_t size) noexcept nogil:
     return v
 
 
+cdef inline void _new_serial(kernel_state *ks, obj_header *obj) noexcept nogil:
+    """Name a new object for snapshots: a serial never used before, and no page-table
+    pre-image to save (no live snapshot holds the object)."""
+    obj.serial = ks.next_serial
+    ks.next_serial += 1
+    obj.saved_epoch = ks.pool.epochs
+    obj.index = 0
+
+
 cdef inline void _vmo_register(kernel_state *ks, vm_object *v) noexcept nogil:
     v.hdr.koid = ks.next_koid
     ks.next_koid += 1
     ks.nvmos += 1
+    _new_serial(ks, &v.hdr)
+
+
+# -- snapshots: a page table's pre-image (vmo/_snapshot.pyx restores it) ---------------------
+cdef void vmo_save_table_slow(kernel_state *ks, vm_object *v) noexcept nogil:
+    """v's page table is about to change for the first time since the latest snapshot:
+    save a copy into its store. O(nodes of the table)."""
+    cdef snap_store *s = ks.pool.snap
+    cdef snap_table *t
+    v.hdr.saved_epoch = ks.pool.snap_epoch
+    if not snap_grow(&s.tables, &s.captables, s.ntables, sizeof(snap_table)):
+        s.lost = True
+        return
+    t = &(<snap_table *>s.tables)[s.ntables]
+    t.serial = v.hdr.serial
+    if pt_clone(&v.pt, &t.pt):
+        s.lost = True
+        return
+    s.ntables += 1
 
 
 cdef vm_object *vmo_new(kernel_state *ks, uint64_t size, vm_object *parent,
@@ -286,6 +314,7 @@ cdef obj_header *event_new(kernel_state *ks) noexcept nogil:
     ev.koid = ks.next_koid
     ks.next_koid += 1
     ev.refs = 1
+    _new_serial(ks, ev)
     return ev
 
 
@@ -300,6 +329,7 @@ cdef void vmo_unref(kernel_state *ks, vm_object *v) noexcept nogil:
             return
         if unlikely(ks.notify != NULL):
             _notify_destroyed(ks, v)
+        vmo_save_table(ks, v)
         pt_remove(&v.pt, 0, PAGE_LIMIT, &ks.pool)
         pt_free_nodes(&v.pt)
         v.alive = False
@@ -354,6 +384,7 @@ cdef inline int _insert(kernel_state *ks, vm_object *v, uint64_t idx,
                         uint32_t frame) noexcept nogil:
     """Put a frame just taken at page `idx`: NO_ERROR, or HOST_NO_MEMORY if the host cannot
     allocate a node (the frame goes back to the pool first: nothing leaks)."""
+    vmo_save_table(ks, v)
     if pt_set(&v.pt, idx, frame + 1):
         pool_give(&ks.pool, &frame, 1)
         return HOST_NO_MEMORY
@@ -430,8 +461,8 @@ cdef int vmo_write_fault(kernel_state *ks, vm_object *v, uint64_t offset,
             break
         f = pool_take(pool)
         if e and bit_test(pool.dirty, e - 1):
+            pool_mark_dirty(pool, f)    # before the bytes change (snapshots save them)
             memcpy(pool_frame_ptr(pool, f), pool_frame_ptr(pool, e - 1), FRAME_SIZE)
-            pool_mark_dirty(pool, f)
         status = _insert(ks, levels[j], offsets[j] >> PAGE_SHIFT, f)
         if status:
             break
@@ -466,6 +497,9 @@ cdef int vmo_commit(kernel_state *ks, vm_object *v, uint64_t offset,
     if missing > pool_free_count(&ks.pool):
         return ERR_NO_MEMORY
     if v.parent == NULL:
+        vmo_save_table(ks, v)
+        if ks.pool.snap_epoch:
+            pool_save_takes(&ks.pool, missing)
         return HOST_NO_MEMORY if pt_fill(&v.pt, start, end, &ks.pool) else NO_ERROR
     # A clone: every missing page is a write fault; count the frames first.
     need = 0
@@ -512,6 +546,7 @@ cdef int vmo_decommit(kernel_state *ks, vm_object *v, uint64_t offset,
     if not trim_range(offset, size, v.size, &trimmed):
         return ERR_OUT_OF_RANGE
     if trimmed:
+        vmo_save_table(ks, v)
         if unlikely(ks.notify != NULL):
             _remove_watched(ks, v, offset >> PAGE_SHIFT, _pages_up(offset + trimmed))
         else:
@@ -687,6 +722,7 @@ cdef int vmo_resize(kernel_state *ks, vm_object *v, uint64_t size) noexcept nogi
     if size > MX_VMO_MAX_SIZE:
         return ERR_OUT_OF_RANGE
     if size < v.size:
+        vmo_save_table(ks, v)
         if unlikely(ks.notify != NULL):
             # The pages past the new end are the ones that may lose their frames (own ones
             # freed; an ancestor's no longer seen, by v and its clones).

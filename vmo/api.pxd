@@ -76,6 +76,11 @@
 #                                                one RAM range), ERR_BAD_STATE (a page not
 #                                                held by a VMO)
 #   c_phys_write(paddr, src, length)             device write: as c_phys_read
+#   c_dirty_log(out, max_entries, clear, &count) the dirty log (docs/semantics.md): its
+#                                                physical addresses, ascending, into
+#                                                out[0:count], then cleared if `clear`;
+#                                                ERR_BUFFER_TOO_SMALL (count = entries
+#                                                needed; nothing written or cleared)
 #
 # Machine services (docs/api.md "Machine services"):
 #   c_pin(paddr, length, &host)                  pin the frames of a physical range (as

@@ -28,7 +28,7 @@ from ..constants import (
 )
 from ..errors import Status
 from ..records import HandleBasicInfo
-from . import _invariants, _physmem
+from . import _invariants, _physmem, _snapshot
 from ._args import (
     U64_MAX,
     Arguments,
@@ -176,6 +176,41 @@ class _Machine(PythonicKernel):
         self._ensure_open()
         paddr, length = phys_args(paddr, length)
         return _physmem.phys_view(self._state, paddr, length)
+
+    # -- machine services: the dirty log and snapshots (_snapshot) ---------------------------
+    def dirty_log(self, clear=True):
+        """The physical addresses of the frames whose bytes may have changed since the log
+        was last cleared, ascending, as array('Q'); then clear it unless ``clear`` is false
+        (docs/semantics.md "The dirty log")."""
+        self._ensure_open()
+        return _snapshot.dirty_log_read(self._state.pool, bool(clear))
+
+    def snapshot(self):
+        """A `Snapshot` of the whole kernel for `restore` (docs/semantics.md "Snapshots").
+        MxError(ERR_BAD_STATE) while frames are pinned; ValueError while recording."""
+        self._ensure_open()
+        if self._recorder is not None:
+            raise ValueError("a recording kernel cannot take snapshots")
+        return _snapshot.snap_take(self, self._state)
+
+    def restore(self, snapshot):
+        """Make the kernel what it was when ``snapshot`` was taken. MxError(ERR_BAD_STATE)
+        while frames are pinned; ValueError for another kernel's snapshot, a closed kernel
+        or while recording; TypeError for anything but a Snapshot."""
+        if not isinstance(snapshot, _snapshot.Snapshot):
+            raise TypeError(f"restore() takes a Snapshot, not {type(snapshot).__name__}")
+        self._ensure_open()
+        if self._recorder is not None:
+            raise ValueError("a recording kernel cannot restore snapshots")
+        _snapshot.snap_restore(self, self._state, snapshot)
+        # Each change subscription follows the VMO of its koid in the restored kernel, or
+        # ends (no callback): docs/semantics.md "Change notifications".
+        state = self._state
+        state.events.clear()
+        state.watches[:] = [w for w in state.watches
+                            if isinstance(state.objects.get(w[1]), VmoObject)]
+        for watch in state.watches:
+            watch[2] = state.objects[watch[1]]
 
     # -- counts ------------------------------------------------------------------------------
     def stats(self):
