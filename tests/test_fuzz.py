@@ -1170,11 +1170,11 @@ class Case:
                 self.fail("%s raised %s on both kernels: %s" % (name, out_c[1], exc))
             if isinstance(exc, ValueError) and not self.open and "closed" in str(exc):
                 return
-            if name in C_SYSCALLS and c_ok:
+            if (name in C_SYSCALLS or name == "vmo_lookup_runs") and c_ok:
                 self.fail("%s raised %s(%s) on both kernels for arguments a C caller could "
                           "pass (docs/api.md: the syscalls never raise for those)" % (
                               name, out_c[1], exc))
-        elif name in C_SYSCALLS or name == "vmo_read_bytes":
+        elif name in C_SYSCALLS or name in ("vmo_read_bytes", "vmo_lookup_runs"):
             status = _status_of(out_c[1])
             if type(status) is not Status:
                 self.fail("%s returned status %r, not a vmo.Status" % (name, status))
@@ -1335,6 +1335,10 @@ class Case:
     def s_vmo_committed_bytes(self):
         h = self.g_handle()
         self.run("vmo_committed_bytes", "k", [h[0]], c_ok=h[1])
+
+    def s_vmo_lookup_runs(self):
+        args = [self.g_handle(), self.g_offset(), self.g_size()]
+        self.run("vmo_lookup_runs", "k", [a for a, _ in args], c_ok=all(ok for _, ok in args))
 
     def s_vmo_set_size(self):
         args = [self.g_handle(), self.g_size()]
@@ -1632,6 +1636,7 @@ class Case:
             status, size = self.probe("vmo_get_size", h)
             if status == 0:
                 self.run("vmo_read_bytes", "k", [hs, "0", str(min(size, 16 * PAGE))])
+                self.run("vmo_lookup_runs", "k", [hs, "0", str(max(size, 1))])
                 status, pages = self.core.k._vmo_pages(h)
                 for idx in list(pages)[:8]:
                     if idx * PAGE < size:
@@ -1656,7 +1661,7 @@ STEP_WEIGHTS = [
     (5, "s_stats"), (5, "s_close"), (25, "s_phys_read"), (30, "s_phys_write"),
     (40, "s_phys_view"), (50, "s_view_op"), (15, "s_create_vmo"),
     (10, "s_create_contiguous_vmo"), (95, "s_vmo_method"), (10, "s_dirty_log"),
-    (5, "s_snapshot_restore"),
+    (5, "s_snapshot_restore"), (20, "s_vmo_lookup_runs"),
 ]
 _STEP_TABLE = []
 _STEP_TOTAL = 0

@@ -17,8 +17,8 @@ class KernelState:
     next object takes.
     """
 
-    __slots__ = ("cache", "closed", "handles", "next_koid", "objects", "pool",
-                 "seq")
+    __slots__ = ("cache", "closed", "handles", "next_koid", "objects", "pool", "seq",
+                 "watches", "events", "next_watch", "delivering")
 
     def __init__(self, arenas):
         self.pool = FramePool(arenas)
@@ -26,5 +26,13 @@ class KernelState:
         self.objects = {}
         self.next_koid = FIRST_KOID
         self.closed = False
+        # Change notifications (docs/semantics.md "Change notifications"): the
+        # subscriptions, [id, koid, vmo (None once destroyed), callback], sorted by (koid,
+        # id); the pending events, (koid, offset, length, destroyed); the next id; whether a
+        # delivery (or a batch, which delivers after its last record) is running.
+        self.watches = []
+        self.events = []
+        self.next_watch = 1
+        self.delivering = False
         self.cache = None   # the CPU cache of a non-coherent kernel (_cache.CpuCache)
         self.seq = 0        # the call counter: one per kernel call

@@ -164,7 +164,8 @@ def factory({names}):
         return ns, {status_expr}
     return run
 """
-_LOOP_GLOBALS = {"perf_counter_ns": perf_counter_ns, "COMMIT": COMMIT, "LOOKUP": LOOKUP}
+_LOOP_GLOBALS = {"perf_counter_ns": perf_counter_ns, "COMMIT": COMMIT, "DECOMMIT": DECOMMIT,
+                 "LOOKUP": LOOKUP}
 
 
 @cache
@@ -303,6 +304,36 @@ def _on_phys_page(view=False):
     return setup
 
 
+def _on_runs(scattered):
+    """Loop names: a kernel `k` and a VMO `h` of the row's size, every page committed: to
+    consecutive fresh frames (one run), or, `scattered`, to recycled frames, which come
+    back last-freed first (one run per page)."""
+    def setup(K, size):
+        k = K(memory_size=64 * MiB)
+        h = new_vmo(k, size)
+        if scattered:
+            ok(k.vmo_op_range(h, COMMIT, 0, size), "COMMIT")
+            ok(k.vmo_op_range(h, DECOMMIT, 0, size), "DECOMMIT")
+        ok(k.vmo_op_range(h, COMMIT, 0, size), "COMMIT")
+        return {"k": k, "h": h}
+
+    return setup
+
+
+def _on_watched_page(subscribers):
+    """Loop names: a kernel `k` and a one-page VMO `h`, committed, with `subscribers` no-op
+    change subscriptions on it."""
+    def setup(K, size):
+        k = K(memory_size=64 * MiB)
+        h = new_vmo(k, size)
+        ok(k.vmo_op_range(h, COMMIT, 0, size), "COMMIT")
+        for _ in range(subscribers):
+            k.vmo(h).on_change(lambda offset, length: None)
+        return {"k": k, "h": h}
+
+    return setup
+
+
 def _fragmented(K, size):
     """A kernel of `size` bytes whose memory is all committed to one VMO, then about half
     decommitted in runs: held runs of 1-8 pages between free runs of 1-8 pages, and one free
@@ -424,6 +455,19 @@ _K_PHYS_VIEW = _k_loop(_on_phys_page(), "k.phys_view(paddr, size).release()")
 _K_VIEW_WRITE = _k_loop(_on_phys_page(view=True), "view[:] = data")
 _K_PHYS_WRITE = _k_loop(_on_phys_page(), "k.phys_write(paddr, data)")
 _K_PHYS_READ = _k_loop(_on_phys_page(), "k.phys_read(paddr, size)")
+_K_PIN = _k_loop(_on_phys_page(), "k.pin(paddr, size).unpin()")
+_K_RUNS_ONE = _k_loop(_on_runs(False), "res = k.vmo_lookup_runs(h, 0, size)",
+                      status_expr="res[0]", check=_expect_ok("vmo_lookup_runs"))
+_K_RUNS_SCATTERED = _k_loop(_on_runs(True), "res = k.vmo_lookup_runs(h, 0, size)",
+                            status_expr="res[0]", check=_expect_ok("vmo_lookup_runs"))
+_NOTIFY_BODY = """
+    k.vmo_op_range(h, DECOMMIT, 0, size)
+    status = k.vmo_op_range(h, COMMIT, 0, size)
+    """
+_K_NOTIFY_NONE = _k_loop(_on_watched_page(0), _NOTIFY_BODY, status="status",
+                         check=_expect_ok("COMMIT"))
+_K_NOTIFY_ONE = _k_loop(_on_watched_page(1), _NOTIFY_BODY, status="status",
+                        check=_expect_ok("COMMIT"))
 
 # The single small syscalls: (setup, the statement with the method as {m}, the method, its
 # floor (the compiled core's twin that converts the same arguments and returns the same
@@ -963,6 +1007,24 @@ _CASE_LIST = [
          scale="fixed", size=PAGE, calls=(20000, 1000, 0), rounds="call"),
     Case("phys_read", "embed", "phys_read", "call", _K_PHYS_READ, host_na=_NO_PHYS,
          scale="fixed", size=PAGE, calls=(20000, 1000, 0), rounds="call"),
+    Case("pin_unpin", "embed", "k.pin + unpin of a page (a Pin: host address, view)", "call",
+         _K_PIN, host_na=_NO_PHYS, scale="fixed", size=PAGE,
+         calls=(20000, 1000, 0), rounds="call"),
+    Case("lookup_runs_one", "embed",
+         "vmo_lookup_runs of 64 committed pages on consecutive frames (1 run)", "call",
+         _K_RUNS_ONE, host_na=_NO_PHYS, scale="fixed", size=64 * PAGE,
+         calls=(20000, 500, 0), rounds="call"),
+    Case("lookup_runs_scattered", "embed",
+         "vmo_lookup_runs of 64 committed pages on recycled frames (64 runs)", "call",
+         _K_RUNS_SCATTERED, host_na=_NO_PHYS, scale="fixed", size=64 * PAGE,
+         calls=(5000, 200, 0), rounds="call"),
+    Case("notify_none", "embed", "DECOMMIT + COMMIT of a page, no subscriber", "call",
+         _K_NOTIFY_NONE, host_na=_NO_PHYS, scale="fixed", size=PAGE,
+         calls=(20000, 1000, 0), rounds="call"),
+    Case("notify_one", "embed",
+         "DECOMMIT + COMMIT of a page, one on_change subscriber (one callback a round trip)",
+         "call", _K_NOTIFY_ONE, host_na=_NO_PHYS, scale="fixed", size=PAGE,
+         calls=(20000, 1000, 0), rounds="call"),
     Case("trace_loop", "trace", "one-page COMMIT / LOOKUP / DECOMMIT from a Python loop",
          "call", _k_mix_loop(False), host_na=_NO_TRACE_HOST, scale="fixed", size=PAGE,
          calls=(60000, 3000, 0), rounds="call"),
