@@ -104,7 +104,7 @@ MAX = vmo.MX_VMO_MAX_SIZE
 SAME = 0x8000_0000
 SENTINEL = 0xDEAD_BEEF_DEAD_BEEF
 STATS_KEYS = ("total_frames", "free_frames", "committed_frames", "vmos", "handles",
-              "pinned_frames")
+              "pinned_frames", "cache_lines", "dirty_lines")
 READ_CAP = 1 << 20  # reads whose result would be larger (but < 2**63) are not made
 
 # The C syscalls: "They never raise for anything a C caller could pass" (docs/api.md).
@@ -591,7 +591,16 @@ OTHER_SETUP = """    o = K(memory_size=16 * 4096)                       # anothe
 
 def _memory_configs(ch):
     """(kwargs, arenas) of a small machine: arenas are (base, frames) in allocation order,
-    touching ranges merged."""
+    touching ranges merged; one case in four is a non-coherent machine (the cache model,
+    docs/cache-model.md) with a line size and capacity drawn too."""
+    kwargs, arenas = _memory_layout(ch)
+    if ch.int(0, 3) == 0:
+        kwargs = dict(kwargs, coherent=False, cache_line=ch.pick([64, 16, 4096, 32, 256]),
+                      cache_lines=ch.pick([None, 1, 4, 16]))
+    return kwargs, arenas
+
+
+def _memory_layout(ch):
     kind = ch.int(0, 9)
     if kind <= 5:
         pages = ch.pick([8, 12, 16, 24, 32, 9, 31])
@@ -654,6 +663,11 @@ class Case:
         self._held = None
         self.events = set()
         self.oracle_checks = {}  # outcomes the object-buffer oracle asserted (kind -> count)
+
+    def probe(self, name, *args):
+        """The core's answer to a call that only steers the fuzzing (sizes, rights), made on
+        both kernels so that their call counters (`seq`, in coherency events) stay equal."""
+        return [getattr(side.k, name)(*args) for side in self.sides][0]
 
     # -- reporting -------------------------------------------------------------------------
     def script(self):
@@ -727,7 +741,7 @@ class Case:
     def vmo_sizes(self):
         sizes = []
         for h in self.live[-8:]:
-            status, size = self.core.k.vmo_get_size(h) if self.open else (1, 0)
+            status, size = self.probe("vmo_get_size", h) if self.open else (1, 0)
             if status == 0:
                 sizes.append(size)
         return sizes
@@ -1021,7 +1035,7 @@ class Case:
             return None
         if not (0 <= h <= U32 and 0 <= off <= U64 and 0 <= n <= U64):
             return None  # ERR_INVALID_ARGS for the integers, before anything else
-        status, info = self.core.k.object_get_info(h, vmo.MX_INFO_HANDLE_BASIC)
+        status, info = self.probe("object_get_info", h, vmo.MX_INFO_HANDLE_BASIC)
         right = vmo.MX_RIGHT_WRITE if name in ("vmo_write", "Vmo.write") else vmo.MX_RIGHT_READ
         if status:
             return ("handle", pythonic, {Status.ERR_BAD_HANDLE})
@@ -1156,11 +1170,11 @@ class Case:
                 self.fail("%s raised %s on both kernels: %s" % (name, out_c[1], exc))
             if isinstance(exc, ValueError) and not self.open and "closed" in str(exc):
                 return
-            if name in C_SYSCALLS and c_ok:
+            if (name in C_SYSCALLS or name == "vmo_lookup_runs") and c_ok:
                 self.fail("%s raised %s(%s) on both kernels for arguments a C caller could "
                           "pass (docs/api.md: the syscalls never raise for those)" % (
                               name, out_c[1], exc))
-        elif name in C_SYSCALLS or name == "vmo_read_bytes":
+        elif name in C_SYSCALLS or name in ("vmo_read_bytes", "vmo_lookup_runs"):
             status = _status_of(out_c[1])
             if type(status) is not Status:
                 self.fail("%s returned status %r, not a vmo.Status" % (name, status))
@@ -1189,7 +1203,7 @@ class Case:
             return
         live, closed = [], []
         for h in self.seen:
-            status, info = self.core.k.object_get_info(h, 2)
+            status, info = self.probe("object_get_info", h, 2)
             if status == 0:
                 live.append(h)
                 if info.type != vmo.MX_OBJ_TYPE_VMEM:
@@ -1208,7 +1222,7 @@ class Case:
             return None
         if not (0 <= h <= U32 and 0 <= off <= U64 and 0 <= n <= U64) or not self.open:
             return None
-        status, size = self.core.k.vmo_get_size(h)
+        status, size = self.probe("vmo_get_size", h)
         if status or off > size:
             return None
         return min(n, size - off)
@@ -1230,7 +1244,7 @@ class Case:
             off = operator.index(a[0]) if a else 0
             size = a[1] if len(a) > 1 else None
             if size is None:
-                status, vsize = self.core.k.vmo_get_size(h)
+                status, vsize = self.probe("vmo_get_size", h)
                 size = vsize - off if status == 0 and 0 <= off <= vsize else 0
             size = operator.index(size)
         except Exception:
@@ -1321,6 +1335,10 @@ class Case:
     def s_vmo_committed_bytes(self):
         h = self.g_handle()
         self.run("vmo_committed_bytes", "k", [h[0]], c_ok=h[1])
+
+    def s_vmo_lookup_runs(self):
+        args = [self.g_handle(), self.g_offset(), self.g_size()]
+        self.run("vmo_lookup_runs", "k", [a for a, _ in args], c_ok=all(ok for _, ok in args))
 
     def s_vmo_set_size(self):
         args = [self.g_handle(), self.g_size()]
@@ -1563,6 +1581,9 @@ class Case:
             self.fail("stats() diverged:\n  core      %s\n  reference %s" % (a, b))
         if a["free_frames"] + a["committed_frames"] != a["total_frames"]:
             self.fail("stats() inconsistent: %s" % a)
+        ec, er = self.core.k.coherency_events(), self.ref.k.coherency_events()
+        if ec != er:
+            self.fail("coherency_events() diverged:\n  core      %s\n  reference %s" % (ec, er))
         for side in self.sides:
             try:
                 side.k._check()
@@ -1612,9 +1633,10 @@ class Case:
             for name in ("vmo_get_size", "vmo_committed_bytes", "_vmo_pages"):
                 self.run(name, "k", [hs])
             self.run("object_get_info", "k", [hs, "2"])
-            status, size = self.core.k.vmo_get_size(h)
+            status, size = self.probe("vmo_get_size", h)
             if status == 0:
                 self.run("vmo_read_bytes", "k", [hs, "0", str(min(size, 16 * PAGE))])
+                self.run("vmo_lookup_runs", "k", [hs, "0", str(max(size, 1))])
                 status, pages = self.core.k._vmo_pages(h)
                 for idx in list(pages)[:8]:
                     if idx * PAGE < size:
@@ -1639,7 +1661,7 @@ STEP_WEIGHTS = [
     (5, "s_stats"), (5, "s_close"), (25, "s_phys_read"), (30, "s_phys_write"),
     (40, "s_phys_view"), (50, "s_view_op"), (15, "s_create_vmo"),
     (10, "s_create_contiguous_vmo"), (95, "s_vmo_method"), (10, "s_dirty_log"),
-    (5, "s_snapshot_restore"),
+    (5, "s_snapshot_restore"), (20, "s_vmo_lookup_runs"),
 ]
 _STEP_TABLE = []
 _STEP_TOTAL = 0

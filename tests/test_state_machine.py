@@ -12,7 +12,9 @@ identical handles and physical addresses"), so one `hypothesis.stateful` program
 - after every step (`@invariant`): ``stats()`` (the five contract keys), ``_allocator_state()``,
   and for every handle value ever returned (closed ones included): ``vmo_get_size``,
   ``vmo_committed_bytes``, ``_vmo_pages``, a full ``vmo_read_bytes`` and a whole-VMO LOOKUP
-  when the VMO is small, and both kernels' ``_check()`` invariant walkers;
+  when the VMO is small, the whole VMO's ``vmo_lookup_runs``, every change notification
+  delivered so far (in order, with the subscription it went to; docs/semantics.md "Change
+  notifications"), and both kernels' ``_check()`` invariant walkers;
 - at the end, closing every handle must give every frame back on both kernels.
 
 Kernels are tiny (4..64 pages) so that ERR_NO_MEMORY, the LIFO reuse of freed frames and the
@@ -62,6 +64,7 @@ SAME_RIGHTS = 0x8000_0000
 SENTINEL_BYTE = 0xA5
 SENTINEL_Q = 0xDEAD_BEEF_DEAD_BEEF
 STATS_KEYS = ("total_frames", "free_frames", "committed_frames", "vmos", "handles")
+CACHE_STATS_KEYS = ("cache_lines", "dirty_lines")
 S = vmo.Status
 
 # VMOs this small (in bytes) are read and LOOKUPed whole after every step.
@@ -133,11 +136,15 @@ _VALUE_CALLS = {"vmo_create", "vmo_read", "vmo_write", "vmo_get_size", "vmo_clon
 class Pair:
     """One compiled kernel and one reference kernel of the same memory, called in lockstep."""
 
-    def __init__(self, memory_size, memory_base=0x100000):
+    def __init__(self, memory_size, memory_base=0x100000, **options):
         if ReferenceKernel is None:
             raise AssertionError(f"vmo._reference does not import: {_REFERENCE_IMPORT_ERROR!r}")
-        self.core = vmo.Kernel(memory_size=memory_size, memory_base=memory_base)
-        self.ref = ReferenceKernel(memory_size=memory_size, memory_base=memory_base)
+        # options: the cache model's (coherent, cache_line, cache_lines): docs/cache-model.md
+        self.core = vmo.Kernel(memory_size=memory_size, memory_base=memory_base, **options)
+        self.ref = ReferenceKernel(memory_size=memory_size, memory_base=memory_base, **options)
+        # Change notifications (Vmo.on_change): every callback of each kernel, in order, as
+        # (subscription, offset, length), compared after every step.
+        self.changes = {"core": [], "reference": []}
 
     def close(self):
         for k in (self.core, self.ref):
@@ -156,6 +163,7 @@ class Pair:
         """
         outcomes = []
         sides = []
+        assert self.core._seq == self.ref._seq, ("call counters differ before", name)
         for kernel in (self.core, self.ref):
             if buffers is not None:
                 a, kw = buffers()
@@ -196,7 +204,32 @@ class Pair:
         return core
 
     # -- whole-state comparison ---------------------------------------------------------------
+    def watch(self, h, calls_kernel=False):
+        """Subscribe a logging callback on both kernels (one that, when `calls_kernel`,
+        also asks the kernel for the stats, as an emulator re-reading its mapping would)."""
+        results = []
+        for name, kernel in (("core", self.core), ("reference", self.ref)):
+            log = self.changes[name]
+
+            def callback(offset, length, log=log, kernel=kernel, box=[]):  # noqa: B006
+                log.append((box[0] if box else None, offset, length))
+                if calls_kernel:
+                    log.append(kernel.stats()["free_frames"])
+            try:
+                result = kernel._watch(h, callback)
+            except Exception as exc:  # noqa: BLE001  (compared below)
+                result = type(exc)
+            if isinstance(result, tuple) and result[0] is S.NO_ERROR:
+                callback.__defaults__[2].append(result[1])
+            results.append(result)
+        assert results[0] == results[1], f"_watch({h}) diverged: {results}"
+        return results[0]
+
     def check_state(self, handles, small=SMALL_VMO):
+        changes = self.changes
+        assert changes["core"] == changes["reference"], (
+            "change notifications diverged:\n  core      %r\n  reference %r"
+            % (changes["core"][-6:], changes["reference"][-6:]))
         core_stats, ref_stats = self.core.stats(), self.ref.stats()
         for key in STATS_KEYS:
             assert key in core_stats and key in ref_stats, key
@@ -214,6 +247,15 @@ class Pair:
             if status is S.NO_ERROR and size <= small:
                 self.call("vmo_read_bytes", h, 0, size)
                 self.lookup(h, 0, size, entries=max(1, -(-size // PAGE)))
+            if status is S.NO_ERROR:
+                self.call("vmo_lookup_runs", h, 0, max(size, 1))
+        # The cache model: the same lines, dirty lines and hazard events (each with its
+        # address, VMO, offset and call number) on both sides.
+        a = {k: core_stats[k] for k in CACHE_STATS_KEYS}
+        b = {k: ref_stats[k] for k in CACHE_STATS_KEYS}
+        assert a == b, f"stats() diverged:\n  core      {a}\n  reference {b}"
+        ec, er = self.core.coherency_events(), self.ref.coherency_events()
+        assert ec == er, f"coherency_events() diverged:\n  core      {ec}\n  reference {er}"
         for name, kernel in (("core", self.core), ("reference", self.ref)):
             try:
                 kernel._check()
@@ -479,12 +521,12 @@ class VmoStateMachine(RuleBasedStateMachine):
 
     def _size(self, h):
         """The VMO's current size per the core (0 for non-VMO or invalid handles)."""
-        status, size = self.pair.core.vmo_get_size(h)
+        status, size = self.pair.call("vmo_get_size", h)
         return size if status is S.NO_ERROR else 0
 
     def _rights(self, h):
         """The handle's rights per the core (0 for invalid handles)."""
-        status, info = self.pair.core.object_get_info(h, vmo.MX_INFO_HANDLE_BASIC)
+        status, info = self.pair.call("object_get_info", h, vmo.MX_INFO_HANDLE_BASIC)
         return info.rights if status is S.NO_ERROR and info else 0
 
     def _rights_arg(self, h, spec):
@@ -765,6 +807,22 @@ class VmoStateMachine(RuleBasedStateMachine):
         self.pair.lookup(h, first * PAGE, min(n * PAGE, max(size - first * PAGE, 1)), n,
                          misalign=data.draw(st.booleans(), label="misalign"))
 
+    # -- machine services: physical runs, change notifications ------------------------------
+    @rule(h=any_handle, offset=st.one_of(IN_VMO, OFFSETS), size=LENGTHS)
+    def vmo_lookup_runs(self, h, offset, size):
+        vsize = self._size(h)
+        offset = resolve(offset, vsize)
+        self.pair.call("vmo_lookup_runs", h, offset, resolve(size, vsize, offset))
+
+    @rule(h=any_handle, calls_kernel=st.booleans())
+    def on_change(self, h, calls_kernel):
+        self.pair.watch(h, calls_kernel)
+
+    @rule(n=st.integers(0, 12))
+    def cancel_change(self, n):
+        got = (self.pair.core._unwatch(n), self.pair.ref._unwatch(n))
+        assert got[0] == got[1], f"_unwatch({n}) diverged: {got}"
+
     @rule(dice=st.integers(0, 15))
     def close_everything(self, dice):
         """Now and then (dice == 0), close every handle: all frames must come back."""
@@ -844,7 +902,7 @@ class RadixStateMachine(RuleBasedStateMachine):
             self.pair.close()
 
     def _size(self, h):
-        status, size = self.pair.core.vmo_get_size(h)
+        status, size = self.pair.call("vmo_get_size", h)
         return size if status is S.NO_ERROR else 0
 
     def _add(self, result):

@@ -28,13 +28,15 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromSt
 from cpython.memoryview cimport PyMemoryView_Check
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free
 
 from vmo._args cimport (arg_buffer, arg_transfer_buffer, arg_u32, arg_u64, status_of,
                         status_table)
 from vmo._exec cimport run_batch
 from vmo._handles cimport ht_full, ht_get, ht_install, ht_uninstall
 from vmo._invariants cimport allocator_state, check, vmo_pages
-from vmo._kernelcore cimport KernelCore, _open, handle_basic_info
+from vmo._kernelcore cimport (KernelCore, _call, _deliver, _notify, _open, handle_basic_info,
+                              watch_add, watch_drop, watch_find)
 from vmo._object cimport OBJ_VMO, obj_header
 from vmo._physmem cimport phys_read_bytes, phys_view_new, phys_write_buffer
 from vmo._recording cimport (rec_bad_args, rec_lookup, rec_phys_read, rec_phys_view,
@@ -45,6 +47,7 @@ from vmo._trace cimport tw_put
 from vmo._tracerec cimport *
 from vmo._vmobject cimport (event_new, obj_unref, trim_range, vm_object, vmo_cache_op,
                             vmo_commit, vmo_decommit, vmo_find_page, vmo_lookup, vmo_new,
+                            run_list, vmo_lookup_runs,
                             vmo_new_contiguous, vmo_release_cost, vmo_resize, vmo_transfer)
 
 import gc
@@ -82,18 +85,21 @@ cdef object _bad_args(Kernel k, uint8_t call):
 cdef object _transfer(Kernel k, object handle, object buffer, object offset, object length,
                       bint write):
     """vmo_read (`write` False: into `buffer`) or vmo_write (from it): the arguments, the
-    handle once, then the buffer, then the object layer."""
+    handle once, then the buffer, then the object layer; a write then delivers its change
+    events (only a write that reached the object layer can have any)."""
     cdef uint32_t h, rights
     cdef uint64_t off, n = 0, actual = 0
     cdef int status, held
     cdef Py_buffer view
     cdef vm_object *v
     cdef bint exact
-    _open(k)
+    _call(k)
     if _transfer_args(handle, buffer, offset, length, &h, &off, &n):
         return (_bad_args(k, CALL_VMO_WRITE if write else CALL_VMO_READ), 0)
     if k._rec != NULL:
         status = rec_transfer(k, h, buffer, off, n, length is None, write, &actual)
+        if write:
+            _notify(k)
         return (_st(status), actual)
     _idle(&k.ks)
     v = _vmo(&k.ks, h, MX_RIGHT_WRITE if write else MX_RIGHT_READ, &rights, &status)
@@ -117,6 +123,9 @@ cdef object _transfer(Kernel k, object handle, object buffer, object offset, obj
     finally:
         if held:
             PyBuffer_Release(&view)
+        if write:
+            _notify(k)
+    _deliver(k)
     return (_st(status), actual)
 
 
@@ -155,7 +164,7 @@ cdef class Kernel(KernelCore):
         cdef uint64_t c_size = 0
         cdef uint32_t c_options = 0, out = 0
         cdef int status
-        _open(self)
+        _call(self)
         if arg_u64(size, &c_size) | arg_u32(options, &c_options):
             return (_bad_args(self, CALL_VMO_CREATE), 0)
         _idle(&self.ks)
@@ -177,7 +186,7 @@ cdef class Kernel(KernelCore):
         cdef uint64_t off = 0, n = 0, trimmed = 0, actual = 0
         cdef int status
         cdef vm_object *v
-        _open(self)
+        _call(self)
         if arg_u32(handle, &h) | arg_u64(offset, &off) | arg_u64(length, &n):
             return (_bad_args(self, CALL_VMO_READ_BYTES), b"")
         _idle(&self.ks)
@@ -198,6 +207,7 @@ cdef class Kernel(KernelCore):
         if self._rec != NULL:
             _rec_append(self, CALL_VMO_READ_BYTES, status, 0, h, 0, off, n,
                         hash64(<uint8_t *>PyBytes_AS_STRING(data), actual), actual)
+        _deliver(self)
         return (_st(status), data) if status == NO_ERROR else (_st(status), b"")
 
     def vmo_write(self, handle, data, offset, length=None):
@@ -212,7 +222,7 @@ cdef class Kernel(KernelCore):
         cdef uint32_t h
         cdef uint64_t size = 0
         cdef int status
-        _open(self)
+        _call(self)
         if arg_u32(handle, &h):
             return (_bad_args(self, CALL_VMO_GET_SIZE), 0)
         _idle(&self.ks)
@@ -228,11 +238,12 @@ cdef class Kernel(KernelCore):
         cdef uint32_t h
         cdef uint64_t c_size
         cdef int status
-        _open(self)
+        _call(self)
         if arg_u32(handle, &h) | arg_u64(size, &c_size):
             return _bad_args(self, CALL_VMO_SET_SIZE)
         status = _c_set_size(&self.ks, h, c_size)
         _rec_put(self, CALL_VMO_SET_SIZE, status, 0, h, 0, c_size, 0, 0, 0)
+        _notify(self)
         return _st(status)
 
     def vmo_op_range(self, handle, op, offset, size, buffer=None, buffer_size=None):
@@ -247,13 +258,15 @@ cdef class Kernel(KernelCore):
         cdef uint64_t off, c_size, bsize = 0
         cdef int status
         cdef Py_buffer view
-        _open(self)
+        _call(self)
         if _op_range_args(handle, op, offset, size, buffer, buffer_size, &h, &c_op, &off,
                           &c_size, &bsize):
             return _bad_args(self, CALL_VMO_OP_RANGE)
         if c_op != MX_VMO_OP_LOOKUP:
             status = _c_op_range(&self.ks, h, c_op, off, c_size, NULL, 0)
             _rec_put(self, CALL_VMO_OP_RANGE, status, 0, h, c_op, off, c_size, 0, 0)
+            _notify(self)
+            _deliver(self)
             return _st(status)
         if self._rec != NULL:
             return _st(rec_lookup(self, h, off, c_size, buffer, buffer_size, bsize))
@@ -269,6 +282,39 @@ cdef class Kernel(KernelCore):
         finally:
             PyBuffer_Release(&view)
 
+    def vmo_lookup_runs(self, handle, offset, size):
+        """The physical runs of the committed pages touching [offset, offset+size): a list
+        of (offset, paddr, length, own) tuples in offset order, maximal (consecutive pages
+        share a run when their frames are consecutive and their owner flag is the same;
+        `own` is True for the VMO's own frames, False for frames of an ancestor it sees);
+        uncommitted pages are skipped. Returns (status, runs), runs 0 on failure (the
+        syscall layer's rule for a failed call's value): ERR_BAD_HANDLE,
+        ERR_WRONG_TYPE (no rights needed), ERR_INVALID_ARGS (size 0), ERR_OUT_OF_RANGE
+        (not inside the VMO). Not recorded (it changes nothing). Cost: the committed pages
+        met in the range, in the VMO and each ancestor, plus one list entry per run."""
+        cdef uint32_t h
+        cdef uint64_t off = 0, c_size = 0, i
+        cdef run_list runs
+        cdef int status
+        _open(self)
+        if arg_u32(handle, &h) | arg_u64(offset, &off) | arg_u64(size, &c_size):
+            return (_st(ERR_INVALID_ARGS), 0)
+        runs.runs = NULL
+        runs.count = 0
+        runs.cap = 0
+        try:
+            status = _c_lookup_runs(&self.ks, h, off, c_size, &runs)
+            if status != NO_ERROR:
+                return (_st(status), 0)
+            # The C array first, the Python objects after (the state is not touched again).
+            out = [None] * runs.count
+            for i in range(runs.count):
+                out[i] = (runs.runs[i].offset, runs.runs[i].paddr, runs.runs[i].length,
+                          runs.runs[i].own != 0)
+            return (_st(status), out)
+        finally:
+            free(runs.runs)
+
     def vmo_clone(self, handle, options, offset, size):
         """A copy-on-write clone of [offset, offset+size): a live view of the source until a
         page is written. Needs DUPLICATE and READ; the clone's rights are the source's |
@@ -279,7 +325,7 @@ cdef class Kernel(KernelCore):
         cdef uint32_t h, c_options, out = 0
         cdef uint64_t off = 0, c_size = 0
         cdef int status
-        _open(self)
+        _call(self)
         if (arg_u32(handle, &h) | arg_u32(options, &c_options) | arg_u64(offset, &off)
                 | arg_u64(size, &c_size)):
             return (_bad_args(self, CALL_VMO_CLONE), 0)
@@ -293,11 +339,12 @@ cdef class Kernel(KernelCore):
         ERR_BAD_HANDLE (including MX_HANDLE_INVALID). Cost: the pages freed, if any."""
         cdef uint32_t h
         cdef int status
-        _open(self)
+        _call(self)
         if arg_u32(handle, &h):
             return _bad_args(self, CALL_HANDLE_CLOSE)
         status = _c_handle_close(&self.ks, h)
         _rec_put(self, CALL_HANDLE_CLOSE, status, 0, h, 0, 0, 0, 0, 0)
+        _notify(self)
         return _st(status)
 
     def handle_duplicate(self, handle, rights):
@@ -306,7 +353,7 @@ cdef class Kernel(KernelCore):
         (no DUPLICATE), ERR_INVALID_ARGS (not a subset), ERR_NO_MEMORY (table full). O(1)."""
         cdef uint32_t h, c_rights, out = 0
         cdef int status
-        _open(self)
+        _call(self)
         if arg_u32(handle, &h) | arg_u32(rights, &c_rights):
             return (_bad_args(self, CALL_HANDLE_DUPLICATE), 0)
         _idle(&self.ks)
@@ -320,7 +367,7 @@ cdef class Kernel(KernelCore):
         stays valid). O(1)."""
         cdef uint32_t h, c_rights, out = 0
         cdef int status
-        _open(self)
+        _call(self)
         if arg_u32(handle, &h) | arg_u32(rights, &c_rights):
             return (_bad_args(self, CALL_HANDLE_REPLACE), 0)
         _idle(&self.ks)
@@ -336,7 +383,7 @@ cdef class Kernel(KernelCore):
         cdef uint32_t h, c_topic
         cdef handle_basic_info info
         cdef int status
-        _open(self)
+        _call(self)
         if arg_u32(handle, &h) | arg_u32(topic, &c_topic):
             return (_bad_args(self, CALL_OBJECT_GET_INFO), 0)
         _idle(&self.ks)
@@ -355,7 +402,7 @@ cdef class Kernel(KernelCore):
         ERR_INVALID_ARGS if options != 0, ERR_NO_MEMORY if the table is full. O(1)."""
         cdef uint32_t c_options, out = 0
         cdef int status
-        _open(self)
+        _call(self)
         if arg_u32(options, &c_options):
             return (_bad_args(self, CALL_EVENT_CREATE), 0)
         _idle(&self.ks)
@@ -369,7 +416,7 @@ cdef class Kernel(KernelCore):
         cdef uint32_t h
         cdef uint64_t out = 0
         cdef int status
-        _open(self)
+        _call(self)
         if arg_u32(handle, &h):
             return (_bad_args(self, CALL_VMO_COMMITTED_BYTES), 0)
         _idle(&self.ks)
@@ -387,7 +434,7 @@ cdef class Kernel(KernelCore):
         cdef uint64_t c_size = 0
         cdef uint32_t c_align, out = 0
         cdef int status
-        _open(self)
+        _call(self)
         if arg_u64(size, &c_size) | arg_u32(alignment_log2, &c_align):
             return (_bad_args(self, CALL_VMO_CREATE_CONTIGUOUS), 0)
         status = _c_create_contiguous(&self.ks, c_size, c_align, &out)
@@ -399,16 +446,19 @@ cdef class Kernel(KernelCore):
         """What a device reads at physical address `paddr`: `length` bytes. Raises
         MxError(ERR_OUT_OF_RANGE) if the range is not inside one RAM range of physical
         memory, ERR_BAD_STATE if a page it touches is not held by some VMO. O(length)."""
-        _open(self)
+        _call(self)
         if self._rec == NULL:
-            return phys_read_bytes(&self.ks, paddr, length)
-        return rec_phys_read(self, paddr, length)
+            data = phys_read_bytes(&self.ks, paddr, length)
+        else:
+            data = rec_phys_read(self, paddr, length)
+        _deliver(self)
+        return data
 
     def phys_write(self, paddr, data):
         """A device writes `data` (any buffer) at physical address `paddr`; `vmo_read` then
         returns it. Raises MxError(ERR_OUT_OF_RANGE), MxError(ERR_BAD_STATE) as phys_read.
         Returns the number of bytes written. O(len(data))."""
-        _open(self)
+        _call(self)
         if self._rec == NULL:
             return phys_write_buffer(&self.ks, paddr, data)
         return rec_phys_write(self, paddr, data)
@@ -419,10 +469,48 @@ cdef class Kernel(KernelCore):
         out again, even if their VMO decommits, shrinks or closes meanwhile; they are zeroed
         before reuse. Release with ``view.release()`` or by dropping it. Raises
         MxError(ERR_OUT_OF_RANGE), MxError(ERR_BAD_STATE) as phys_read. O(pages)."""
-        _open(self)
+        _call(self)
         if self._rec == NULL:
             return phys_view_new(self, &self.ks, paddr, length)
         return rec_phys_view(self, paddr, length)
+
+    # -- change notifications, the Python side (vmo._pythonic.Subscription) --------------
+    def _watch(self, handle, callback):
+        """Subscribe `callback(offset, length)` to the VMO of `handle`: (status, id);
+        ERR_BAD_HANDLE, ERR_WRONG_TYPE, ERR_INVALID_ARGS (handle outside uint32)."""
+        cdef uint32_t h
+        cdef uint64_t out = 0
+        _open(self)
+        if not callable(callback):
+            raise TypeError("the callback must be callable")
+        if arg_u32(handle, &h):
+            return (_st(ERR_INVALID_ARGS), 0)
+        return (_st(watch_add(&self.ks, h, NULL, <void *>callback, True, &out)), out)
+
+    def _unwatch(self, subscription):
+        """End subscription `subscription`: True if it was active."""
+        cdef Py_ssize_t i
+        cdef uint64_t n = 0
+        if self.ks.closed or self.ks.notify == NULL or arg_u64(subscription, &n):
+            return False
+        _idle(&self.ks)
+        i = watch_find(self.ks.notify, n)
+        if i < 0 or self.ks.notify.entries[i].obj == NULL:
+            return False
+        watch_drop(self.ks.notify, <uint64_t>i)
+        return True
+
+    def _watching(self, subscription):
+        """True while subscription `subscription` is active."""
+        cdef Py_ssize_t i
+        cdef uint64_t n = 0
+        if self.ks.closed or arg_u64(subscription, &n):
+            return False
+        _idle(&self.ks)
+        if self.ks.notify == NULL:
+            return False
+        i = watch_find(self.ks.notify, n)
+        return i >= 0 and self.ks.notify.entries[i].obj != NULL
 
     # -- traces and batches (docs/api.md "Traces and batches") -------------------------------
     def record(self, path):
@@ -443,9 +531,14 @@ cdef class Kernel(KernelCore):
         record (unknown call, bad REF, write bytes outside `data`) before anything runs.
         The records run without the GIL, the kernel owned by this thread (docs/semantics.md
         "Threads"). Recorded like any other calls inside ``k.record()``. Cost: the calls."""
-        if isinstance(batch, tuple) and len(batch) == 2:
-            return run_batch(self, batch[0], batch[1])
-        return run_batch(self, batch.records, batch.data)
+        try:
+            if isinstance(batch, tuple) and len(batch) == 2:
+                return run_batch(self, batch[0], batch[1])
+            return run_batch(self, batch.records, batch.data)
+        finally:
+            if not self.ks.closed:
+                _notify(self)
+                _deliver(self)
 
     # -- benchmark instruments: the call floor (see _kernel.pyi) ---------------------------
     def _floor_get_size(self, handle):

@@ -188,7 +188,7 @@ cdef void *_new_child(page_table *pt, uint32_t level, uint64_t idx, frame_pool *
 
 
 cdef inline pt_leaf *_leaf_for(page_table *pt, uint64_t idx, frame_pool *pool,
-                        uint64_t serial) noexcept nogil:
+                               uint64_t serial) noexcept nogil:
     """The leaf holding page `idx`, made (with its path) if absent: NULL if the host
     cannot allocate a node. O(height)."""
     cdef uint32_t level

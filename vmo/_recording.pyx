@@ -36,6 +36,7 @@ from vmo._trace cimport trace_header, tw_close, tw_open, tw_put, tw_side
 from vmo._tracerec cimport *
 from vmo._vmobject cimport (event_new, obj_unref, vm_object, vmo_cache_op,
                             vmo_commit, vmo_decommit, vmo_find_page, vmo_lookup, vmo_new,
+                            run_list, vmo_lookup_runs,
                             vmo_new_contiguous, vmo_release_cost, vmo_resize, vmo_transfer)
 
 from operator import index as operator_index
@@ -112,7 +113,7 @@ cdef class _Recording:
         try:
             _sessions += 1
             check_recordable(k)        # opening the file may have let other threads run
-            k._rec = tw_open(f.fileno(), trace_header(k._memory_map), _sessions)
+            k._rec = tw_open(f.fileno(), trace_header(k._memory_map, k._cache_options), _sessions)
         except BaseException:
             f.close()
             raise

@@ -33,6 +33,8 @@ def check(state, stats):
     not_free = _check_frames(state.pool, vmos)
     _check_objects(state, vmos)
     _check_handles(state.handles)
+    if state.cache is not None:
+        _check_cache(state, vmos)
     total = state.pool.nframes
     expected = {"total_frames": total, "free_frames": total - not_free,
                 "committed_frames": not_free, "vmos": len(vmos),
@@ -40,6 +42,26 @@ def check(state, stats):
     for key, value in expected.items():
         if stats[key] != value:
             _fail("stats()[%r] is %d, expected %d", key, stats[key], value)
+    _check_watches(state)
+
+
+def _check_watches(state):
+    """The change subscriptions: sorted by (koid, id), each of a live VMO with that koid or
+    of a destroyed one whose destruction event is pending; no event left undelivered."""
+    if not state.delivering and state.events:
+        _fail("%d change events left undelivered", len(state.events))
+    pending = {koid for koid, _, _, destroyed in state.events if destroyed}
+    keys = [(w[1], w[0]) for w in state.watches]
+    if keys != sorted(keys) or len(set(keys)) != len(keys):
+        _fail("subscriptions out of order")
+    for number, koid, vmo, _ in state.watches:
+        if not 0 < number < state.next_watch:
+            _fail("subscription id %d", number)
+        if vmo is None:
+            if koid not in pending:
+                _fail("subscription %d of a destroyed VMO", number)
+        elif state.objects.get(koid) is not vmo:
+            _fail("subscription %d to a dead VMO", number)
 
 
 def _check_frames(pool, vmos):
@@ -172,3 +194,25 @@ def _check_handles(ht):
     if len(live_slots) + len(free_slots) != ht.next_slot:
         _fail("live %d + free %d slots != next_slot %d", len(live_slots), len(free_slots),
               ht.next_slot)
+
+
+def _check_cache(state, vmos):
+    """The cache model: within its capacity; every line of a frame some VMO holds as its own
+    page (a freed frame has lost its lines), named by that VMO's koid and the line's offset
+    there; whole lines of the line size."""
+    cache = state.cache
+    if cache.capacity is not None and len(cache.lines) > cache.capacity:
+        _fail("cache holds %d lines, capacity %d", len(cache.lines), cache.capacity)
+    holders = {}
+    for vmo in vmos:
+        for index, frame in vmo.pages.items():
+            holders[frame] = (vmo.koid, index * PAGE_SIZE)
+    for (frame, index), line in cache.lines.items():
+        if frame not in holders:
+            _fail("cache line of frame %d, which no VMO holds", frame)
+        koid, offset = holders[frame]
+        if (line.koid, line.offset) != (koid, offset + index * cache.line_size):
+            _fail("cache line of frame %d names koid %s offset %s", frame, line.koid,
+                  line.offset)
+        if len(line.data) != cache.line_size:
+            _fail("cache line of frame %d holds %d bytes", frame, len(line.data))

@@ -164,7 +164,8 @@ def factory({names}):
         return ns, {status_expr}
     return run
 """
-_LOOP_GLOBALS = {"perf_counter_ns": perf_counter_ns, "COMMIT": COMMIT, "LOOKUP": LOOKUP}
+_LOOP_GLOBALS = {"perf_counter_ns": perf_counter_ns, "COMMIT": COMMIT, "DECOMMIT": DECOMMIT,
+                 "LOOKUP": LOOKUP}
 
 
 @cache
@@ -235,6 +236,44 @@ def _on_vmo(vmo_size=None, *, written=False, committed=False, buffer=None):
     return setup
 
 
+def _on_cached_vmo(coherent, buffer):
+    """Loop names for the cache model's 64-byte rows: a kernel built with `coherent`, a VMO of
+    one written page `h` (on a non-coherent kernel its lines are cached and dirty: the loop
+    runs on hits), and a buffer of _BUFFERS."""
+    def setup(K, size):
+        k = K(memory_size=64 * MiB, coherent=coherent)
+        h = new_vmo(k, PAGE)
+        fill(k, h, PAGE)
+        name, make = _BUFFERS[buffer]
+        return {"k": k, "h": h, name: make(size)}
+
+    return setup
+
+
+def _k_clean_dirty(nlines):
+    """The builder of a job timing one CACHE_CLEAN over a VMO of the row's size (1 GiB) on a
+    non-coherent kernel holding `nlines` dirty lines, one per page spread evenly over the
+    range (so `nlines` committed pages too); the lines are written again before every round
+    (untimed), so each round writes `nlines` lines back."""
+    def make(K, size, calls):
+        k = K(memory_size=256 * MiB, coherent=False)
+        h = new_vmo(k, size)
+        offsets = [i * (size // nlines) // PAGE * PAGE for i in range(nlines)]
+
+        def dirty_lines():
+            for off in offsets:
+                ok(k.vmo_write(h, b"\x01", off)[0], "vmo_write")
+
+        def run():
+            ns, status = timed(k.vmo_op_range, h, int(Op.CACHE_CLEAN), 0, size)
+            ok(status, "CACHE_CLEAN")
+            return ns
+
+        return Job(run, 1, setup=dirty_lines, close=k.close)
+
+    return make
+
+
 def _kernel_only(K, size):
     return {"k": K(memory_size=64 * MiB)}
 
@@ -261,6 +300,36 @@ def _on_phys_page(view=False):
 
             env["close"] = close
         return env
+
+    return setup
+
+
+def _on_runs(scattered):
+    """Loop names: a kernel `k` and a VMO `h` of the row's size, every page committed: to
+    consecutive fresh frames (one run), or, `scattered`, to recycled frames, which come
+    back last-freed first (one run per page)."""
+    def setup(K, size):
+        k = K(memory_size=64 * MiB)
+        h = new_vmo(k, size)
+        if scattered:
+            ok(k.vmo_op_range(h, COMMIT, 0, size), "COMMIT")
+            ok(k.vmo_op_range(h, DECOMMIT, 0, size), "DECOMMIT")
+        ok(k.vmo_op_range(h, COMMIT, 0, size), "COMMIT")
+        return {"k": k, "h": h}
+
+    return setup
+
+
+def _on_watched_page(subscribers):
+    """Loop names: a kernel `k` and a one-page VMO `h`, committed, with `subscribers` no-op
+    change subscriptions on it."""
+    def setup(K, size):
+        k = K(memory_size=64 * MiB)
+        h = new_vmo(k, size)
+        ok(k.vmo_op_range(h, COMMIT, 0, size), "COMMIT")
+        for _ in range(subscribers):
+            k.vmo(h).on_change(lambda offset, length: None)
+        return {"k": k, "h": h}
 
     return setup
 
@@ -386,6 +455,19 @@ _K_PHYS_VIEW = _k_loop(_on_phys_page(), "k.phys_view(paddr, size).release()")
 _K_VIEW_WRITE = _k_loop(_on_phys_page(view=True), "view[:] = data")
 _K_PHYS_WRITE = _k_loop(_on_phys_page(), "k.phys_write(paddr, data)")
 _K_PHYS_READ = _k_loop(_on_phys_page(), "k.phys_read(paddr, size)")
+_K_PIN = _k_loop(_on_phys_page(), "k.pin(paddr, size).unpin()")
+_K_RUNS_ONE = _k_loop(_on_runs(False), "res = k.vmo_lookup_runs(h, 0, size)",
+                      status_expr="res[0]", check=_expect_ok("vmo_lookup_runs"))
+_K_RUNS_SCATTERED = _k_loop(_on_runs(True), "res = k.vmo_lookup_runs(h, 0, size)",
+                            status_expr="res[0]", check=_expect_ok("vmo_lookup_runs"))
+_NOTIFY_BODY = """
+    k.vmo_op_range(h, DECOMMIT, 0, size)
+    status = k.vmo_op_range(h, COMMIT, 0, size)
+    """
+_K_NOTIFY_NONE = _k_loop(_on_watched_page(0), _NOTIFY_BODY, status="status",
+                         check=_expect_ok("COMMIT"))
+_K_NOTIFY_ONE = _k_loop(_on_watched_page(1), _NOTIFY_BODY, status="status",
+                        check=_expect_ok("COMMIT"))
 
 # The single small syscalls: (setup, the statement with the method as {m}, the method, its
 # floor (the compiled core's twin that converts the same arguments and returns the same
@@ -907,6 +989,24 @@ _CASE_LIST = [
          scale="range_all")
     for op in (Op.CACHE_SYNC, Op.CACHE_INVALIDATE, Op.CACHE_CLEAN, Op.CACHE_CLEAN_INVALIDATE)
 ] + [
+    # The cache model (docs/cache-model.md): 64-byte CPU accesses on a coherent kernel and on
+    # a non-coherent one (cache hits: the target is at most 2x the coherent time), and
+    # CACHE_CLEAN over 1 GiB with 10, 1,000 and 10,000 dirty lines (cost: the lines and
+    # committed pages, not the range).
+    Case(f"{op}_64{suffix}", "cache", f"vmo_{op} 64 B, {title}", "call",
+         _k_loop(_on_cached_vmo(coherent, buffer), f"res = k.vmo_{op}(h, {name}, 0)",
+                 status_expr="res[0]", check=_expect_ok(f"vmo_{op}")),
+         host_na="the host has no CPU cache model", scale="fixed", size=64,
+         calls=(20000, 1000, 10000), rounds="call")
+    for op, buffer, name in (("read", "into", "buf"), ("write", "from", "data"))
+    for suffix, title, coherent in (("", "coherent", True),
+                                    ("_nc", "coherent=False (line cached)", False))
+] + [
+    Case(f"clean_1g_{n}", "cache", f"CACHE_CLEAN over 1 GiB, {n:,} dirty lines", "call",
+         _k_clean_dirty(n), host_na=_NO_CACHE_SYSCALL, scale="fixed", size=1 << 30,
+         rounds="sparse")
+    for n in (10, 1000, 10000)
+] + [
     Case("sparse_cache", "sparse", "CACHE_CLEAN_INVALIDATE whole range, 16 pages held", "call",
          _k_sparse(int(Op.CACHE_CLEAN_INVALIDATE)), host_na=_NO_PIB_MAPPING, scale="fixed",
          size=PiB, rounds="sparse", target=Target("<=", 5e6, "<= 5 ms")),
@@ -977,6 +1077,24 @@ _CASE_LIST = [
          scale="fixed", size=PAGE, calls=(20000, 1000, 0), rounds="call"),
     Case("phys_read", "embed", "phys_read", "call", _K_PHYS_READ, host_na=_NO_PHYS,
          scale="fixed", size=PAGE, calls=(20000, 1000, 0), rounds="call"),
+    Case("pin_unpin", "embed", "k.pin + unpin of a page (a Pin: host address, view)", "call",
+         _K_PIN, host_na=_NO_PHYS, scale="fixed", size=PAGE,
+         calls=(20000, 1000, 0), rounds="call"),
+    Case("lookup_runs_one", "embed",
+         "vmo_lookup_runs of 64 committed pages on consecutive frames (1 run)", "call",
+         _K_RUNS_ONE, host_na=_NO_PHYS, scale="fixed", size=64 * PAGE,
+         calls=(20000, 500, 0), rounds="call"),
+    Case("lookup_runs_scattered", "embed",
+         "vmo_lookup_runs of 64 committed pages on recycled frames (64 runs)", "call",
+         _K_RUNS_SCATTERED, host_na=_NO_PHYS, scale="fixed", size=64 * PAGE,
+         calls=(5000, 200, 0), rounds="call"),
+    Case("notify_none", "embed", "DECOMMIT + COMMIT of a page, no subscriber", "call",
+         _K_NOTIFY_NONE, host_na=_NO_PHYS, scale="fixed", size=PAGE,
+         calls=(20000, 1000, 0), rounds="call"),
+    Case("notify_one", "embed",
+         "DECOMMIT + COMMIT of a page, one on_change subscriber (one callback a round trip)",
+         "call", _K_NOTIFY_ONE, host_na=_NO_PHYS, scale="fixed", size=PAGE,
+         calls=(20000, 1000, 0), rounds="call"),
     Case("trace_loop", "trace", "one-page COMMIT / LOOKUP / DECOMMIT from a Python loop",
          "call", _k_mix_loop(False), host_na=_NO_TRACE_HOST, scale="fixed", size=PAGE,
          calls=(60000, 3000, 0), rounds="call"),
