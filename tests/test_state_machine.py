@@ -30,6 +30,7 @@ Budget: the default profile runs the file in well under a minute on two cores. S
 
 import os
 import sys
+import tempfile
 from array import array
 
 import pytest
@@ -757,6 +758,49 @@ class VmoStateMachine(RuleBasedStateMachine):
         n = data.draw(st.integers(1, min(4, pages - first)), label="pages")
         self.pair.lookup(h, first * PAGE, min(n * PAGE, max(size - first * PAGE, 1)), n,
                          misalign=data.draw(st.booleans(), label="misalign"))
+
+    @rule(dice=st.integers(0, 7),
+          how=st.sampled_from(["file", "bytes", "cross-file", "cross-bytes"]))
+    def save_and_load(self, dice, how):
+        """Now and then, save both kernels and continue on the loaded ones (docs/state-format.md):
+        straight (each kernel loads its own file) or crossed (each loads the other's), through
+        a file or through the bytes pickling carries. The reference reads both files the same
+        and writes the same bytes for the state either way."""
+        if dice:
+            return
+        from vmo._reference import _statefile as ref_statefile
+        from vmo._statefile import dump_kernel, load_kernel_bytes
+        core, ref = self.pair.core, self.pair.ref
+        if how.endswith("file"):
+            with tempfile.TemporaryDirectory() as directory:
+                core_path = os.path.join(directory, "core.state")
+                ref_path = os.path.join(directory, "ref.state")
+                core.save(core_path)
+                ref.save(ref_path)
+                core_bytes = open(core_path, "rb").read()
+                ref_bytes = open(ref_path, "rb").read()
+                if how == "file":
+                    new_core, new_ref = type(core).load(core_path), type(ref).load(ref_path)
+                else:
+                    new_core, new_ref = type(core).load(ref_path), type(ref).load(core_path)
+        else:
+            core_bytes, ref_bytes = dump_kernel(core), ref_statefile.dumps(ref)
+            if how == "bytes":
+                new_core = load_kernel_bytes(type(core), core_bytes)
+                new_ref = ref_statefile.loads(type(ref), ref_bytes)
+            else:
+                new_core = load_kernel_bytes(type(core), ref_bytes)
+                new_ref = ref_statefile.loads(type(ref), core_bytes)
+        assert ref_statefile.dumps(ref_statefile.loads(type(ref), core_bytes)) == ref_bytes, (
+            "the core's file, read by the reference, does not give the reference's file")
+        if how in ("file", "bytes"):
+            old, new = core.stats(), new_core.stats()
+            assert old == new, f"the core's stats changed through {how}: {old} -> {new}"
+            assert dump_kernel(new_core) == core_bytes
+        new_core._check()
+        new_ref._check()
+        self.pair.close()
+        self.pair.core, self.pair.ref = new_core, new_ref
 
     @rule(dice=st.integers(0, 15))
     def close_everything(self, dice):
