@@ -344,6 +344,8 @@ def _parse(reader):
                 objects[parent]["expected"] += 1
             elif parent_offset:
                 objs.fail("koid %d has a parent offset but no parent", koid)
+            if nruns > (len(objs.data) - objs.pos) // PAGE_RUN.size:
+                objs.fail("koid %d: %d page runs cannot fit", koid, nruns)
             runs = objs.take(PAGE_RUN, nruns)
             limit = page_ceil(size)
             end = 0
