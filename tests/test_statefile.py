@@ -575,3 +575,38 @@ def test_cross_references(kernel_cls, tmp_state):
     assert "refcount" in refuse(kernel_cls, event_parent, tmp_state)
     unaligned = rebuild(data, b"OBJS", lambda p: _u64(p, clone + 24 + 16, 5))
     assert "parent offset" in refuse(kernel_cls, unaligned, tmp_state)
+
+
+def test_save_owns_the_kernel_against_other_threads(tmp_state):
+    """While the core saves, a thread writing to the kernel waits: the file holds one moment
+    (each write of the counter, one call across a page boundary, is in it whole or not at
+    all), and the loaded kernel passes `_check()`."""
+    import threading
+
+    k = vmo.Kernel(memory_size=64 * MiB)
+    h = k.vmo_create(32 * MiB)[1]
+    k.vmo_write(h, b"\x01" * (32 * MiB), 0)  # enough to make a save take a while
+    counter = k.vmo_create(2 * PAGE)[1]
+    stop = threading.Event()
+
+    def writer():
+        n = 0
+        while not stop.is_set():
+            n += 1
+            value = n.to_bytes(8, "little")
+            k.vmo_write(counter, value + value, PAGE - 8)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        for _ in range(3):
+            k.save(tmp_state)
+            loaded = vmo.Kernel.load(tmp_state)
+            loaded._check()
+            both = loaded.vmo_read_bytes(counter, PAGE - 8, 16)[1]
+            assert both[:8] == both[8:]
+            loaded.close()
+    finally:
+        stop.set()
+        thread.join()
+    k.close()
