@@ -10,8 +10,9 @@ import tempfile
 
 __all__ = ["atomic_write"]
 
-#: Bytes of buffering in front of the temporary file (large writes go straight through).
-BUFFER_SIZE = 1 << 20
+#: Bytes of buffering in front of the temporary file: small writes (headers) are gathered,
+#: larger ones (frame contents, a chunk at a time) go straight through without a copy.
+BUFFER_SIZE = 1 << 16
 
 
 def atomic_write(path, write):

@@ -56,7 +56,7 @@ cdef enum:
     END_SIZE = 16           # file length, CRC-32 of the headers and trailers, 0
     TYPE_VMO = 1
     TYPE_EVENT = 2
-    CHUNK = 1 << 20         # bytes of frame contents per read or write
+    CHUNK = 1 << 18         # bytes of frame contents per read or write
 
 cdef uint64_t U64_MAX = 0xFFFFFFFFFFFFFFFFULL
 
