@@ -255,6 +255,28 @@ def test_both_kernels_write_the_same_file():
         k.close()
 
 
+def test_a_clone_grown_past_the_end_of_the_address_space(kernel_cls, tmp_state):
+    """A clone may grow after it was made until parent_offset + size passes 2**64 (its pages
+    past the wrap read as zero): a state like any other, saved and loaded."""
+    k = kernel_cls(memory_size=MiB)
+    h = k.vmo_create(1 << 50)[1]
+    k.vmo_write(h, b"parent", (1 << 49) + 5)
+    c = k.vmo_clone(h, vmo.MX_VMO_CLONE_COPY_ON_WRITE, 1 << 49, PAGE)[1]
+    assert k.vmo_set_size(c, vmo.MX_VMO_MAX_SIZE) == vmo.NO_ERROR
+    k.vmo_write(c, b"own", vmo.MX_VMO_MAX_SIZE - 3)
+    k.save(tmp_state)
+    loaded = kernel_cls.load(tmp_state)
+    loaded._check()
+    for offset in (5, vmo.MX_VMO_MAX_SIZE - 3, (1 << 64) - (1 << 49) + 7):
+        assert loaded.vmo_read_bytes(c, offset, 6) == k.vmo_read_bytes(c, offset, 6)
+    for kernel in (k, loaded):
+        assert kernel._vmo_pages(c)[1] == k._vmo_pages(c)[1]
+        assert kernel.stats() == k.stats()
+        assert kernel._allocator_state() == k._allocator_state()
+    k.close()
+    loaded.close()
+
+
 # -- the issue's test: prefix, save/load, suffix ------------------------------------------------
 def _prefix(k):
     handles = populate(k)
