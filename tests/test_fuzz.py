@@ -1823,6 +1823,10 @@ def state_seed_files():
             k.vmo_op_range(b, vmo.MX_VMO_OP_DECOMMIT, PAGE, PAGE)
             k.vmo_create_contiguous(2 * PAGE)
             k.handle_close(c)
+            big = k.vmo_create(1 << 50)[1]
+            grown = k.vmo_clone(big, 1, 1 << 49, PAGE)[1]
+            k.vmo_set_size(grown, vmo.MX_VMO_MAX_SIZE)  # parent_offset + size past 2**64
+            k.vmo_write(grown, b"end", vmo.MX_VMO_MAX_SIZE - 3)
             from vmo._statefile import dump_kernel
             _state_seeds.append(dump_kernel(k))
             _state_seeds.append(_reference_statefile().dumps(
