@@ -59,6 +59,7 @@ extensions = [
     Extension("vmo._physmem", ["vmo/_physmem.pyx"], **common),
     Extension("vmo._invariants", ["vmo/_invariants.pyx"], **common),
     Extension("vmo._trace", ["vmo/_trace.pyx"], **common),
+    Extension("vmo._snapshot", ["vmo/_snapshot.pyx"], **common),
     Extension("vmo._kernelcore", ["vmo/_kernelcore.pyx"], **common),
     Extension("vmo._statefile", ["vmo/_statefile.pyx"], **common),
     Extension("vmo._exec", ["vmo/_exec.pyx"], **common),

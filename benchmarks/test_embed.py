@@ -10,7 +10,8 @@ from vmo.bench import CONTENDERS
 
 
 @pytest.mark.parametrize("contender", CONTENDERS)
-@pytest.mark.parametrize("key", ["phys_view", "view_write", "phys_write", "phys_read"])
+@pytest.mark.parametrize("key", ["phys_view", "view_write", "phys_write", "phys_read",
+                                 "pin_unpin"])
 def test_physical_access(bench_case, key, contender):
     bench_case(key, contender)
 
@@ -18,4 +19,11 @@ def test_physical_access(bench_case, key, contender):
 @pytest.mark.parametrize("contender", CONTENDERS)
 @pytest.mark.parametrize("key", ["contiguous_fit", "contiguous_nofit", "contiguous_page"])
 def test_contiguous(bench_case, key, contender):
+    bench_case(key, contender)
+
+
+@pytest.mark.parametrize("contender", CONTENDERS)
+@pytest.mark.parametrize("key", ["lookup_runs_one", "lookup_runs_scattered", "notify_none",
+                                 "notify_one"])
+def test_machine_services(bench_case, key, contender):
     bench_case(key, contender)

@@ -20,6 +20,7 @@ import os
 from array import array
 
 import pytest
+from hypothesis import strategies as _st
 
 import vmo
 
@@ -206,3 +207,53 @@ def _fix_hypothesis_seed_under_ci(config):
     if os.environ.get("CI") and config.getoption("hypothesis_seed", None) is None:
         from hypothesis import core
         core.global_force_seed = int(os.environ.get("VMO_CI_SEED", "20261126"))
+
+
+# -- the state machines' snapshot and dirty-log steps (both kernels side by side) ----------------
+MAX_SNAPSHOTS = 4
+
+
+def _outcome(fn, *args):
+    try:
+        return "ok", fn(*args)
+    except vmo.MxError as exc:
+        return "MxError", exc.status
+    except Exception as exc:  # noqa: BLE001  (compared by type)
+        return "raise", type(exc)
+
+
+def snapshot_pair(pair, snapshots):
+    """Both kernels take a snapshot (refused alike while frames are pinned)."""
+    if len(snapshots) >= MAX_SNAPSHOTS:
+        return
+    (kc, sc), (kr, sr) = _outcome(pair.core.snapshot), _outcome(pair.ref.snapshot)
+    assert kc == kr, f"snapshot() diverged: core {kc} {sc!r}, reference {kr} {sr!r}"
+    if kc == "ok":
+        snapshots.append((sc, sr))
+    else:
+        assert kc == "MxError" and sc == sr == vmo.Status.ERR_BAD_STATE, (sc, sr)
+
+
+def restore_pair(pair, snapshots, data):
+    """Both kernels restore the same live snapshot (the state is compared after the step)."""
+    if not snapshots:
+        return
+    i = data.draw(_st.integers(0, len(snapshots) - 1), label="snapshot")
+    sc, sr = snapshots[i]
+    (kc, vc), (kr, vr) = _outcome(pair.core.restore, sc), _outcome(pair.ref.restore, sr)
+    assert (kc, vc) == (kr, vr), f"restore() diverged: core {kc} {vc!r}, reference {kr} {vr!r}"
+    assert kc == "ok" or (kc == "MxError" and vc == vmo.Status.ERR_BAD_STATE), (kc, vc)
+
+
+def drop_snapshot_pair(snapshots, data):
+    """Drop a live snapshot on both kernels (its store merges into the previous one's)."""
+    if snapshots:
+        del snapshots[data.draw(_st.integers(0, len(snapshots) - 1), label="drop")]
+
+
+def dirty_log_pair(pair, clear):
+    """Both dirty logs agree (read, and cleared or not)."""
+    core, ref = pair.core.dirty_log(clear), pair.ref.dirty_log(clear)
+    assert type(core) is type(ref) is array and core.typecode == ref.typecode == "Q"
+    assert core == ref, f"dirty_log({clear}) diverged:\n  core      {core}\n  reference {ref}"
+    assert list(core) == sorted(set(core)), "dirty_log() is not ascending"

@@ -11,6 +11,7 @@ koid, size and byte must agree. It also mixes both on one kernel.
 import importlib.util
 import os
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -128,6 +129,64 @@ PYX = textwrap.dedent(r'''
 
     def phys_write(Kernel k, uint64_t paddr, bytes payload):
         return k.c_phys_write(paddr, <const char *>payload, len(payload))
+
+    # -- machine services: pins, host addresses, physical runs, change notifications
+    def pin(Kernel k, uint64_t paddr, uint64_t length):
+        cdef void *host = <void *>1
+        cdef int st = k.c_pin(paddr, length, &host)
+        return st, <size_t>host
+
+    def unpin(Kernel k, uint64_t paddr, uint64_t length):
+        return k.c_unpin(paddr, length)
+
+    def host_address(Kernel k, uint64_t paddr, uint64_t length):
+        cdef void *host = <void *>1
+        cdef int st = k.c_host_address(paddr, length, &host)
+        return st, <size_t>host
+
+    def host_bytes(size_t address, size_t length):
+        return (<const char *>address)[:length]
+
+    def lookup_runs(Kernel k, uint32_t handle, uint64_t offset, uint64_t size,
+                    uint64_t max_runs):
+        cdef vmo_run runs[16]
+        cdef uint64_t count = 12345
+        cdef int st = k.c_lookup_runs(handle, offset, size, runs, max_runs, &count)
+        return st, count, [(runs[i].offset, runs[i].paddr, runs[i].length, bool(runs[i].own))
+                           for i in range(min(count, max_runs))]
+
+    cdef uint64_t seen[64]
+    cdef uint64_t nseen = 0
+
+    cdef void on_change_fn(void *ctx, uint64_t offset, uint64_t length) noexcept:
+        global nseen
+        if nseen < 32:
+            seen[2 * nseen] = offset
+            seen[2 * nseen + 1] = length
+            nseen += 1
+        (<uint64_t *>ctx)[0] += 1
+
+    cdef uint64_t calls = 0
+
+    def on_change(Kernel k, uint32_t handle):
+        cdef uint64_t sub = 12345
+        cdef int st = k.c_on_change(handle, on_change_fn, &calls, &sub)
+        return st, sub
+
+    def cancel_change(Kernel k, uint64_t sub):
+        return k.c_cancel_change(sub)
+
+    def changes():
+        global nseen, calls
+        got = [(seen[2 * i], seen[2 * i + 1]) for i in range(nseen)]
+        assert calls == nseen
+        nseen = calls = 0
+        return got
+    def dirty_log(Kernel k, uint64_t max_entries, bint clear):
+        cdef uint64_t buf[64]
+        cdef uint64_t count = 777
+        cdef int st = k.c_dirty_log(buf, max_entries, clear, &count)
+        return st, count, [buf[i] for i in range(count)] if st == NO_ERROR else []
 ''')
 
 
@@ -378,3 +437,94 @@ def test_closed_kernel_raises_value_error_in_every_twin(api):
     for call in calls:
         with pytest.raises(ValueError):
             call()
+
+
+def test_machine_services_through_the_c_api(api):
+    """c_pin / c_unpin / c_host_address, c_lookup_runs and c_on_change / c_cancel_change
+    (vmo/api.pxd): the same checks as their Python twins."""
+    k = vmo.Kernel(memory_size=16 * PAGE)
+    try:
+        base = k.memory_base
+        v = k.create_vmo(4 * PAGE)
+        v.write(b"host bytes", 0)
+        v.write(b"z", 2 * PAGE)
+        st, host = api.host_address(k, base + 1, 4)
+        assert st == 0 and api.host_bytes(host, 4) == b"ost "
+        assert api.host_address(k, base + 5 * PAGE, 1) == (S.ERR_BAD_STATE, 0)
+        assert api.host_address(k, base - 1, 1) == (S.ERR_OUT_OF_RANGE, 0)
+        st, host = api.pin(k, base, PAGE)
+        assert st == 0 and api.host_bytes(host, 10) == b"host bytes"
+        assert k.stats()["pinned_frames"] == 1
+        assert api.pin(k, base + 15 * PAGE, 1) == (S.ERR_BAD_STATE, 0)
+        assert api.pin(k, base + 16 * PAGE, 1) == (S.ERR_OUT_OF_RANGE, 0)
+        v.decommit(0, PAGE)                     # the frame stays pinned: nobody gets it
+        assert k.stats()["free_frames"] == 16 - 2
+        assert api.unpin(k, base, PAGE) == 0
+        assert api.unpin(k, base, PAGE) == S.ERR_BAD_STATE   # not pinned any more
+        assert api.unpin(k, base - PAGE, 1) == S.ERR_OUT_OF_RANGE
+        assert k.stats()["pinned_frames"] == 0 and k.stats()["free_frames"] == 16 - 1
+        # Physical runs: the C array, ERR_BUFFER_TOO_SMALL with the count needed.
+        v.decommit()
+        v.write(b"a", 0)
+        v.write(b"b", 2 * PAGE)                 # a gap between: two runs at least
+        want = k.vmo_lookup_runs(v.handle, 0, 4 * PAGE)[1]
+        assert len(want) >= 2
+        assert api.lookup_runs(k, v.handle, 0, 4 * PAGE, 16) == (0, len(want), want)
+        assert api.lookup_runs(k, v.handle, 0, 4 * PAGE, 1) == (
+            S.ERR_BUFFER_TOO_SMALL, len(want), want[:1])
+        assert api.lookup_runs(k, v.handle, 0, 0, 16) == (S.ERR_INVALID_ARGS, 0, [])
+        assert api.lookup_runs(k, v.handle, 0, 5 * PAGE, 16) == (S.ERR_OUT_OF_RANGE, 0, [])
+        assert api.lookup_runs(k, 3, 0, 1, 16) == (S.ERR_BAD_HANDLE, 0, [])
+        # Change notifications through a C function pointer, mixed with a Python one.
+        st, sub = api.on_change(k, v.handle)
+        assert st == 0 and sub >= 1
+        py = []
+        v.on_change(lambda o, n: py.append((o, n)))
+        v.decommit(PAGE, 2 * PAGE)                # pages 1-2: only page 2 had a frame
+        assert api.changes() == [(2 * PAGE, PAGE)] and py == [(2 * PAGE, PAGE)]
+        assert api.on_change(k, 3) == (S.ERR_BAD_HANDLE, 0)
+        assert api.cancel_change(k, sub) == 0
+        assert api.cancel_change(k, sub) == S.ERR_NOT_FOUND
+        v.size = 0
+        assert api.changes() == [] and py == [(2 * PAGE, PAGE), (0, PAGE)]
+        k._check()
+    finally:
+        k.close()
+    with pytest.raises(ValueError):
+        api.pin(k, 0, 1)
+    # A C-level pin has no trace record: refused while recording (Kernel.pin is recorded).
+    k = vmo.Kernel(memory_size=16 * PAGE)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            with k.record(os.path.join(tmp, "t.trace")):
+                v = k.create_vmo(PAGE)
+                v.commit()
+                paddr = v.lookup()[0]
+                assert api.pin(k, paddr, PAGE) == (S.ERR_NOT_SUPPORTED, 0)
+                assert api.unpin(k, paddr, PAGE) == S.ERR_NOT_SUPPORTED
+                assert api.host_address(k, paddr, 1)[0] == 0
+                k.pin(paddr, PAGE).unpin()
+    finally:
+        k.close()
+    with pytest.raises(ValueError):
+        api.lookup_runs(k, 1, 0, 1, 1)
+    with pytest.raises(ValueError):
+        api.on_change(k, 1)
+def test_dirty_log_through_its_c_twin(api):
+    """c_dirty_log: the addresses dirty_log() gives, ERR_BUFFER_TOO_SMALL (with the count
+    needed, nothing cleared) when they do not fit, cleared only when asked."""
+    k = vmo.Kernel(memory_size=64 * PAGE)
+    try:
+        st, h = k.vmo_create(8 * PAGE)
+        k.vmo_write(h, b"w" * 5 * PAGE, PAGE)
+        expected = list(k.dirty_log(clear=False))
+        assert len(expected) == 5
+        assert api.dirty_log(k, 4, True) == (Status.ERR_BUFFER_TOO_SMALL, 5, [])
+        assert api.dirty_log(k, 64, False) == (0, 5, expected)
+        assert api.dirty_log(k, 5, True) == (0, 5, expected)
+        assert api.dirty_log(k, 0, True) == (0, 0, [])
+        k.close()
+        with pytest.raises(ValueError):
+            api.dirty_log(k, 64, True)
+    finally:
+        k.close()

@@ -8,7 +8,9 @@ the syscall layer (vmo_create, vmo_read, vmo_read_bytes, vmo_write, vmo_get_size
 vmo_op_range with every op, vmo_clone, handle_close, handle_duplicate, handle_replace,
 object_get_info, event_create, vmo_committed_bytes, vmo_create_contiguous), the embedding calls
 (phys_read, phys_write, phys_view; the views are kept, written, read, released, dropped and
-passed back in as buffers), stats(), close() (and every call after it), and the Pythonic layer
+passed back in as buffers), the machine services (dirty_log with any `clear`, a snapshot
+restored at once, restore of what is no snapshot), stats(), close() (and every call after
+it), and the Pythonic layer
 (create_vmo, create_contiguous_vmo, every `Vmo` method and property).
 
 Each argument comes from a wide strategy: valid-looking values (live handles, page-edge offsets
@@ -1160,11 +1162,11 @@ class Case:
                 self.fail("%s raised %s on both kernels: %s" % (name, out_c[1], exc))
             if isinstance(exc, ValueError) and not self.open and "closed" in str(exc):
                 return
-            if name in C_SYSCALLS and c_ok:
+            if (name in C_SYSCALLS or name == "vmo_lookup_runs") and c_ok:
                 self.fail("%s raised %s(%s) on both kernels for arguments a C caller could "
                           "pass (docs/api.md: the syscalls never raise for those)" % (
                               name, out_c[1], exc))
-        elif name in C_SYSCALLS or name == "vmo_read_bytes":
+        elif name in C_SYSCALLS or name in ("vmo_read_bytes", "vmo_lookup_runs"):
             status = _status_of(out_c[1])
             if type(status) is not Status:
                 self.fail("%s returned status %r, not a vmo.Status" % (name, status))
@@ -1174,6 +1176,10 @@ class Case:
                     if value != b"":
                         self.fail("vmo_read_bytes failed with %s but returned %r, not b''" % (
                             status.name, value[:16]))
+                elif name == "vmo_lookup_runs":
+                    if value != []:
+                        self.fail("vmo_lookup_runs failed with %s but returned %r, not []" % (
+                            status.name, value[:4]))
                 elif not (value == 0 and type(value) is int):
                     self.fail("%s failed with %s but returned value %r, not 0 (docs/api.md)" % (
                         name, status.name, value))
@@ -1326,6 +1332,10 @@ class Case:
         h = self.g_handle()
         self.run("vmo_committed_bytes", "k", [h[0]], c_ok=h[1])
 
+    def s_vmo_lookup_runs(self):
+        args = [self.g_handle(), self.g_offset(), self.g_size()]
+        self.run("vmo_lookup_runs", "k", [a for a, _ in args], c_ok=all(ok for _, ok in args))
+
     def s_vmo_set_size(self):
         args = [self.g_handle(), self.g_size()]
         self.run("vmo_set_size", "k", [a for a, _ in args], c_ok=all(ok for _, ok in args))
@@ -1388,6 +1398,21 @@ class Case:
 
     def s_stats(self):
         self.run("stats", "k", [])
+
+    def s_dirty_log(self):
+        """The dirty log, read and cleared or not (docs/semantics.md "The dirty log"): the
+        same addresses on both kernels, live views' frames included; any object as `clear`."""
+        clear = self.ch.pick(["", "True", "False", "0", "1", "None", "[]", "[0]", "2 ** 200",
+                              "'no'", "b''"])
+        self.run("dirty_log", "k", [clear] if clear else [])
+
+    def s_snapshot_restore(self):
+        """A snapshot restored at once (state unchanged) or refused alike while a view pins
+        frames; a restore of what is no snapshot: TypeError on both."""
+        if self.ch.chance(50):
+            self.run("restore", "k", ["k.snapshot()"])
+        else:
+            self.run("restore", "k", [self.ch.pick(["None", "0", "k", "views", "b''"])])
 
     def s_close(self):
         if self.ch.chance(40):  # rare: the rest of the case runs against closed kernels
@@ -1604,6 +1629,7 @@ class Case:
             status, size = self.core.k.vmo_get_size(h)
             if status == 0:
                 self.run("vmo_read_bytes", "k", [hs, "0", str(min(size, 16 * PAGE))])
+                self.run("vmo_lookup_runs", "k", [hs, "0", str(max(size, 1))])
                 status, pages = self.core.k._vmo_pages(h)
                 for idx in list(pages)[:8]:
                     if idx * PAGE < size:
@@ -1627,7 +1653,8 @@ STEP_WEIGHTS = [
     (25, "s_handle_replace"), (20, "s_object_get_info"), (15, "s_event_create"),
     (5, "s_stats"), (5, "s_close"), (25, "s_phys_read"), (30, "s_phys_write"),
     (40, "s_phys_view"), (50, "s_view_op"), (15, "s_create_vmo"),
-    (10, "s_create_contiguous_vmo"), (95, "s_vmo_method"),
+    (10, "s_create_contiguous_vmo"), (95, "s_vmo_method"), (10, "s_dirty_log"),
+    (5, "s_snapshot_restore"), (20, "s_vmo_lookup_runs"),
 ]
 _STEP_TABLE = []
 _STEP_TOTAL = 0

@@ -12,7 +12,9 @@ identical handles and physical addresses"), so one `hypothesis.stateful` program
 - after every step (`@invariant`): ``stats()`` (the five contract keys), ``_allocator_state()``,
   and for every handle value ever returned (closed ones included): ``vmo_get_size``,
   ``vmo_committed_bytes``, ``_vmo_pages``, a full ``vmo_read_bytes`` and a whole-VMO LOOKUP
-  when the VMO is small, and both kernels' ``_check()`` invariant walkers;
+  when the VMO is small, the whole VMO's ``vmo_lookup_runs``, every change notification
+  delivered so far (in order, with the subscription it went to; docs/semantics.md "Change
+  notifications"), and both kernels' ``_check()`` invariant walkers;
 - at the end, closing every handle must give every frame back on both kernels;
 - now and then both kernels are saved and loaded (straight or crossed, through a file or
   the bytes pickling carries: `save_and_load`) and the run goes on with the loaded ones.
@@ -36,6 +38,7 @@ import tempfile
 from array import array
 
 import pytest
+from conftest import dirty_log_pair, drop_snapshot_pair, restore_pair, snapshot_pair
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -140,6 +143,9 @@ class Pair:
             raise AssertionError(f"vmo._reference does not import: {_REFERENCE_IMPORT_ERROR!r}")
         self.core = vmo.Kernel(memory_size=memory_size, memory_base=memory_base)
         self.ref = ReferenceKernel(memory_size=memory_size, memory_base=memory_base)
+        # Change notifications (Vmo.on_change): every callback of each kernel, in order, as
+        # (subscription, offset, length), compared after every step.
+        self.changes = {"core": [], "reference": []}
 
     def close(self):
         for k in (self.core, self.ref):
@@ -198,7 +204,32 @@ class Pair:
         return core
 
     # -- whole-state comparison ---------------------------------------------------------------
+    def watch(self, h, calls_kernel=False):
+        """Subscribe a logging callback on both kernels (one that, when `calls_kernel`,
+        also asks the kernel for the stats, as an emulator re-reading its mapping would)."""
+        results = []
+        for name, kernel in (("core", self.core), ("reference", self.ref)):
+            log = self.changes[name]
+
+            def callback(offset, length, log=log, kernel=kernel, box=[]):  # noqa: B006
+                log.append((box[0] if box else None, offset, length))
+                if calls_kernel:
+                    log.append(kernel.stats()["free_frames"])
+            try:
+                result = kernel._watch(h, callback)
+            except Exception as exc:  # noqa: BLE001  (compared below)
+                result = type(exc)
+            if isinstance(result, tuple) and result[0] is S.NO_ERROR:
+                callback.__defaults__[2].append(result[1])
+            results.append(result)
+        assert results[0] == results[1], f"_watch({h}) diverged: {results}"
+        return results[0]
+
     def check_state(self, handles, small=SMALL_VMO):
+        changes = self.changes
+        assert changes["core"] == changes["reference"], (
+            "change notifications diverged:\n  core      %r\n  reference %r"
+            % (changes["core"][-6:], changes["reference"][-6:]))
         core_stats, ref_stats = self.core.stats(), self.ref.stats()
         for key in STATS_KEYS:
             assert key in core_stats and key in ref_stats, key
@@ -216,6 +247,8 @@ class Pair:
             if status is S.NO_ERROR and size <= small:
                 self.call("vmo_read_bytes", h, 0, size)
                 self.lookup(h, 0, size, entries=max(1, -(-size // PAGE)))
+            if status is S.NO_ERROR:
+                self.call("vmo_lookup_runs", h, 0, max(size, 1))
         for name, kernel in (("core", self.core), ("reference", self.ref)):
             try:
                 kernel._check()
@@ -487,6 +520,7 @@ class VmoStateMachine(RuleBasedStateMachine):
         super().__init__()
         self.pair = None
         self.seen = []  # every handle value ever returned, closed ones included
+        self.snapshots = []  # [(core Snapshot, reference Snapshot)] alive
 
     # -- setup / teardown ---------------------------------------------------------------------
     @initialize(target=handles, pages=st.one_of(st.integers(4, 12), st.integers(4, 64)),
@@ -504,6 +538,7 @@ class VmoStateMachine(RuleBasedStateMachine):
             if sys.exc_info()[0] is None:  # the run passed so far: everything must come back
                 self.pair.close_all(self.seen)
         finally:
+            self.snapshots = []
             self.pair.close()
 
     def _new(self, h):
@@ -811,11 +846,44 @@ class VmoStateMachine(RuleBasedStateMachine):
         if dice == 0:
             save_and_load(self.pair, how)
 
+    # -- machine services: physical runs, change notifications ------------------------------
+    @rule(h=any_handle, offset=st.one_of(IN_VMO, OFFSETS), size=LENGTHS)
+    def vmo_lookup_runs(self, h, offset, size):
+        vsize = self._size(h)
+        offset = resolve(offset, vsize)
+        self.pair.call("vmo_lookup_runs", h, offset, resolve(size, vsize, offset))
+
+    @rule(h=any_handle, calls_kernel=st.booleans())
+    def on_change(self, h, calls_kernel):
+        self.pair.watch(h, calls_kernel)
+
+    @rule(n=st.integers(0, 12))
+    def cancel_change(self, n):
+        got = (self.pair.core._unwatch(n), self.pair.ref._unwatch(n))
+        assert got[0] == got[1], f"_unwatch({n}) diverged: {got}"
+
     @rule(dice=st.integers(0, 15))
     def close_everything(self, dice):
         """Now and then (dice == 0), close every handle: all frames must come back."""
         if dice == 0:
             self.pair.close_all(self.seen)
+
+    # -- snapshots and the dirty log (docs/semantics.md "Snapshots", "The dirty log") ----------
+    @rule()
+    def snapshot(self):
+        snapshot_pair(self.pair, self.snapshots)
+
+    @rule(data=st.data())
+    def restore(self, data):
+        restore_pair(self.pair, self.snapshots, data)
+
+    @rule(data=st.data())
+    def drop_snapshot(self, data):
+        drop_snapshot_pair(self.snapshots, data)
+
+    @rule(clear=st.booleans())
+    def dirty_log(self, clear):
+        dirty_log_pair(self.pair, clear)
 
     # -- comparisons after every step ---------------------------------------------------------
     @invariant()
@@ -853,6 +921,7 @@ class RadixStateMachine(RuleBasedStateMachine):
         self.pair = None
         self.seen = []
         self.touched = {}  # handle -> set of byte offsets written/committed
+        self.snapshots = []
 
     @initialize(target=vmos, pages=st.integers(4, 12), size=RADIX_SIZES)
     def make_kernels(self, pages, size):
@@ -950,6 +1019,22 @@ class RadixStateMachine(RuleBasedStateMachine):
     @rule(h=vmos, page=RADIX_PAGE, in_page=IN_PAGE)
     def read(self, h, page, in_page):
         self.pair.call("vmo_read_bytes", h, page * PAGE + in_page, 2 * PAGE)
+
+    @rule()
+    def snapshot(self):
+        snapshot_pair(self.pair, self.snapshots)
+
+    @rule(data=st.data())
+    def restore(self, data):
+        restore_pair(self.pair, self.snapshots, data)
+
+    @rule(data=st.data())
+    def drop_snapshot(self, data):
+        drop_snapshot_pair(self.snapshots, data)
+
+    @rule(clear=st.booleans())
+    def dirty_log(self, clear):
+        dirty_log_pair(self.pair, clear)
 
     @rule(h=vmos)
     def close(self, h):

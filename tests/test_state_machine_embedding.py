@@ -7,6 +7,9 @@ drives a `vmo.Kernel` and a `vmo._reference.Kernel` built on the same small memo
 they are consecutive in the order given, some with holes between them, sometimes given out
 of address order, sometimes ending at 2**64) and any difference fails:
 
+- pins (`k.pin`): made like views, their bytes read through their host addresses after
+  every step, unpinned with BufferError while a numpy array, ctypes object or slice of the
+  view lives (on both kernels alike), then for good;
 - every call's outcome: the status and value, or the exception's type (and `MxError`'s
   status) for the physical accesses, which raise; every memoryview `phys_view` returns;
 - after every step (`@invariant`): ``stats()`` (the contract keys plus ``pinned_frames``,
@@ -26,10 +29,13 @@ dropping the last reference.
 Budget: well under a minute (``HYPOTHESIS_PROFILE=long`` for a long run).
 """
 
+import ctypes
 import gc
 import os
 import sys
 
+import numpy as np
+from conftest import dirty_log_pair, drop_snapshot_pair, restore_pair, snapshot_pair
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -161,6 +167,8 @@ class Pair:
                 self.call("phys_read", paddr, PAGE)
         for vc, vr in views:
             assert vc.tobytes() == vr.tobytes(), "a view's bytes diverged"
+        for h in handles:
+            self.value("vmo_lookup_runs", h, 0, max(1, self.core.vmo_get_size(h)[1]))
         for name, kernel in (("core", self.core), ("reference", self.ref)):
             try:
                 kernel._check()
@@ -225,6 +233,8 @@ class EmbeddingStateMachine(RuleBasedStateMachine):
         self.pair = None
         self.seen = []     # every handle value ever returned
         self.views = []    # [(core memoryview, reference memoryview)] of live views
+        self.pins = []     # [(core Pin, reference Pin)] (k.pin), pinned or not
+        self.snapshots = []  # [(core Snapshot, reference Snapshot)] alive
         self.close_with_views = False
 
     @initialize(target=handles, memory=memory_maps(), close_with_views=st.booleans())
@@ -249,9 +259,15 @@ class EmbeddingStateMachine(RuleBasedStateMachine):
                     self._release_all_and_close()
         finally:
             self.views = []
+            self.pins = []
+            self.snapshots = []
             self.pair.close()
 
     def _release_all_and_close(self):
+        for pins in self.pins:
+            for p in pins:
+                p.unpin()
+        self.pins = []
         while self.views:
             for v in self.views.pop():
                 v.release()
@@ -282,6 +298,13 @@ class EmbeddingStateMachine(RuleBasedStateMachine):
         while self.views:
             for v in self.views.pop():
                 v.release()
+        for pc, pr in self.pins:
+            if pc.pinned:
+                assert ctypes.string_at(pc.address, pc.length) == \
+                    ctypes.string_at(pr.address, pr.length)
+            pc.unpin()
+            pr.unpin()
+        self.pins = []
         gc.collect()
 
     def _new(self, h):
@@ -388,6 +411,54 @@ class EmbeddingStateMachine(RuleBasedStateMachine):
             if kind_c == "ok":
                 self.views.append((vc, vr))
 
+    @rule(data=st.data(), length=st.sampled_from([0, 1, 100, PAGE, 2 * PAGE]),
+          anywhere=st.booleans())
+    def pin(self, data, length, anywhere):
+        """k.pin: phys_view's checks; its host address shows the pinned bytes."""
+        held = sorted({p for h in self.seen
+                       for p in self.pair.core._vmo_pages(h)[1].values()})
+        if anywhere or not held:
+            paddr = self._paddrs(data)
+        else:
+            paddr = data.draw(st.sampled_from(held), label="held page")
+        (kind_c, pc) = _outcome(self.pair.core.pin, paddr, length)
+        (kind_r, pr) = _outcome(self.pair.ref.pin, paddr, length)
+        assert kind_c == kind_r and (kind_c == "ok" or _same(pc, pr)), (
+            "pin(%#x, %d) diverged: core %s %r, reference %s %r" % (
+                paddr, length, kind_c, pc, kind_r, pr))
+        assert kind_c != "raise", "pin raised %r" % (pc,)
+        if kind_c == "ok":
+            assert (pc.paddr, pc.length) == (pr.paddr, pr.length) == (paddr, length)
+            assert ctypes.string_at(pc.address, length) == pc.view.tobytes() == \
+                ctypes.string_at(pr.address, length)
+            self.pins.append((pc, pr))
+
+    @rule(data=st.data(), hold=st.sampled_from([None, "numpy", "ctypes", "slice"]))
+    def unpin(self, data, hold):
+        """Pin.unpin: BufferError (nothing changes) while a buffer made from the view lives,
+        on both kernels alike; idempotent."""
+        if not self.pins:
+            return
+        i = data.draw(st.integers(0, len(self.pins) - 1), label="pin")
+        pins = self.pins[i]
+        if hold is not None and pins[0].pinned and pins[0].length:
+            held = [np.frombuffer(p.view, dtype=np.uint8) if hold == "numpy" else
+                    (ctypes.c_char * 1).from_buffer(p.view) if hold == "ctypes" else
+                    p.view[1:] for p in pins]
+            for p in pins:
+                try:
+                    p.unpin()
+                except BufferError:
+                    pass
+                else:
+                    raise AssertionError("unpin with a live %s of the view did not raise" % hold)
+            assert pins[0].pinned and pins[1].pinned
+            self.pair.check_state(self.seen, self.views)
+            del held
+        for p in pins:
+            p.unpin()
+        assert not pins[0].pinned and not pins[1].pinned
+
     @rule(data=st.data())
     def slice_view(self, data):
         """A slice of a live view: it shares the view's pins until both are gone."""
@@ -424,11 +495,35 @@ class EmbeddingStateMachine(RuleBasedStateMachine):
                 v.release()
         del pair  # "drop": the last references go here
 
+    # -- snapshots and the dirty log (docs/semantics.md "Snapshots", "The dirty log") ----------
+    # Views pin frames: a snapshot or a restore is refused alike (ERR_BAD_STATE) while any
+    # frame is pinned; a pinned frame is in every dirty log.
+    @rule()
+    def snapshot(self):
+        snapshot_pair(self.pair, self.snapshots)
+
+    @rule(data=st.data())
+    def restore(self, data):
+        restore_pair(self.pair, self.snapshots, data)
+
+    @rule(data=st.data())
+    def drop_snapshot(self, data):
+        drop_snapshot_pair(self.snapshots, data)
+
+    @rule(clear=st.booleans())
+    def dirty_log(self, clear):
+        dirty_log_pair(self.pair, clear)
+
     # -- comparisons after every step ---------------------------------------------------------
     @invariant()
     def same_state(self):
         if self.pair is not None:
             self.pair.check_state(self.seen + list(BOGUS_HANDLES[:2]), self.views)
+            for pc, pr in self.pins:
+                assert pc.pinned == pr.pinned
+                if pc.pinned:
+                    assert ctypes.string_at(pc.address, pc.length) == \
+                        ctypes.string_at(pr.address, pr.length), "a pin's bytes diverged"
 
 
 EmbeddingStateMachine.TestCase.settings = SM_SETTINGS

@@ -32,7 +32,9 @@ from . import constants as _constants  # noqa: E402
 from ._kernel import Kernel as _CompiledKernel  # noqa: E402
 from ._kernel import replay  # noqa: E402
 from ._many import replay_many  # noqa: E402
-from ._pythonic import PythonicKernel, Vmo  # noqa: E402
+from ._pin import Pin  # noqa: E402
+from ._pythonic import PythonicKernel, Subscription, Vmo  # noqa: E402
+from ._snapshot import Snapshot  # noqa: E402
 from .batch import BATCH_DTYPE, Batch, BatchRef  # noqa: E402
 from .constants import *  # noqa: E402,F401,F403  (the MX_* and ERR_* names of the contract)
 from .errors import MxError, Status, status_name  # noqa: E402
@@ -46,7 +48,8 @@ class Kernel(PythonicKernel, _CompiledKernel):
     __slots__ = ()
 
 
-__all__ = ["Kernel", "Vmo", "MxError", "Status", "status_name", "HandleBasicInfo", "Batch",
+__all__ = ["Kernel", "Vmo", "Pin", "Subscription", "MxError", "Status", "status_name",
+           "HandleBasicInfo", "Batch",
            "BatchRef", "BatchResult", "BATCH_DTYPE", "replay", "ReplayResult", "Mismatch",
-           "replay_many"]
+           "replay_many", "Snapshot"]
 __all__ += _constants.__all__

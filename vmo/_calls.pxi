@@ -139,3 +139,22 @@ cdef int _c_create_contiguous(kernel_state *ks, uint64_t size, uint32_t align,
         ks_leave(ks)
         return _host(status)
     return _host(sys_create_contiguous(ks, size, align, out))
+
+
+cdef int _c_lookup_runs(kernel_state *ks, uint32_t handle, uint64_t offset, uint64_t size,
+                        run_list *out) except -1000:
+    """sys_lookup_runs behind the ownership protocol: a range of more than LONG_PAGES pages
+    owns the kernel and runs without the GIL. On any status but NO_ERROR `out` is emptied."""
+    cdef int status
+    if ks.busy:
+        _wait(ks)
+    if size > LONG_PAGES * PAGE_SIZE:
+        ks_enter(ks)
+        with nogil:
+            status = sys_lookup_runs(ks, handle, offset, size, out)
+        ks_leave(ks)
+    else:
+        status = sys_lookup_runs(ks, handle, offset, size, out)
+    if status:
+        out.count = 0
+    return _host(status)

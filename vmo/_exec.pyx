@@ -32,6 +32,7 @@ from vmo._trace cimport (BLOCK_MAX_RECORDS, TraceReader, hash64_begin, hash64_en
 from vmo._tracerec cimport *
 from vmo._vmobject cimport (event_new, obj_unref, trim_range, vm_object, vmo_cache_op,
                             vmo_commit, vmo_decommit, vmo_find_page, vmo_lookup, vmo_new,
+                            run_list, vmo_lookup_runs,
                             vmo_new_contiguous, vmo_resize, vmo_transfer)
 
 from array import array as _array

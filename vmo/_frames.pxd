@@ -37,6 +37,44 @@ cdef struct arena_t:
     uint64_t first          # its first frame number
     uint64_t nframes
 
+# -- snapshots (vmo/_snapshot.pyx; docs/semantics.md "Snapshots") ---------------------------
+# A live snapshot owns a store of pre-images: the state of each unit (a frame's bytes, a
+# frame's allocator entry, a VMO's page table) just before its first change after the
+# snapshot was taken, saved into the store of the LATEST live snapshot, in the order saved.
+# Restoring snapshot S applies the pre-images of S and of every later store, latest first
+# and each store backwards, so the earliest pre-image of each unit wins.
+
+cdef struct snap_bytes:
+    uint32_t frame
+    uint32_t dirty          # the frame's `dirty` bit then; 0: it was all zeros (data NULL)
+    uint8_t *data           # FRAME_SIZE bytes (malloc'd) or NULL
+
+cdef struct snap_entry:
+    uint32_t frame
+    uint32_t lnext
+    uint32_t lprev
+    uint32_t pincount
+    uint8_t held
+    uint8_t orphan
+
+cdef struct snap_store:
+    uint32_t epoch          # the snapshot's epoch: units saved at this epoch are in here
+    bint lost               # a host allocation failed while saving: not restorable
+    snap_store *older       # the previous live snapshot's store, or NULL
+    snap_store *newer
+    snap_bytes *bytes
+    uint64_t nbytes
+    uint64_t capbytes
+    snap_entry *entries
+    uint64_t nentries
+    uint64_t capentries
+    uint32_t *logged        # frames that entered the dirty log (a byte change) since
+    uint64_t nlogged
+    uint64_t caplogged
+    void *tables            # page-table pre-images (`snap_table`, _vmobject.pxd)
+    uint64_t ntables
+    uint64_t captables
+
 cdef struct frame_pool:
     uint8_t *mem            # host address of frame 0: one mapping for every arena
     uint64_t nframes
@@ -59,6 +97,21 @@ cdef struct frame_pool:
     uint64_t host_frames    # frames per host page (1 on 4 KiB hosts; 4 or 16 on larger pages)
     uint64_t released_runs  # statistics: runs given back to the host
     uint64_t zeroed_frames  # statistics: frames zeroed by hand on reuse
+    # The dirty log (docs/semantics.md "The dirty log"): frames whose bytes may have
+    # changed since it was last cleared, as a bitmap and as a list in the order logged.
+    uint64_t *logged
+    uint32_t *log
+    uint64_t nlog
+    # Snapshots: `snap` is the latest live snapshot's store and `snap_epoch` its epoch (0:
+    # no snapshot is live, and nothing below costs more than that one test); `epochs`
+    # counts the snapshots ever taken. Per frame, the epoch of the store holding its byte
+    # pre-image, its allocator entry's, and its dirty-log record.
+    snap_store *snap
+    uint32_t snap_epoch
+    uint32_t epochs
+    uint32_t *bytes_epoch
+    uint32_t *entry_epoch
+    uint32_t *log_epoch
 
 cdef int pool_init(frame_pool *p, object memory_map) except -1
 cdef void pool_destroy(frame_pool *p) noexcept nogil
@@ -72,6 +125,12 @@ cdef bint pool_frame_of(const frame_pool *p, uint64_t paddr, uint64_t *frame,
                         uint64_t *region_end) noexcept nogil
 cdef uint64_t pool_paddr_slow(const frame_pool *p, uint32_t f) noexcept nogil
 cdef list pool_list(const frame_pool *p)
+cdef void pool_save_bytes(frame_pool *p, uint32_t f) noexcept nogil
+cdef void pool_save_entry(frame_pool *p, uint32_t f) noexcept nogil
+cdef void pool_save_logged(frame_pool *p, uint32_t f) noexcept nogil
+cdef void pool_save_take(frame_pool *p) noexcept nogil
+cdef void pool_save_takes(frame_pool *p, uint64_t n) noexcept nogil
+cdef bint snap_grow(void **arr, uint64_t *cap, uint64_t n, size_t elem) noexcept nogil
 
 cdef inline uint64_t pool_free_count(const frame_pool *p) noexcept nogil:
     return p.nfree
@@ -117,10 +176,31 @@ cdef inline void pool_zero_if_dirty(frame_pool *p, uint32_t f) noexcept nogil:
     if bit_test(p.dirty, f):
         pool_zero_frame(p, f)
 
+cdef inline void pool_log_saved(frame_pool *p, uint32_t f) noexcept nogil:
+    """Frame `f`'s bytes (may) change: into the dirty log (one test-and-set); the caller
+    noted it for the latest snapshot (pool_save_logged) if one is live."""
+    if not bit_test(p.logged, f):
+        bit_set(p.logged, f)
+        p.log[p.nlog] = f
+        p.nlog += 1
+
+cdef inline void pool_log(frame_pool *p, uint32_t f) noexcept nogil:
+    """pool_log_saved, noting `f` for the latest snapshot first when one is live."""
+    if p.snap_epoch:
+        pool_save_logged(p, f)
+    pool_log_saved(p, f)
+
 cdef inline uint32_t pool_take(frame_pool *p) noexcept nogil:
     """Hand out one zero-filled frame: the top of the freed list, else the lowest fresh
-    frame. The caller has checked pool_free_count() >= 1. O(1) amortised. Kept small so
-    it inlines into the page-table fill loop; the rare paths are out of line."""
+    frame. The caller has checked pool_free_count() >= 1. O(1) amortised."""
+    if p.snap_epoch:
+        pool_save_take(p)
+    return pool_take_saved(p)
+
+cdef inline uint32_t pool_take_saved(frame_pool *p) noexcept nogil:
+    """pool_take once the entries it changes are saved for the latest snapshot (or none is
+    live): `pool_save_takes(p, n)` before a loop of n takes. Kept small so it inlines into
+    the page-table fill loop; the rare paths are out of line."""
     cdef uint32_t f, nxt
     if p.head != NIL:
         f = p.head
@@ -142,5 +222,12 @@ cdef inline uint32_t pool_take(frame_pool *p) noexcept nogil:
     return f
 
 cdef inline void pool_mark_dirty(frame_pool *p, uint32_t f) noexcept nogil:
+    """Held frame `f` is about to be written (called before its bytes change): it may hold
+    nonzero bytes from now on, it enters the dirty log, and its bytes' pre-image goes to
+    the latest snapshot if this is their first change since."""
     c_assert(bit_test(p.held, f))
+    if p.snap_epoch:
+        pool_save_bytes(p, f)
+        pool_save_logged(p, f)
     bit_set(p.dirty, f)
+    pool_log_saved(p, f)

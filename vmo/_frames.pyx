@@ -3,6 +3,7 @@
 from libc.errno cimport errno
 from posix.unistd cimport _SC_PAGESIZE, sysconf
 from libc.stdint cimport uint32_t, uint64_t
+from libc.stdlib cimport malloc, realloc
 from libc.string cimport memcpy, memset, strerror
 
 from vmo._arena cimport vmo_arena_map, vmo_arena_release, vmo_arena_unmap
@@ -43,9 +44,15 @@ cdef int pool_init(frame_pool *p, object memory_map) except -1:
     p.orphan = <uint64_t *>vmo_arena_map(_bitmap_bytes(nframes))
     p.anyheld = <uint64_t *>vmo_arena_map(_bitmap_bytes(nwords))
     p.fullheld = <uint64_t *>vmo_arena_map(_bitmap_bytes(nwords))
+    p.logged = <uint64_t *>vmo_arena_map(_bitmap_bytes(nframes))
+    p.log = <uint32_t *>vmo_arena_map(nframes * sizeof(uint32_t))
+    p.bytes_epoch = <uint32_t *>vmo_arena_map(nframes * sizeof(uint32_t))
+    p.entry_epoch = <uint32_t *>vmo_arena_map(nframes * sizeof(uint32_t))
+    p.log_epoch = <uint32_t *>vmo_arena_map(nframes * sizeof(uint32_t))
     if (p.mem == NULL or p.lnext == NULL or p.lprev == NULL or p.held == NULL
             or p.dirty == NULL or p.pincount == NULL or p.orphan == NULL or p.anyheld == NULL
-            or p.fullheld == NULL):
+            or p.fullheld == NULL or p.logged == NULL or p.log == NULL
+            or p.bytes_epoch == NULL or p.entry_epoch == NULL or p.log_epoch == NULL):
         err = errno
         pool_destroy(p)
         raise MemoryError("cannot reserve %d bytes of simulated physical memory: %s"
@@ -61,6 +68,11 @@ cdef int pool_init(frame_pool *p, object memory_map) except -1:
 cdef void pool_destroy(frame_pool *p) noexcept nogil:
     """Give the arena and the arrays back to the host."""
     cdef uint64_t n = p.nframes, nwords = (p.nframes + 63) >> 6
+    vmo_arena_unmap(p.log_epoch, n * sizeof(uint32_t))
+    vmo_arena_unmap(p.entry_epoch, n * sizeof(uint32_t))
+    vmo_arena_unmap(p.bytes_epoch, n * sizeof(uint32_t))
+    vmo_arena_unmap(p.log, n * sizeof(uint32_t))
+    vmo_arena_unmap(p.logged, _bitmap_bytes(n))
     vmo_arena_unmap(p.fullheld, _bitmap_bytes(nwords))
     vmo_arena_unmap(p.anyheld, _bitmap_bytes(nwords))
     vmo_arena_unmap(p.orphan, _bitmap_bytes(n))
@@ -102,6 +114,8 @@ cdef bint pool_frame_of(const frame_pool *p, uint64_t paddr, uint64_t *frame,
 
 cdef void pool_zero_frame(frame_pool *p, uint32_t f) noexcept nogil:
     """Zero a written frame before it is handed out again."""
+    if p.snap_epoch:
+        pool_save_bytes(p, f)
     memset(pool_frame_ptr(p, f), 0, FRAME_SIZE)
     bit_clear(p.dirty, f)
     p.zeroed_frames += 1
@@ -125,6 +139,10 @@ cdef void _release_run(frame_pool *p, uint64_t lo, uint64_t n) noexcept nogil:
     if hi <= lo:
         return
     n = hi - lo
+    if p.snap_epoch:
+        for i in range(lo, lo + n):
+            if bit_test(p.dirty, i):
+                pool_save_bytes(p, <uint32_t>i)
     if vmo_arena_release(p.mem + (lo << FRAME_SHIFT), n << FRAME_SHIFT) == 0:
         p.released_runs += 1
         i = lo
@@ -141,7 +159,10 @@ cdef void _release_run(frame_pool *p, uint64_t lo, uint64_t n) noexcept nogil:
 
 cdef inline void _free_one(frame_pool *p, uint32_t f) noexcept nogil:
     """Make a held, unpinned frame free: back to the fresh region if it lies above the
-    fresh mark (a contiguous run), else on top of the freed list."""
+    fresh mark (a contiguous run), else on top of the freed list. The caller saved the
+    entries it changes (f's and the list head's) for the latest snapshot, and logs f if it
+    may hold nonzero bytes: from now on it reads as zero (it is zeroed, or given back to the
+    host, before it is handed out again), so its bytes changed (docs/semantics.md)."""
     pool_unhold(p, f)
     p.nfree += 1
     if f >= p.next_fresh:
@@ -155,16 +176,30 @@ cdef inline void _free_one(frame_pool *p, uint32_t f) noexcept nogil:
     p.list_len += 1
 
 
+cdef void _freed_run(frame_pool *p, uint64_t lo, uint64_t n) noexcept nogil:
+    """Frames [lo, lo+n) were written and are now free: they enter the dirty log (from now
+    on they read as zero: docs/semantics.md "The dirty log"), and a run of at least
+    RELEASE_MIN_FRAMES goes back to the host. Out of the freeing loop, which stays as cheap
+    for clean frames as without the log."""
+    cdef uint64_t f
+    for f in range(lo, lo + n):
+        pool_log_saved(p, <uint32_t>f)
+    if n >= RELEASE_MIN_FRAMES:
+        _release_run(p, lo, n)
+
+
 cdef void pool_give(frame_pool *p, const uint32_t *frames, uint64_t n) noexcept nogil:
     """Free `n` held frames in the order given (the last one is reused first). A pinned
     frame is not freed: it waits, orphaned, for its last pin to go (pool_unpin frees it).
 
     Written frames that form runs of consecutive frame numbers (ascending or descending) of
-    at least RELEASE_MIN_FRAMES go back to the host at once. Cost: O(n) plus one madvise per
-    long run.
+    at least RELEASE_MIN_FRAMES go back to the host at once; every written frame freed
+    enters the dirty log. Cost: O(n) plus one madvise per long run.
     """
     cdef uint64_t i, f, lo = 0, hi = 0
     cdef bint in_run = False
+    if p.snap_epoch:
+        _save_give(p, frames, n)
     for i in range(n):
         f = frames[i]
         c_assert(f < p.nframes and bit_test(p.held, f) and not bit_test(p.orphan, f))
@@ -180,18 +215,20 @@ cdef void pool_give(frame_pool *p, const uint32_t *frames, uint64_t n) noexcept 
             else:
                 hi = f
             continue
-        if in_run and hi - lo + 1 >= RELEASE_MIN_FRAMES:
-            _release_run(p, lo, hi - lo + 1)
+        if in_run:
+            _freed_run(p, lo, hi - lo + 1)
         in_run = True
         lo = f
         hi = f
-    if in_run and hi - lo + 1 >= RELEASE_MIN_FRAMES:
-        _release_run(p, lo, hi - lo + 1)
+    if in_run:
+        _freed_run(p, lo, hi - lo + 1)
 
 
 cdef void pool_pin(frame_pool *p, uint32_t f) noexcept nogil:
     """One more live view over held frame `f`: it will not be freed until unpinned."""
     c_assert(bit_test(p.held, f))
+    if p.snap_epoch:
+        pool_save_entry(p, f)
     if p.pincount[f] == 0:
         p.npinned += 1
     p.pincount[f] += 1
@@ -201,13 +238,143 @@ cdef void pool_unpin(frame_pool *p, uint32_t f) noexcept nogil:
     """A view over `f` went. At the last one, a frame its VMO let go of meanwhile is freed
     now (it was written through the view, so it is zeroed before reuse)."""
     c_assert(p.pincount[f] > 0)
+    if p.snap_epoch:
+        pool_save_entry(p, f)
     p.pincount[f] -= 1
     if p.pincount[f]:
         return
     p.npinned -= 1
     if bit_test(p.orphan, f):
+        if p.snap_epoch and f < p.next_fresh and p.head != NIL:
+            pool_save_entry(p, p.head)
         bit_clear(p.orphan, f)
         _free_one(p, f)
+        if bit_test(p.dirty, f):
+            pool_log(p, f)
+
+
+# -- snapshots: saving pre-images (vmo/_snapshot.pyx restores them) ------------------------
+
+cdef bint snap_grow(void **arr, uint64_t *cap, uint64_t n, size_t elem) noexcept nogil:
+    """Room for one more element after `n` in the growable array `arr[0]` of capacity
+    `cap[0]` (doubling, overflow-checked); False if the host refuses."""
+    cdef uint64_t newcap
+    cdef void *grown
+    if n < cap[0]:
+        return True
+    newcap = cap[0] * 2 if cap[0] else 64
+    if newcap > (<uint64_t>-1) // elem // 2:
+        return False
+    grown = realloc(arr[0], newcap * elem)
+    if grown == NULL:
+        return False
+    arr[0] = grown
+    cap[0] = newcap
+    return True
+
+
+cdef void pool_save_bytes(frame_pool *p, uint32_t f) noexcept nogil:
+    """Frame `f`'s bytes are about to change: if this is their first change since the
+    latest snapshot, save them (and the dirty bit) into its store. A frame whose dirty bit
+    is clear is all zeros: nothing is copied. O(1), a 4 KiB copy at most."""
+    cdef snap_store *s = p.snap
+    cdef snap_bytes *b
+    cdef uint8_t *data = NULL
+    if p.bytes_epoch[f] >= p.snap_epoch:
+        return
+    p.bytes_epoch[f] = p.snap_epoch
+    if not snap_grow(<void **>&s.bytes, &s.capbytes, s.nbytes, sizeof(snap_bytes)):
+        s.lost = True
+        return
+    if bit_test(p.dirty, f):
+        data = <uint8_t *>malloc(FRAME_SIZE)
+        if data == NULL:
+            s.lost = True
+            return
+        memcpy(data, pool_frame_ptr(p, f), FRAME_SIZE)
+    b = &s.bytes[s.nbytes]
+    b.frame = f
+    b.dirty = bit_test(p.dirty, f)
+    b.data = data
+    s.nbytes += 1
+
+
+cdef void pool_save_entry(frame_pool *p, uint32_t f) noexcept nogil:
+    """Frame `f`'s allocator entry (list links, held and orphan bits, pins) is about to
+    change: save it on its first change since the latest snapshot. O(1)."""
+    cdef snap_store *s = p.snap
+    cdef snap_entry *e
+    if p.entry_epoch[f] >= p.snap_epoch:
+        return
+    p.entry_epoch[f] = p.snap_epoch
+    if not snap_grow(<void **>&s.entries, &s.capentries, s.nentries, sizeof(snap_entry)):
+        s.lost = True
+        return
+    e = &s.entries[s.nentries]
+    e.frame = f
+    e.lnext = p.lnext[f]
+    e.lprev = p.lprev[f]
+    e.pincount = p.pincount[f]
+    e.held = bit_test(p.held, f)
+    e.orphan = bit_test(p.orphan, f)
+    s.nentries += 1
+
+
+cdef void pool_save_logged(frame_pool *p, uint32_t f) noexcept nogil:
+    """Frame `f` entered the dirty log: note it once in the latest snapshot's store, so a
+    restore logs it again (its bytes change back). O(1)."""
+    cdef snap_store *s = p.snap
+    if p.log_epoch[f] >= p.snap_epoch:
+        return
+    p.log_epoch[f] = p.snap_epoch
+    if not snap_grow(<void **>&s.logged, &s.caplogged, s.nlogged, sizeof(uint32_t)):
+        s.lost = True
+        return
+    s.logged[s.nlogged] = f
+    s.nlogged += 1
+
+
+cdef void _save_give(frame_pool *p, const uint32_t *frames, uint64_t n) noexcept nogil:
+    """pool_give is about to free `frames`: save the entries it changes (each frame's, and
+    the freed list's head, whose back link changes) and note the frames it logs."""
+    cdef uint64_t i
+    if p.head != NIL:
+        pool_save_entry(p, p.head)
+    for i in range(n):
+        pool_save_entry(p, frames[i])
+        if bit_test(p.dirty, frames[i]) and not p.pincount[frames[i]]:
+            pool_save_logged(p, frames[i])
+
+
+cdef void pool_save_takes(frame_pool *p, uint64_t n) noexcept nogil:
+    """`n` pool_take_saved calls follow: save the entries they change (the top n + 1 of the
+    freed list, and the fresh frames they may step over). O(n + frames held above)."""
+    cdef uint32_t f = p.head
+    cdef uint64_t i = 0, end
+    while f != NIL and i <= n:
+        pool_save_entry(p, f)
+        f = p.lnext[f]
+        i += 1
+    if i > n:
+        return
+    end = p.next_fresh + (n - i) + p.held_above + 1
+    if end > p.nframes:
+        end = p.nframes
+    for i in range(p.next_fresh, end):
+        pool_save_entry(p, <uint32_t>i)
+
+
+cdef void pool_save_take(frame_pool *p) noexcept nogil:
+    """pool_take is about to change the entries of the frame it hands out and of the one
+    below it on the freed list (or of the lowest fresh frame)."""
+    cdef uint32_t nxt
+    if p.head != NIL:
+        pool_save_entry(p, p.head)
+        nxt = p.lnext[p.head]
+        if nxt != NIL:
+            pool_save_entry(p, nxt)
+    elif p.next_fresh < p.nframes:
+        pool_save_entry(p, <uint32_t>p.next_fresh)
 
 
 # -- contiguous runs --------------------------------------------------------------------------
@@ -395,6 +562,14 @@ cdef void pool_take_run(frame_pool *p, uint64_t first, uint64_t count) noexcept 
     order of the rest; fresh frames above the mark are stepped over later). O(count)."""
     cdef uint64_t f
     cdef uint32_t nx, pv
+    if p.snap_epoch:
+        for f in range(first, first + count):
+            pool_save_entry(p, <uint32_t>f)
+            if f < p.next_fresh:
+                if p.lnext[f] != NIL:
+                    pool_save_entry(p, p.lnext[f])
+                if p.lprev[f] != NIL:
+                    pool_save_entry(p, p.lprev[f])
     for f in range(first, first + count):
         if f < p.next_fresh:
             nx = p.lnext[f]

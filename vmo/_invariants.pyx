@@ -12,6 +12,7 @@ from libc.stdint cimport uint32_t, uint64_t, uintptr_t
 from vmo._frames cimport NIL, bit_test, frame_pool, pool_list, pool_paddr
 from vmo._object cimport OBJ_EVENT, OBJ_VMO, obj_header
 from vmo._pagetable cimport pt_next
+from vmo._state cimport notify_state, watch_entry
 from vmo._status cimport PAGE_LIMIT, PAGE_MASK, PAGE_SHIFT
 
 
@@ -144,4 +145,33 @@ cdef bint check(kernel_state *ks) except 0:
             if pool.pincount[f]:
                 pinned += 1
     assert pinned == pool.npinned, "pinned count %d != %d" % (pinned, pool.npinned)
+    _check_notify(ks, seen)
     return True
+
+
+cdef int _check_notify(kernel_state *ks, dict seen) except -1:
+    """The change subscriptions: sorted by (koid, id), ids below the next one, each one of a
+    live (reachable) VMO with that koid, or of a destroyed one (NULL) whose destruction event
+    is pending; no event pending outside a delivery (every call delivers its own)."""
+    cdef notify_state *ns = ks.notify
+    cdef uint64_t i
+    cdef const watch_entry *e
+    if ns == NULL:
+        return 0
+    assert ns.head <= ns.nevents, "event head past the queue"
+    if not ns.delivering:
+        assert ns.nevents == 0, "%d change events left undelivered" % ns.nevents
+    pending = {ns.events[i].koid for i in range(ns.head, ns.nevents) if ns.events[i].destroyed}
+    for i in range(ns.nentries):
+        e = &ns.entries[i]
+        assert 0 < e.id < ns.next_id, "subscription id %d" % e.id
+        if i:
+            assert (ns.entries[i - 1].koid, ns.entries[i - 1].id) < (e.koid, e.id), (
+                "subscriptions out of order at %d" % i)
+        if e.obj == NULL:
+            assert e.koid in pending, "subscription %d of a destroyed VMO" % e.id
+        else:
+            assert seen.get(<uintptr_t>e.obj), "subscription %d to a dead VMO" % e.id
+            assert (<vm_object *>e.obj).hdr.koid == e.koid, "subscription %d koid" % e.id
+        assert e.py or e.fn != NULL, "subscription %d has no callback" % e.id
+    return 0

@@ -28,13 +28,15 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromSt
 from cpython.memoryview cimport PyMemoryView_Check
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free
 
 from vmo._args cimport (arg_buffer, arg_transfer_buffer, arg_u32, arg_u64, status_of,
                         status_table)
 from vmo._exec cimport run_batch
 from vmo._handles cimport ht_full, ht_get, ht_install, ht_uninstall
 from vmo._invariants cimport allocator_state, check, vmo_pages
-from vmo._kernelcore cimport KernelCore, _open, handle_basic_info
+from vmo._kernelcore cimport (KernelCore, _notify, _open, handle_basic_info, watch_add,
+                              watch_drop, watch_find)
 from vmo._object cimport OBJ_VMO, obj_header
 from vmo._physmem cimport phys_read_bytes, phys_view_new, phys_write_buffer
 from vmo._recording cimport (rec_bad_args, rec_lookup, rec_phys_read, rec_phys_view,
@@ -45,6 +47,7 @@ from vmo._trace cimport tw_put
 from vmo._tracerec cimport *
 from vmo._vmobject cimport (event_new, obj_unref, trim_range, vm_object, vmo_cache_op,
                             vmo_commit, vmo_decommit, vmo_find_page, vmo_lookup, vmo_new,
+                            run_list, vmo_lookup_runs,
                             vmo_new_contiguous, vmo_release_cost, vmo_resize, vmo_transfer)
 
 import gc
@@ -82,7 +85,8 @@ cdef object _bad_args(Kernel k, uint8_t call):
 cdef object _transfer(Kernel k, object handle, object buffer, object offset, object length,
                       bint write):
     """vmo_read (`write` False: into `buffer`) or vmo_write (from it): the arguments, the
-    handle once, then the buffer, then the object layer."""
+    handle once, then the buffer, then the object layer; a write then delivers its change
+    events (only a write that reached the object layer can have any)."""
     cdef uint32_t h, rights
     cdef uint64_t off, n = 0, actual = 0
     cdef int status, held
@@ -94,6 +98,8 @@ cdef object _transfer(Kernel k, object handle, object buffer, object offset, obj
         return (_bad_args(k, CALL_VMO_WRITE if write else CALL_VMO_READ), 0)
     if k._rec != NULL:
         status = rec_transfer(k, h, buffer, off, n, length is None, write, &actual)
+        if write:
+            _notify(k)
         return (_st(status), actual)
     _idle(&k.ks)
     v = _vmo(&k.ks, h, MX_RIGHT_WRITE if write else MX_RIGHT_READ, &rights, &status)
@@ -117,6 +123,8 @@ cdef object _transfer(Kernel k, object handle, object buffer, object offset, obj
     finally:
         if held:
             PyBuffer_Release(&view)
+        if write:
+            _notify(k)
     return (_st(status), actual)
 
 
@@ -233,6 +241,7 @@ cdef class Kernel(KernelCore):
             return _bad_args(self, CALL_VMO_SET_SIZE)
         status = _c_set_size(&self.ks, h, c_size)
         _rec_put(self, CALL_VMO_SET_SIZE, status, 0, h, 0, c_size, 0, 0, 0)
+        _notify(self)
         return _st(status)
 
     def vmo_op_range(self, handle, op, offset, size, buffer=None, buffer_size=None):
@@ -254,6 +263,7 @@ cdef class Kernel(KernelCore):
         if c_op != MX_VMO_OP_LOOKUP:
             status = _c_op_range(&self.ks, h, c_op, off, c_size, NULL, 0)
             _rec_put(self, CALL_VMO_OP_RANGE, status, 0, h, c_op, off, c_size, 0, 0)
+            _notify(self)
             return _st(status)
         if self._rec != NULL:
             return _st(rec_lookup(self, h, off, c_size, buffer, buffer_size, bsize))
@@ -268,6 +278,36 @@ cdef class Kernel(KernelCore):
             return _st(_c_lookup(&self.ks, h, off, c_size, view.buf, bsize))
         finally:
             PyBuffer_Release(&view)
+
+    def vmo_lookup_runs(self, handle, offset, size):
+        """The physical runs of the committed pages touching [offset, offset+size): a list
+        of (offset, paddr, length, own) tuples in offset order, maximal (consecutive pages
+        share a run when their frames are consecutive and their owner flag is the same;
+        `own` is True for the VMO's own frames, False for frames of an ancestor it sees);
+        uncommitted pages are skipped. Returns (status, runs), [] on failure: ERR_BAD_HANDLE,
+        ERR_WRONG_TYPE (no rights needed), ERR_INVALID_ARGS (size 0), ERR_OUT_OF_RANGE
+        (not inside the VMO). Not recorded (it changes nothing). Cost: the committed pages
+        met in the range, in the VMO and each ancestor, plus one list entry per run."""
+        cdef uint32_t h
+        cdef uint64_t off = 0, c_size = 0, i
+        cdef run_list runs
+        cdef int status
+        _open(self)
+        if arg_u32(handle, &h) | arg_u64(offset, &off) | arg_u64(size, &c_size):
+            return (_st(ERR_INVALID_ARGS), [])
+        runs.runs = NULL
+        runs.count = 0
+        runs.cap = 0
+        try:
+            status = _c_lookup_runs(&self.ks, h, off, c_size, &runs)
+            # The C array first, the Python objects after (the state is not touched again).
+            out = [None] * runs.count
+            for i in range(runs.count):
+                out[i] = (runs.runs[i].offset, runs.runs[i].paddr, runs.runs[i].length,
+                          runs.runs[i].own != 0)
+            return (_st(status), out)
+        finally:
+            free(runs.runs)
 
     def vmo_clone(self, handle, options, offset, size):
         """A copy-on-write clone of [offset, offset+size): a live view of the source until a
@@ -298,6 +338,7 @@ cdef class Kernel(KernelCore):
             return _bad_args(self, CALL_HANDLE_CLOSE)
         status = _c_handle_close(&self.ks, h)
         _rec_put(self, CALL_HANDLE_CLOSE, status, 0, h, 0, 0, 0, 0, 0)
+        _notify(self)
         return _st(status)
 
     def handle_duplicate(self, handle, rights):
@@ -450,6 +491,44 @@ cdef class Kernel(KernelCore):
         from vmo._statefile import dump_kernel, load_kernel_bytes
         return load_kernel_bytes, (type(self), dump_kernel(self))
 
+    # -- change notifications, the Python side (vmo._pythonic.Subscription) --------------
+    def _watch(self, handle, callback):
+        """Subscribe `callback(offset, length)` to the VMO of `handle`: (status, id);
+        ERR_BAD_HANDLE, ERR_WRONG_TYPE, ERR_INVALID_ARGS (handle outside uint32)."""
+        cdef uint32_t h
+        cdef uint64_t out = 0
+        _open(self)
+        if not callable(callback):
+            raise TypeError("the callback must be callable")
+        if arg_u32(handle, &h):
+            return (_st(ERR_INVALID_ARGS), 0)
+        return (_st(watch_add(&self.ks, h, NULL, <void *>callback, True, &out)), out)
+
+    def _unwatch(self, subscription):
+        """End subscription `subscription`: True if it was active."""
+        cdef Py_ssize_t i
+        cdef uint64_t n = 0
+        if self.ks.closed or self.ks.notify == NULL or arg_u64(subscription, &n):
+            return False
+        _idle(&self.ks)
+        i = watch_find(self.ks.notify, n)
+        if i < 0 or self.ks.notify.entries[i].obj == NULL:
+            return False
+        watch_drop(self.ks.notify, <uint64_t>i)
+        return True
+
+    def _watching(self, subscription):
+        """True while subscription `subscription` is active."""
+        cdef Py_ssize_t i
+        cdef uint64_t n = 0
+        if self.ks.closed or arg_u64(subscription, &n):
+            return False
+        _idle(&self.ks)
+        if self.ks.notify == NULL:
+            return False
+        i = watch_find(self.ks.notify, n)
+        return i >= 0 and self.ks.notify.entries[i].obj != NULL
+
     # -- traces and batches (docs/api.md "Traces and batches") -------------------------------
     def record(self, path):
         """``with k.record(path):`` records every call made on this kernel in the block
@@ -469,9 +548,13 @@ cdef class Kernel(KernelCore):
         record (unknown call, bad REF, write bytes outside `data`) before anything runs.
         The records run without the GIL, the kernel owned by this thread (docs/semantics.md
         "Threads"). Recorded like any other calls inside ``k.record()``. Cost: the calls."""
-        if isinstance(batch, tuple) and len(batch) == 2:
-            return run_batch(self, batch[0], batch[1])
-        return run_batch(self, batch.records, batch.data)
+        try:
+            if isinstance(batch, tuple) and len(batch) == 2:
+                return run_batch(self, batch[0], batch[1])
+            return run_batch(self, batch.records, batch.data)
+        finally:
+            if not self.ks.closed:
+                _notify(self)
 
     # -- benchmark instruments: the call floor (see _kernel.pyi) ---------------------------
     def _floor_get_size(self, handle):

@@ -14,8 +14,9 @@
 #   - no Python object is created on the way (except the objects a creating call makes).
 from libc.stdint cimport uint32_t, uint64_t
 
-from vmo._state cimport kernel_state
+from vmo._state cimport change_fn, kernel_state, notify_state
 from vmo._tracerec cimport trace_writer
+from vmo._vmobject cimport vmo_run
 
 
 cdef struct handle_basic_info:
@@ -57,6 +58,8 @@ cdef class KernelCore:
     cdef int c_clone(self, uint32_t handle, uint32_t options, uint64_t offset, uint64_t size,
                      uint32_t *out) except -1000
     cdef int c_committed_bytes(self, uint32_t handle, uint64_t *out) except -1000
+    cdef int c_lookup_runs(self, uint32_t handle, uint64_t offset, uint64_t size,
+                           vmo_run *out, uint64_t max_runs, uint64_t *count) except -1000
     # -- handles and other objects
     cdef int c_handle_close(self, uint32_t handle) except -1000
     cdef int c_handle_duplicate(self, uint32_t handle, uint32_t rights,
@@ -69,6 +72,35 @@ cdef class KernelCore:
     # -- physical memory, as devices see it
     cdef int c_phys_read(self, uint64_t paddr, void *dst, uint64_t length) except -1000
     cdef int c_phys_write(self, uint64_t paddr, const void *src, uint64_t length) except -1000
+    # -- machine services: the dirty log
+    cdef int c_dirty_log(self, uint64_t *out, uint64_t max_entries, bint clear,
+                         uint64_t *count) except -1000
+    cdef int c_pin(self, uint64_t paddr, uint64_t length, void **host) except -1000
+    cdef int c_unpin(self, uint64_t paddr, uint64_t length) except -1000
+    cdef int c_host_address(self, uint64_t paddr, uint64_t length, void **host) except -1000
+    # -- change notifications
+    cdef int c_on_change(self, uint32_t handle, change_fn fn, void *ctx,
+                         uint64_t *subscription) except -1000
+    cdef int c_cancel_change(self, uint64_t subscription) except -1000
+
+
+cdef int notify_deliver(KernelCore k) except -1
+cdef int watch_add(kernel_state *ks, uint32_t handle, change_fn fn, void *ctx, bint py,
+                   uint64_t *out) except -1000
+cdef Py_ssize_t watch_find(notify_state *ns, uint64_t id) noexcept
+cdef void watch_drop(notify_state *ns, uint64_t i) noexcept
+
+
+cdef extern from *:
+    bint _unlikely "unlikely"(bint condition) nogil    # Cython's branch hint
+
+
+cdef inline int _notify(KernelCore k) except -1:
+    """After a call that may change pages: deliver its change events (one load and a branch
+    while nothing is watched)."""
+    if _unlikely(k.ks.notify != NULL):
+        notify_deliver(k)
+    return 0
 
 
 cdef inline int _open(KernelCore k) except -1:

@@ -4,7 +4,10 @@ The C-level API (`c_*` methods, one per syscall) is declared in _kernelcore.pxd 
 documented in vmo/api.pxd, the public spelling for cimport.
 """
 
+from array import array
 from typing import Dict, Optional, Sequence, Tuple
+
+from vmo._snapshot import Snapshot
 
 class KernelCore:
     def __init__(self, memory_size: Optional[int] = ..., *, memory_base: Optional[int] = ...,
@@ -21,3 +24,6 @@ class KernelCore:
     @property
     def memory_size(self) -> int: ...
     def stats(self) -> Dict[str, int]: ...
+    def dirty_log(self, clear: bool = ...) -> array: ...
+    def snapshot(self) -> Snapshot: ...
+    def restore(self, snapshot: Snapshot) -> None: ...

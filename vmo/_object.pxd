@@ -12,3 +12,9 @@ cdef struct obj_header:
     uint32_t type           # OBJ_VMO or OBJ_EVENT
     uint64_t koid
     Py_ssize_t refs         # handles (+ live clone children for a VMO); freed at 0
+    # Snapshots (vmo/_snapshot.pyx): `serial` names the object for the kernel's lifetime
+    # (never reused, unlike a koid after a restore); `saved_epoch` is the epoch of the
+    # snapshot store holding its page table's pre-image; `index` is scratch for the walks.
+    uint64_t serial
+    uint32_t saved_epoch
+    uint32_t index

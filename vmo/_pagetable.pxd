@@ -72,3 +72,4 @@ cdef uint64_t pt_lookup(const page_table *pt, uint64_t start, uint64_t end,
 cdef bint pt_next(const page_table *pt, uint64_t start, uint64_t end,
                   uint64_t *idx_out, uint32_t *entry_out) noexcept nogil
 cdef void pt_free_nodes(page_table *pt) noexcept nogil
+cdef int pt_clone(const page_table *src, page_table *dst) noexcept nogil

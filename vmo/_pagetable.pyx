@@ -6,10 +6,11 @@ nodes per page.
 """
 
 from libc.stdint cimport uint32_t, uint64_t
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcpy
 
 from vmo._frames cimport (c_assert, frame_pool, pool_destroy, pool_free_count, pool_give,
-                          pool_init, pool_list, pool_paddr, pool_take)
+                          pool_init, pool_list, pool_paddr, pool_take, pool_take_saved)
 
 
 cdef inline uint64_t _span(uint32_t level) noexcept nogil:
@@ -260,7 +261,7 @@ cdef uint64_t _fill(page_table *pt, void *node, uint32_t level, uint64_t base, u
         hi = _umin(e, base + PT_FANOUT) - base
         for i in range(lo, hi):
             if leaf.entries[i] == 0:
-                leaf.entries[i] = pool_take(pool) + 1
+                leaf.entries[i] = pool_take_saved(pool) + 1
                 n += 1
         leaf.count += <uint32_t>n
         return n
@@ -287,8 +288,9 @@ cdef int pt_fill(page_table *pt, uint64_t start, uint64_t end,
                  frame_pool *pool) noexcept nogil:
     """Give every absent page of [start, end) a frame from `pool`, in ascending page order.
 
-    The caller has checked that the pool holds enough free frames. Returns 0, or -1 only if
-    the host cannot allocate a node (the pages filled so far stay filled).
+    The caller has checked that the pool holds enough free frames, and saved the entries the
+    takes change for the latest snapshot (pool_save_takes). Returns 0, or -1 only if the host
+    cannot allocate a node (the pages filled so far stay filled).
     """
     cdef bint failed = False
     if start >= end:
@@ -517,6 +519,49 @@ cdef void _count_nodes(const void *node, uint32_t level, uint64_t *counts) noexc
     for i in range(PT_FANOUT):
         if inner.slots[i] != NULL:
             _count_nodes(inner.slots[i], level - 1, counts)
+
+
+cdef void *_clone_subtree(const void *node, uint32_t level) noexcept nogil:
+    """A copy of a subtree (NULL if the host refuses: nothing of the copy is left)."""
+    cdef const pt_node *inner
+    cdef pt_node *copy
+    cdef uint64_t i, j
+    if level == 0:
+        copy = <pt_node *>malloc(sizeof(pt_leaf))
+        if copy != NULL:
+            memcpy(copy, node, sizeof(pt_leaf))
+            atomic_add(&_node_bytes, sizeof(pt_leaf))
+        return copy
+    inner = <const pt_node *>node
+    copy = <pt_node *>calloc(1, sizeof(pt_node))
+    if copy == NULL:
+        return NULL
+    atomic_add(&_node_bytes, sizeof(pt_node))
+    copy.count = inner.count
+    for i in range(PT_FANOUT):
+        if inner.slots[i] != NULL:
+            copy.slots[i] = _clone_subtree(inner.slots[i], level - 1)
+            if copy.slots[i] == NULL:
+                for j in range(i):
+                    if copy.slots[j] != NULL:
+                        _free_subtree(copy.slots[j], level - 1)
+                _free_node(copy, level)
+                return NULL
+    return copy
+
+
+cdef int pt_clone(const page_table *src, page_table *dst) noexcept nogil:
+    """Make `dst` (initialised, empty) a copy of `src`'s entries: the same tree, no spares.
+    -1 if the host cannot allocate a node (`dst` stays empty). O(nodes of src)."""
+    pt_init(dst)
+    if src.root == NULL:
+        return 0
+    dst.root = _clone_subtree(src.root, src.height - 1)
+    if dst.root == NULL:
+        return -1
+    dst.height = src.height
+    dst.npages = src.npages
+    return 0
 
 
 cdef void pt_free_nodes(page_table *pt) noexcept nogil:

@@ -40,6 +40,11 @@ cdef int phys_write(kernel_state *ks, uint64_t paddr, const void *src,
                     uint64_t length) noexcept nogil
 cdef void phys_pin(kernel_state *ks, uint64_t first, uint64_t count) noexcept nogil
 cdef void phys_unpin(kernel_state *ks, uint64_t first, uint64_t count) noexcept nogil
+cdef int phys_host(kernel_state *ks, uint64_t paddr, uint64_t length,
+                   void **host) noexcept nogil
+cdef int phys_pin_range(kernel_state *ks, uint64_t paddr, uint64_t length,
+                        void **host) noexcept nogil
+cdef int phys_unpin_range(kernel_state *ks, uint64_t paddr, uint64_t length) noexcept nogil
 cdef int phys_read_owned(kernel_state *ks, uint64_t paddr, void *dst,
                          uint64_t length) except -1000
 cdef int phys_write_owned(kernel_state *ks, uint64_t paddr, const void *src,

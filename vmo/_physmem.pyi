@@ -6,3 +6,6 @@ Kernel.phys_read, Kernel.phys_write and Kernel.phys_view.
 
 class PhysView:
     """The exporter behind `Kernel.phys_view` (pins its frames while exported)."""
+    @property
+    def address(self) -> int:
+        """The host address of the view's first byte (vmo.Pin.address)."""

@@ -7,7 +7,7 @@ from cpython.buffer cimport PyBUF_FORMAT, PyBuffer_Release, PyObject_CheckBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.number cimport PyNumber_Index
 from cpython.pyport cimport PY_SSIZE_T_MAX
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcpy, memmove, memset
 
 from vmo._args cimport arg_buffer, arg_u64
@@ -44,6 +44,11 @@ cdef class PhysView:
 
     def __releasebuffer__(self, Py_buffer *buf):
         pass
+
+    @property
+    def address(self):
+        """The host address of the view's first byte (vmo.Pin.address)."""
+        return <uintptr_t>self.ptr
 
     def __dealloc__(self):
         # no_gc_clear: `owner` is still set here, so `ks` still points into a live kernel.
@@ -140,6 +145,50 @@ cdef void phys_unpin(kernel_state *ks, uint64_t first, uint64_t count) noexcept 
         pool_unpin(&ks.pool, <uint32_t>f)
     if ks.closed and ks.pool.npinned == 0 and ks.pool.mem != NULL:
         pool_destroy(&ks.pool)
+
+
+cdef int phys_host(kernel_state *ks, uint64_t paddr, uint64_t length,
+                   void **host) noexcept nogil:
+    """The host address of the byte at `paddr` after phys_range's checks (NULL for an
+    empty range, or on failure): ERR_OUT_OF_RANGE, ERR_BAD_STATE."""
+    cdef uint64_t first = 0, count = 0
+    cdef int status = phys_range(ks, paddr, length, &first, &count)
+    host[0] = NULL
+    if status == NO_ERROR and count:
+        host[0] = pool_frame_ptr(&ks.pool, <uint32_t>first) + (paddr & PAGE_MASK)
+    return status
+
+
+cdef int phys_pin_range(kernel_state *ks, uint64_t paddr, uint64_t length,
+                        void **host) noexcept nogil:
+    """KernelCore.c_pin: phys_host, then pin the frames (as a view does)."""
+    cdef uint64_t first = 0, count = 0
+    cdef int status = phys_range(ks, paddr, length, &first, &count)
+    host[0] = NULL
+    if status:
+        return status
+    if count:
+        host[0] = pool_frame_ptr(&ks.pool, <uint32_t>first) + (paddr & PAGE_MASK)
+        phys_pin(ks, first, count)
+    return NO_ERROR
+
+
+cdef int phys_unpin_range(kernel_state *ks, uint64_t paddr, uint64_t length) noexcept nogil:
+    """KernelCore.c_unpin: the range must lie in one arena (ERR_OUT_OF_RANGE) and every
+    frame it touches be pinned (ERR_BAD_STATE: nothing is unpinned); then one pin of each
+    goes (a frame its VMO let go of is freed with its last pin)."""
+    cdef frame_pool *pool = &ks.pool
+    cdef uint64_t first = 0, region_end = 0, count, f
+    if not pool_frame_of(pool, paddr, &first, &region_end) or length > region_end - paddr:
+        return ERR_OUT_OF_RANGE
+    if length == 0:
+        return NO_ERROR
+    count = ((paddr & PAGE_MASK) + length - 1) // FRAME_SIZE + 1
+    for f in range(first, first + count):
+        if pool.pincount[f] == 0:
+            return ERR_BAD_STATE
+    phys_unpin(ks, first, count)
+    return NO_ERROR
 
 
 # -- the Python-level calls (raising MxError) -------------------------------------------------

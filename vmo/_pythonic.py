@@ -8,6 +8,7 @@ kernels behave identically here by construction.
 import operator
 from array import array
 
+from ._pin import Pin
 from .constants import (
     MX_HANDLE_INVALID,
     MX_INFO_HANDLE_BASIC,
@@ -18,7 +19,7 @@ from .constants import (
 )
 from .errors import MxError, Status
 
-__all__ = ["Vmo", "PythonicKernel"]
+__all__ = ["Vmo", "PythonicKernel", "Subscription"]
 
 _U64 = (1 << 64) - 1
 
@@ -166,6 +167,20 @@ class Vmo:
         self.op_range(Op.LOOKUP, offset, size, out)
         return out
 
+    def lookup_runs(self, offset=0, size=None):
+        """The physical runs of the committed pages touching ``[offset, offset+size)``
+        (``size=None``: to the end): a list of ``(offset, paddr, length, own)`` tuples in
+        offset order. Consecutive pages share a run when their frames are consecutive and
+        their owner flag is the same; ``own`` is True for frames this VMO holds (map them
+        writable), False for an ancestor's it sees (map them read-only, write through the
+        kernel). Uncommitted pages are skipped. Raises MxError(ERR_INVALID_ARGS) for size 0,
+        ERR_OUT_OF_RANGE past the end. Cost: the committed pages in the range (in the VMO
+        and each ancestor), not its size."""
+        status, runs = self.kernel.vmo_lookup_runs(self.handle, offset,
+                                                   self._range_size(offset, size))
+        _check(status, "vmo_lookup_runs")
+        return runs
+
     def cache_sync(self, offset, size):
         """CACHE_SYNC over ``[offset, offset+size)``: validates, touches nothing."""
         self.op_range(Op.CACHE_SYNC, offset, size)
@@ -181,6 +196,21 @@ class Vmo:
     def cache_clean_invalidate(self, offset, size):
         """CACHE_CLEAN_INVALIDATE over ``[offset, offset+size)``."""
         self.op_range(Op.CACHE_CLEAN_INVALIDATE, offset, size)
+
+    # -- change notifications ---------------------------------------------------------------
+    def on_change(self, callback):
+        """Call ``callback(offset, length)`` after every call that stops pages of this VMO
+        from being backed by the frames `lookup_runs` returned for them: DECOMMIT, a shrink,
+        a write fault that gives a clone its own copy of a page it saw through an ancestor,
+        any of these happening to an ancestor's pages it sees, and the close that destroys
+        it (one call for the whole VMO, rounded up to pages; the subscription then ends).
+        One call per maximal page range per kernel call, after that call has finished; never
+        for bytes changing in place. Returns a `Subscription`; dropping it does not cancel
+        it. Raises MxError(ERR_BAD_HANDLE / ERR_WRONG_TYPE); no rights needed. Cost while
+        subscribed: docs/api.md "Change notifications"."""
+        status, number = self.kernel._watch(self.handle, callback)
+        _check(status, "on_change")
+        return Subscription(self.kernel, number)
 
     # -- handles ----------------------------------------------------------------------------
     def clone(self, offset=0, size=None):
@@ -265,8 +295,47 @@ class PythonicKernel:
         """Wrap an existing VMO handle (the `Vmo` then owns it)."""
         return Vmo(self, handle)
 
+    def pin(self, paddr, length):
+        """Pin physical memory ``[paddr, paddr+length)`` and return it as a `vmo.Pin`
+        (``paddr``, ``length``, ``address``: the host address of its first byte, ``view``,
+        ``unpin()``, context manager). The checks and errors of `phys_view`:
+        MxError(ERR_OUT_OF_RANGE) unless the range lies inside one RAM range,
+        ERR_BAD_STATE if a page it touches is not held by a VMO, ERR_INVALID_ARGS for a
+        negative length; TypeError for non-integers. Recorded as a `phys_view`. O(frames)."""
+        return Pin(self, paddr, length)
+
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+class Subscription:
+    """A `Vmo.on_change` subscription: active until `cancel()` or the VMO's destruction
+    (or the kernel's close); dropping this object does not cancel it."""
+
+    __slots__ = ("kernel", "id")
+
+    def __init__(self, kernel, number):
+        self.kernel = kernel
+        self.id = number
+
+    @property
+    def active(self):
+        """True until cancelled, or the VMO is destroyed (after its last callback)."""
+        return bool(self.kernel._watching(self.id))
+
+    def cancel(self):
+        """End the subscription: no callback afterwards (not even for events already queued
+        by the call running, if a callback cancels it). Idempotent. O(subscriptions)."""
+        self.kernel._unwatch(self.id)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.cancel()
+
+    def __repr__(self):
+        return "<vmo.Subscription %d %s>" % (self.id, "active" if self.active else "ended")

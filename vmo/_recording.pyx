@@ -36,6 +36,7 @@ from vmo._trace cimport trace_header, tw_close, tw_open, tw_put, tw_side
 from vmo._tracerec cimport *
 from vmo._vmobject cimport (event_new, obj_unref, vm_object, vmo_cache_op,
                             vmo_commit, vmo_decommit, vmo_find_page, vmo_lookup, vmo_new,
+                            run_list, vmo_lookup_runs,
                             vmo_new_contiguous, vmo_release_cost, vmo_resize, vmo_transfer)
 
 from operator import index as operator_index

@@ -28,14 +28,49 @@ cdef enum:
     LONG_PAGES = 256
     LONG_BYTES = 65536
 
+# Change notifications (Vmo.on_change, KernelCore.c_on_change; docs/semantics.md "Change
+# notifications"). The object layer appends events while a call changes pages (vmo_* in
+# _vmobject.pyx, GIL or not); the call's Python method or c_* method delivers them with the
+# GIL once it is done (notify_deliver, _kernelcore.pyx). NULL until the first subscription,
+# so a kernel without subscribers pays one load and a branch per changing call.
+ctypedef void (*change_fn)(void *ctx, uint64_t offset, uint64_t length) noexcept
+
+cdef struct watch_entry:
+    uint64_t id             # the subscription's number, from 1, in subscription order
+    uint64_t koid           # the VMO watched
+    void *obj               # its vm_object; NULL once destroyed (its last event pending)
+    change_fn fn
+    void *ctx               # fn's argument; a PyObject * (owned reference) when `py`
+    bint py
+
+cdef struct change_event:
+    uint64_t koid
+    uint64_t offset
+    uint64_t length
+    bint destroyed          # the VMO went: its subscriptions end after this event
+
+cdef struct notify_state:
+    watch_entry *entries    # sorted by (koid, id)
+    uint64_t nentries
+    uint64_t cap_entries
+    uint64_t next_id
+    change_event *events    # pending, in the order the work met them
+    uint64_t nevents
+    uint64_t cap_events
+    uint64_t head           # next event to deliver
+    bint delivering         # a delivery is running (callbacks' own calls do not deliver)
+    bint lost               # the host refused to grow `events`: some were lost
+
 cdef struct kernel_state:
     frame_pool pool         # simulated physical memory and its frame allocator
     handle_table handles
     uint64_t next_koid
+    uint64_t next_serial    # obj_header.serial of the next object (never rewound)
     Py_ssize_t nvmos        # live VMO objects (handles or clone children keep them alive)
     bint closed             # set by close(): the C-level API then raises ValueError
     bint busy               # a thread owns the kernel (working without the GIL)
     PyThread_type_lock gate  # held by the owner while busy; waiters block on it
+    notify_state *notify    # change notifications: NULL while nothing is watched
 
 
 cdef inline void ks_wait_idle(kernel_state *ks) noexcept:

@@ -18,7 +18,7 @@ kernel. Either way the caller gets a whole kernel or an exception, never half of
 from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc, qsort
+from libc.stdlib cimport calloc, free, malloc, qsort
 from libc.string cimport memset
 
 from vmo._frames cimport FRAME_SHIFT, NIL, bit_set, bit_test, frame_pool, pool_hold
@@ -815,12 +815,12 @@ cdef int _build(KernelCore k, _Plan plan) except -1:
     for i in range(plan.nobjects):
         o = &plan.objects[i]
         if o.type == TYPE_EVENT:
-            made[i] = <obj_header *>malloc(sizeof(obj_header))
+            made[i] = <obj_header *>calloc(1, sizeof(obj_header))
             if made[i] == NULL:
                 break
             made[i].type = OBJ_EVENT
         else:
-            v = <vm_object *>malloc(sizeof(vm_object))
+            v = <vm_object *>calloc(1, sizeof(vm_object))
             if v == NULL:
                 break
             made[i] = &v.hdr
@@ -843,6 +843,11 @@ cdef int _build(KernelCore k, _Plan plan) except -1:
                         raise MemoryError("cannot build the page tables of a loaded kernel")
         made[i].koid = o.koid
         made[i].refs = <Py_ssize_t>o.refs
+        # Snapshots name objects by serial (never reused in a kernel's life): a new kernel's.
+        made[i].serial = ks.next_serial
+        ks.next_serial += 1
+        made[i].saved_epoch = p.epochs
+        made[i].index = 0
     else:
         i = plan.nobjects
     if i < plan.nobjects:

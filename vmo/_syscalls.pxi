@@ -118,6 +118,17 @@ cdef int sys_op_range(kernel_state *ks, uint32_t handle, uint32_t op, uint64_t o
     return ERR_INVALID_ARGS
 
 
+cdef int sys_lookup_runs(kernel_state *ks, uint32_t handle, uint64_t offset, uint64_t size,
+                         run_list *out) noexcept nogil:
+    """vmo_lookup_runs: the handle (no rights, as op_range), then LOOKUP's range checks."""
+    cdef uint32_t rights
+    cdef int status
+    cdef vm_object *v = _vmo(ks, handle, 0, &rights, &status)
+    if v == NULL:
+        return status
+    return vmo_lookup_runs(ks, v, offset, size, out)
+
+
 cdef int sys_clone(kernel_state *ks, uint32_t handle, uint32_t options, uint64_t offset,
                    uint64_t size, uint32_t *out) noexcept nogil:
     cdef uint32_t rights = 0

@@ -28,6 +28,39 @@ cdef struct vm_object:
     bint alive              # cleared when released (the walker checks reachable ones are)
 
 
+cdef struct vmo_run:
+    # One physical run of a VMO (Vmo.lookup_runs): `length` bytes (whole pages) at VMO
+    # offset `offset` backed by the consecutive frames from `paddr`, all held by the VMO
+    # itself (`own`) or all seen through ancestors.
+    uint64_t offset
+    uint64_t paddr
+    uint64_t length
+    uint64_t own
+
+
+cdef struct run_list:
+    # A growing array of runs (malloc'd; `runs` NULL until the first one).
+    vmo_run *runs
+    uint64_t count
+    uint64_t cap
+
+
+cdef struct snap_table:
+    # A VMO's page table before its first change since a snapshot (vmo/_snapshot.pyx).
+    uint64_t serial
+    page_table pt
+
+
+cdef void vmo_save_table_slow(kernel_state *ks, vm_object *v) noexcept nogil
+
+
+cdef inline void vmo_save_table(kernel_state *ks, vm_object *v) noexcept nogil:
+    """v's page table is about to change: its pre-image goes to the latest snapshot if this
+    is the first change since (one test when no snapshot is live)."""
+    if ks.pool.snap_epoch and v.hdr.saved_epoch < ks.pool.snap_epoch:
+        vmo_save_table_slow(ks, v)
+
+
 cdef vm_object *vmo_new(kernel_state *ks, uint64_t size, vm_object *parent,
                         uint64_t parent_offset) noexcept nogil
 cdef int vmo_new_contiguous(kernel_state *ks, uint64_t count, uint32_t align_log2,
@@ -48,6 +81,10 @@ cdef int vmo_transfer(kernel_state *ks, vm_object *v, uint8_t *buf, uint64_t off
                       uint64_t length, uint64_t *actual, bint write) noexcept nogil
 cdef int vmo_lookup(kernel_state *ks, vm_object *v, uint64_t offset, uint64_t size,
                     uint8_t *buf, uint64_t buffer_size) noexcept nogil
+cdef int vmo_lookup_runs(kernel_state *ks, const vm_object *v, uint64_t offset,
+                         uint64_t size, run_list *out) noexcept nogil
+cdef int vmo_visible_runs(kernel_state *ks, const vm_object *v, uint64_t start,
+                          uint64_t end, run_list *out) noexcept nogil
 cdef int vmo_cache_op(kernel_state *ks, vm_object *v, uint32_t op, uint64_t offset,
                       uint64_t size) noexcept nogil
 cdef uint64_t vmo_release_cost(const vm_object *v) noexcept nogil

@@ -8,23 +8,198 @@ function is `noexcept nogil`: the syscall layer may run any of them with the GIL
 """
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 
 from vmo._frames cimport (FRAME_SIZE, bit_test, frame_pool, pool_find_run, pool_free_count,
                           pool_frame_ptr, pool_give, pool_mark_dirty, pool_paddr, pool_take,
-                          pool_take_run)
+                          pool_save_takes, pool_take_run, snap_grow, snap_store)
 from vmo._handles cimport handle_table
-from vmo._pagetable cimport (pt_count, pt_fill, pt_free_nodes, pt_init, pt_lookup, pt_remove,
-                             pt_set)
+from vmo._pagetable cimport (pt_clone, pt_count, pt_fill, pt_free_nodes, pt_init, pt_lookup,
+                             pt_next, pt_remove, pt_set)
+from vmo._state cimport change_event, notify_state, watch_entry
 from vmo._status cimport (ERR_BUFFER_TOO_SMALL, ERR_INVALID_ARGS, ERR_NO_MEMORY,
                           ERR_OUT_OF_RANGE, HOST_NO_MEMORY, MX_VMO_MAX_SIZE, NO_ERROR,
                           PAGE_LIMIT, PAGE_MASK)
 
 
+cdef extern from *:
+    # Cython's own branch hint (__builtin_expect): the watched paths are the cold ones.
+    bint unlikely(bint condition) nogil
+
+
 cdef inline uint64_t _pages_up(uint64_t nbytes) noexcept nogil:
     """ceil(nbytes / PAGE_SIZE) without overflow."""
     return (nbytes >> PAGE_SHIFT) + ((nbytes & PAGE_MASK) != 0)
+
+
+# -- change notifications (docs/semantics.md "Change notifications") -------------------------
+# A call that may change which frames back a VMO's pages (DECOMMIT, shrink, a clone's write
+# faults, the destruction of a VMO) asks, when something is watched (ks.notify not NULL),
+# which watched VMOs see the pages it touches (the VMO itself and its descendants), takes
+# their visible runs over that range before the change and after it, and appends one event
+# per maximal range of pages whose frame changed or went. Nothing here touches Python: the
+# events are delivered after the call, with the GIL (notify_deliver, _kernelcore.pyx).
+
+cdef struct watch_snap:
+    const vm_object *w      # a watched VMO that sees the changed pages
+    uint64_t koid
+    uint64_t start          # its page range that may change
+    uint64_t end
+    run_list before         # its visible runs there, before the change
+
+
+cdef struct change_scope:
+    watch_snap *snaps
+    uint64_t n
+
+
+cdef void notify_event(kernel_state *ks, uint64_t koid, uint64_t offset, uint64_t length,
+                       bint destroyed) noexcept nogil:
+    """Queue one event (`lost` is set if the host refuses to grow the queue)."""
+    cdef notify_state *ns = ks.notify
+    cdef change_event *grown
+    cdef uint64_t cap
+    if ns.nevents == ns.cap_events:
+        cap = ns.cap_events * 2 if ns.cap_events else 16
+        grown = <change_event *>realloc(ns.events, cap * sizeof(change_event))
+        if grown == NULL:
+            ns.lost = True
+            return
+        ns.events = grown
+        ns.cap_events = cap
+    ns.events[ns.nevents].koid = koid
+    ns.events[ns.nevents].offset = offset
+    ns.events[ns.nevents].length = length
+    ns.events[ns.nevents].destroyed = destroyed
+    ns.nevents += 1
+
+
+cdef void _notify_before(kernel_state *ks, const vm_object *v, uint64_t a, uint64_t b,
+                         change_scope *sc) noexcept nogil:
+    """Before `v`'s pages [a, b) change: snapshot every watched VMO that sees them (v or a
+    descendant, each once, in koid order). Cost: the watched VMOs' chains up to v, and their
+    visible pages in the range."""
+    cdef notify_state *ns = ks.notify
+    cdef const watch_entry *e
+    cdef const vm_object *w
+    cdef const vm_object *level
+    cdef watch_snap *snap
+    cdef uint64_t i, shift
+    sc.n = 0
+    sc.snaps = NULL
+    if ns.nentries == 0 or a >= b:
+        return
+    sc.snaps = <watch_snap *>malloc(ns.nentries * sizeof(watch_snap))
+    if sc.snaps == NULL:
+        ns.lost = True
+        return
+    for i in range(ns.nentries):
+        e = &ns.entries[i]
+        if e.obj == NULL or (i and ns.entries[i - 1].koid == e.koid):
+            continue
+        w = <const vm_object *>e.obj
+        # Page index of w + shift = page index of v, when v is w or an ancestor.
+        shift = 0
+        level = w
+        while level != v and level != NULL:
+            shift += level.parent_offset >> PAGE_SHIFT
+            if shift > PAGE_LIMIT:
+                shift = PAGE_LIMIT      # beyond every page: nothing of v is seen
+            level = level.parent
+        if level == NULL or b <= shift:
+            continue
+        snap = &sc.snaps[sc.n]
+        snap.w = w
+        snap.koid = e.koid
+        snap.start = a - shift if a > shift else 0
+        snap.end = b - shift
+        snap.before.runs = NULL
+        snap.before.count = 0
+        snap.before.cap = 0
+        if vmo_visible_runs(ks, w, snap.start, snap.end, &snap.before):
+            free(snap.before.runs)
+            ns.lost = True
+            continue
+        if snap.before.count:
+            sc.n += 1
+        else:
+            free(snap.before.runs)
+
+
+cdef const vm_object *_scope_root(const vm_object *v, uint64_t *a, uint64_t *b) noexcept nogil:
+    """The root of `v`'s clone chain, with v's pages [a, b) as the root's page indices: a
+    clone's write faults copy into the levels between it and the holder of a page too, so
+    every VMO of the tree may see a change (saturating: past PAGE_LIMIT nothing is seen)."""
+    cdef uint64_t shift = 0
+    while v.parent != NULL:
+        shift += v.parent_offset >> PAGE_SHIFT
+        if shift > PAGE_LIMIT:
+            shift = PAGE_LIMIT
+        v = v.parent
+    a[0] = a[0] + shift if a[0] < PAGE_LIMIT else PAGE_LIMIT
+    b[0] = b[0] + shift if b[0] < PAGE_LIMIT else PAGE_LIMIT
+    return v
+
+
+cdef void _notify_after(kernel_state *ks, change_scope *sc) noexcept nogil:
+    """After the change: for each snapshot, one event per maximal range of pages that had a
+    frame before and now have another or none. Frees the scope. Cost: the pages
+    snapshotted."""
+    cdef uint64_t i, r, j, o, end, before, after, cur_start, cur_end
+    cdef watch_snap *snap
+    cdef run_list now
+    cdef const vmo_run *br
+    cdef const vmo_run *ar
+    for i in range(sc.n):
+        snap = &sc.snaps[i]
+        now.runs = NULL
+        now.count = 0
+        now.cap = 0
+        if vmo_visible_runs(ks, snap.w, snap.start, snap.end, &now):
+            ks.notify.lost = True
+        j = 0
+        cur_start = cur_end = 0
+        for r in range(snap.before.count):
+            br = &snap.before.runs[r]
+            o = br.offset
+            end = br.offset + br.length
+            while o < end:
+                while j < now.count and now.runs[j].offset + now.runs[j].length <= o:
+                    j += 1
+                before = br.paddr + (o - br.offset)
+                after = 1       # no frame (never a page's address: addresses are aligned)
+                if j < now.count and now.runs[j].offset <= o:
+                    ar = &now.runs[j]
+                    after = ar.paddr + (o - ar.offset)
+                if after != before:
+                    if cur_end != o or cur_end == cur_start:
+                        if cur_end != cur_start:
+                            notify_event(ks, snap.koid, cur_start, cur_end - cur_start, False)
+                        cur_start = o
+                    cur_end = o + FRAME_SIZE
+                o += FRAME_SIZE
+        if cur_end != cur_start:
+            notify_event(ks, snap.koid, cur_start, cur_end - cur_start, False)
+        free(now.runs)
+        free(snap.before.runs)
+    free(sc.snaps)
+    sc.snaps = NULL
+    sc.n = 0
+
+
+cdef void _notify_destroyed(kernel_state *ks, const vm_object *v) noexcept nogil:
+    """`v` is being destroyed: its subscriptions get one event for the whole VMO (none for
+    an empty one) and end with it."""
+    cdef notify_state *ns = ks.notify
+    cdef uint64_t i
+    cdef bint watched = False
+    for i in range(ns.nentries):
+        if ns.entries[i].obj == <void *>v:
+            ns.entries[i].obj = NULL
+            watched = True
+    if watched:
+        notify_event(ks, v.hdr.koid, 0, _pages_up(v.size) << PAGE_SHIFT, True)
 
 
 # -- lifetime ---------------------------------------------------------------------------------
@@ -44,10 +219,38 @@ cdef inline vm_object *_vmo_alloc(uint64_t size) noexcept nogil:
     return v
 
 
+cdef inline void _new_serial(kernel_state *ks, obj_header *obj) noexcept nogil:
+    """Name a new object for snapshots: a serial never used before, and no page-table
+    pre-image to save (no live snapshot holds the object)."""
+    obj.serial = ks.next_serial
+    ks.next_serial += 1
+    obj.saved_epoch = ks.pool.epochs
+    obj.index = 0
+
+
 cdef inline void _vmo_register(kernel_state *ks, vm_object *v) noexcept nogil:
     v.hdr.koid = ks.next_koid
     ks.next_koid += 1
     ks.nvmos += 1
+    _new_serial(ks, &v.hdr)
+
+
+# -- snapshots: a page table's pre-image (vmo/_snapshot.pyx restores it) ---------------------
+cdef void vmo_save_table_slow(kernel_state *ks, vm_object *v) noexcept nogil:
+    """v's page table is about to change for the first time since the latest snapshot:
+    save a copy into its store. O(nodes of the table)."""
+    cdef snap_store *s = ks.pool.snap
+    cdef snap_table *t
+    v.hdr.saved_epoch = ks.pool.snap_epoch
+    if not snap_grow(&s.tables, &s.captables, s.ntables, sizeof(snap_table)):
+        s.lost = True
+        return
+    t = &(<snap_table *>s.tables)[s.ntables]
+    t.serial = v.hdr.serial
+    if pt_clone(&v.pt, &t.pt):
+        s.lost = True
+        return
+    s.ntables += 1
 
 
 cdef vm_object *vmo_new(kernel_state *ks, uint64_t size, vm_object *parent,
@@ -111,6 +314,7 @@ cdef obj_header *event_new(kernel_state *ks) noexcept nogil:
     ev.koid = ks.next_koid
     ks.next_koid += 1
     ev.refs = 1
+    _new_serial(ks, ev)
     return ev
 
 
@@ -123,6 +327,9 @@ cdef void vmo_unref(kernel_state *ks, vm_object *v) noexcept nogil:
         v.hdr.refs -= 1
         if v.hdr.refs > 0:
             return
+        if unlikely(ks.notify != NULL):
+            _notify_destroyed(ks, v)
+        vmo_save_table(ks, v)
         pt_remove(&v.pt, 0, PAGE_LIMIT, &ks.pool)
         pt_free_nodes(&v.pt)
         v.alive = False
@@ -177,6 +384,7 @@ cdef inline int _insert(kernel_state *ks, vm_object *v, uint64_t idx,
                         uint32_t frame) noexcept nogil:
     """Put a frame just taken at page `idx`: NO_ERROR, or HOST_NO_MEMORY if the host cannot
     allocate a node (the frame goes back to the pool first: nothing leaks)."""
+    vmo_save_table(ks, v)
     if pt_set(&v.pt, idx, frame + 1):
         pool_give(&ks.pool, &frame, 1)
         return HOST_NO_MEMORY
@@ -253,8 +461,8 @@ cdef int vmo_write_fault(kernel_state *ks, vm_object *v, uint64_t offset,
             break
         f = pool_take(pool)
         if e and bit_test(pool.dirty, e - 1):
+            pool_mark_dirty(pool, f)    # before the bytes change (snapshots save them)
             memcpy(pool_frame_ptr(pool, f), pool_frame_ptr(pool, e - 1), FRAME_SIZE)
-            pool_mark_dirty(pool, f)
         status = _insert(ks, levels[j], offsets[j] >> PAGE_SHIFT, f)
         if status:
             break
@@ -272,9 +480,11 @@ cdef int vmo_commit(kernel_state *ks, vm_object *v, uint64_t offset,
     """COMMIT [offset, offset+size) trimmed to the VMO, all or nothing (docs/magenta.md
     3.6.1, docs/api.md exception 2): ERR_OUT_OF_RANGE, ERR_NO_MEMORY (HOST_NO_MEMORY: the
     pages filled so far stay)."""
-    cdef uint64_t trimmed, start, end, missing, need, idx
+    cdef uint64_t trimmed, start, end, missing, need, idx, a, b
     cdef uint32_t e
-    cdef int status
+    cdef int status = NO_ERROR
+    cdef change_scope scope
+    cdef const vm_object *root
     if not trim_range(offset, size, v.size, &trimmed):
         return ERR_OUT_OF_RANGE
     if trimmed == 0:
@@ -287,6 +497,9 @@ cdef int vmo_commit(kernel_state *ks, vm_object *v, uint64_t offset,
     if missing > pool_free_count(&ks.pool):
         return ERR_NO_MEMORY
     if v.parent == NULL:
+        vmo_save_table(ks, v)
+        if ks.pool.snap_epoch:
+            pool_save_takes(&ks.pool, missing)
         return HOST_NO_MEMORY if pt_fill(&v.pt, start, end, &ks.pool) else NO_ERROR
     # A clone: every missing page is a write fault; count the frames first.
     need = 0
@@ -295,12 +508,34 @@ cdef int vmo_commit(kernel_state *ks, vm_object *v, uint64_t offset,
             need += vmo_fault_cost(v, idx << PAGE_SHIFT)
     if need > pool_free_count(&ks.pool):
         return ERR_NO_MEMORY
+    if ks.notify != NULL:
+        a = start
+        b = end
+        root = _scope_root(v, &a, &b)     # before reading a and b
+        _notify_before(ks, root, a, b, &scope)
     for idx in range(start, end):
         if not pt_get(&v.pt, idx):
             status = vmo_write_fault(ks, v, idx << PAGE_SHIFT, &e)
             if status:
-                return status
-    return NO_ERROR
+                break
+    if ks.notify != NULL:
+        _notify_after(ks, &scope)
+    return status
+
+
+cdef void _remove_watched(kernel_state *ks, vm_object *v, uint64_t start, uint64_t end,
+                          uint64_t new_size=U64_MAX) noexcept nogil:
+    """DECOMMIT (pages [start, end)) or, with `new_size`, a shrink (then the pages from
+    `start` on) while something is watched: the change between two snapshots of the watched
+    VMOs that see v's pages there (out of line: the common path pays one test)."""
+    cdef change_scope scope
+    _notify_before(ks, v, start, end, &scope)
+    if new_size != U64_MAX:
+        pt_remove(&v.pt, start, PAGE_LIMIT, &ks.pool)
+        v.size = new_size
+    else:
+        pt_remove(&v.pt, start, end, &ks.pool)
+    _notify_after(ks, &scope)
 
 
 cdef int vmo_decommit(kernel_state *ks, vm_object *v, uint64_t offset,
@@ -311,7 +546,11 @@ cdef int vmo_decommit(kernel_state *ks, vm_object *v, uint64_t offset,
     if not trim_range(offset, size, v.size, &trimmed):
         return ERR_OUT_OF_RANGE
     if trimmed:
-        pt_remove(&v.pt, offset >> PAGE_SHIFT, _pages_up(offset + trimmed), &ks.pool)
+        vmo_save_table(ks, v)
+        if unlikely(ks.notify != NULL):
+            _remove_watched(ks, v, offset >> PAGE_SHIFT, _pages_up(offset + trimmed))
+        else:
+            pt_remove(&v.pt, offset >> PAGE_SHIFT, _pages_up(offset + trimmed), &ks.pool)
     return NO_ERROR
 
 
@@ -348,6 +587,122 @@ cdef int vmo_lookup(kernel_state *ks, vm_object *v, uint64_t offset, uint64_t si
     return NO_ERROR
 
 
+# -- physical runs (Vmo.lookup_runs) ---------------------------------------------------------
+cdef int _run_add(run_list *out, uint64_t idx, uint64_t paddr, bint own) noexcept nogil:
+    """Append page `idx` (frame at `paddr`) to the runs, extending the last run when the
+    page and its frame follow it with the same owner flag. 0, or HOST_NO_MEMORY."""
+    cdef vmo_run *last
+    cdef vmo_run *grown
+    cdef uint64_t cap
+    if out.count:
+        last = &out.runs[out.count - 1]
+        if (last.offset + last.length == idx << PAGE_SHIFT
+                and last.paddr + last.length == paddr and last.own == <uint64_t>own):
+            last.length += FRAME_SIZE
+            return NO_ERROR
+    if out.count == out.cap:
+        cap = out.cap * 2 if out.cap else 16
+        grown = <vmo_run *>realloc(out.runs, cap * sizeof(vmo_run))
+        if grown == NULL:
+            return HOST_NO_MEMORY
+        out.runs = grown
+        out.cap = cap
+    last = &out.runs[out.count]
+    last.offset = idx << PAGE_SHIFT
+    last.paddr = paddr
+    last.length = FRAME_SIZE
+    last.own = own
+    out.count += 1
+    return NO_ERROR
+
+
+cdef struct _walk_level:
+    # One level of the visible-page walk: pages [pos, end) of `v` still to visit, and
+    # `base`, what to subtract from an index of `v` to get the walked VMO's index.
+    const vm_object *v
+    uint64_t pos
+    uint64_t end
+    uint64_t base
+
+
+cdef int vmo_visible_runs(kernel_state *ks, const vm_object *v, uint64_t start,
+                          uint64_t end, run_list *out) noexcept nogil:
+    """Append the runs of the pages of `v` in page indices [start, end) that have a frame
+    (own, or an ancestor's: what vmo_find_page sees), ascending. Own pages come from v's
+    table; each gap between them is looked up in the parent, and so on up (an explicit
+    stack, as chains may be thousands deep). 0 or HOST_NO_MEMORY. Cost: the committed pages
+    met in the range at each level, plus one table probe per gap per level."""
+    cdef _walk_level small[16]
+    cdef _walk_level *stack = small
+    cdef _walk_level *grown
+    cdef _walk_level *top
+    cdef uint64_t depth = 1, cap = 16, idx = 0, nxt, po, lim
+    cdef uint32_t e = 0
+    cdef bint found
+    cdef const vm_object *p
+    cdef int status = NO_ERROR
+    lim = _pages_up(v.size)
+    stack[0].v = v
+    stack[0].pos = start
+    stack[0].end = end if end < lim else lim
+    stack[0].base = 0
+    while depth:
+        top = &stack[depth - 1]
+        if top.pos >= top.end:
+            depth -= 1
+            continue
+        found = pt_next(&top.v.pt, top.pos, top.end, &idx, &e)
+        nxt = idx if found else top.end
+        if top.pos < nxt and top.v.parent != NULL:
+            # The gap [pos, nxt) first, in the parent; this level resumes at nxt.
+            p = top.v.parent
+            po = top.v.parent_offset >> PAGE_SHIFT
+            lim = _pages_up(p.size)
+            start = top.pos + po
+            end = nxt + po if nxt + po < lim else lim
+            top.pos = nxt
+            if start < end:
+                if depth == cap:
+                    grown = <_walk_level *>malloc(2 * cap * sizeof(_walk_level))
+                    if grown == NULL:
+                        status = HOST_NO_MEMORY
+                        break
+                    memcpy(grown, stack, cap * sizeof(_walk_level))
+                    if stack != small:
+                        free(stack)
+                    stack = grown
+                    cap *= 2
+                stack[depth].v = p
+                stack[depth].pos = start
+                stack[depth].end = end
+                stack[depth].base = stack[depth - 1].base + po
+                depth += 1
+            continue
+        if not found:
+            top.pos = top.end
+            continue
+        status = _run_add(out, idx - top.base, pool_paddr(&ks.pool, e - 1), depth == 1)
+        if status:
+            break
+        top.pos = idx + 1
+    if stack != small:
+        free(stack)
+    return status
+
+
+cdef int vmo_lookup_runs(kernel_state *ks, const vm_object *v, uint64_t offset,
+                         uint64_t size, run_list *out) noexcept nogil:
+    """Vmo.lookup_runs after the handle: LOOKUP's checks without the buffer ones, in its
+    order (ERR_INVALID_ARGS for size 0, ERR_OUT_OF_RANGE unless InRange), then the runs of
+    the committed pages touching the range (uncommitted pages skipped) appended to `out`;
+    HOST_NO_MEMORY. Cost: as vmo_visible_runs."""
+    if size == 0:
+        return ERR_INVALID_ARGS
+    if not in_range(offset, size, v.size):
+        return ERR_OUT_OF_RANGE
+    return vmo_visible_runs(ks, v, offset >> PAGE_SHIFT, _pages_up(offset + size), out)
+
+
 cdef int vmo_cache_op(kernel_state *ks, vm_object *v, uint32_t op, uint64_t offset,
                       uint64_t size) noexcept nogil:
     """The cache ops (docs/magenta.md 3.6.5): ERR_INVALID_ARGS (size 0), ERR_OUT_OF_RANGE.
@@ -367,6 +722,12 @@ cdef int vmo_resize(kernel_state *ks, vm_object *v, uint64_t size) noexcept nogi
     if size > MX_VMO_MAX_SIZE:
         return ERR_OUT_OF_RANGE
     if size < v.size:
+        vmo_save_table(ks, v)
+        if unlikely(ks.notify != NULL):
+            # The pages past the new end are the ones that may lose their frames (own ones
+            # freed; an ancestor's no longer seen, by v and its clones).
+            _remove_watched(ks, v, _pages_up(size), _pages_up(v.size), size)
+            return NO_ERROR
         pt_remove(&v.pt, _pages_up(size), PAGE_LIMIT, &ks.pool)
     v.size = size
     return NO_ERROR
@@ -423,6 +784,24 @@ cdef int _chunks(kernel_state *ks, vm_object *v, uint8_t *buf, uint64_t offset,
     return NO_ERROR
 
 
+cdef int _transfer_watched(kernel_state *ks, vm_object *v, uint8_t *buf, uint64_t offset,
+                           uint64_t trimmed, uint64_t *actual) noexcept nogil:
+    """vmo_transfer's write to a clone while something is watched: its write faults may
+    replace frames seen by it, the levels between it and a page's holder, and their
+    clones (out of line: the common path pays one test of ks.notify)."""
+    cdef uint64_t a = offset >> PAGE_SHIFT, b = _pages_up(offset + trimmed)
+    cdef change_scope scope
+    cdef const vm_object *root = _scope_root(v, &a, &b)     # before reading a and b
+    cdef notify_state *ns = ks.notify
+    cdef int status
+    _notify_before(ks, root, a, b, &scope)
+    ks.notify = NULL        # the transfer itself, as if nothing were watched
+    status = vmo_transfer(ks, v, buf, offset, trimmed, actual, True)
+    ks.notify = ns
+    _notify_after(ks, &scope)
+    return status
+
+
 cdef int vmo_transfer(kernel_state *ks, vm_object *v, uint8_t *buf, uint64_t offset,
                       uint64_t length, uint64_t *actual, bint write) noexcept nogil:
     """vmo_read (`write` False: into `buf`) or vmo_write (from `buf`) after the handle and
@@ -437,6 +816,8 @@ cdef int vmo_transfer(kernel_state *ks, vm_object *v, uint8_t *buf, uint64_t off
     actual[0] = 0
     if not trim_range(offset, length, v.size, &trimmed):
         return ERR_OUT_OF_RANGE
+    if unlikely(ks.notify != NULL) and write and v.parent != NULL and trimmed:
+        return _transfer_watched(ks, v, buf, offset, trimmed, actual)
     if trimmed and _aliases_memory(&ks.pool, buf, trimmed):
         tmp = <uint8_t *>malloc(trimmed)
         if tmp == NULL:

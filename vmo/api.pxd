@@ -76,5 +76,50 @@
 #                                                one RAM range), ERR_BAD_STATE (a page not
 #                                                held by a VMO)
 #   c_phys_write(paddr, src, length)             device write: as c_phys_read
+#   c_dirty_log(out, max_entries, clear, &count) the dirty log (docs/semantics.md): its
+#                                                physical addresses, ascending, into
+#                                                out[0:count], then cleared if `clear`;
+#                                                ERR_BUFFER_TOO_SMALL (count = entries
+#                                                needed; nothing written or cleared)
+#
+# Machine services (docs/api.md "Machine services"):
+#   c_pin(paddr, length, &host)                  pin the frames of a physical range (as
+#                                                Kernel.pin, without the Python object):
+#                                                ERR_OUT_OF_RANGE, ERR_BAD_STATE (a page not
+#                                                held by a VMO), ERR_NOT_SUPPORTED while the
+#                                                kernel records (a C-level pin has no trace
+#                                                record: use Kernel.pin); `host` is the host
+#                                                address of the byte at paddr (NULL for length
+#                                                0), valid until the matching c_unpin
+#   c_unpin(paddr, length)                       one pin of each frame of the range goes (a
+#                                                frame its VMO let go of is freed with its last
+#                                                pin): ERR_OUT_OF_RANGE, ERR_BAD_STATE (a frame
+#                                                not pinned: nothing changes),
+#                                                ERR_NOT_SUPPORTED while recording. Give it the
+#                                                range of an earlier c_pin: the kernel cannot
+#                                                tell whose pin it drops
+#   c_host_address(paddr, length, &host)         the host address of the byte at paddr after
+#                                                phys_read's checks (ERR_OUT_OF_RANGE,
+#                                                ERR_BAD_STATE), NULL for length 0; valid while
+#                                                the frames stay held (pin them to be sure)
+#   c_lookup_runs(handle, offset, size, out, max_runs, &count)
+#                                                Vmo.lookup_runs into `out` (vmo_run: offset,
+#                                                paddr, length, own): ERR_BAD_HANDLE,
+#                                                ERR_WRONG_TYPE, ERR_INVALID_ARGS (size 0),
+#                                                ERR_OUT_OF_RANGE; `count` is the number of
+#                                                runs (0 on failure); more than `max_runs`:
+#                                                ERR_BUFFER_TOO_SMALL with the first max_runs
+#                                                written
+#   c_on_change(handle, fn, ctx, &subscription)  Vmo.on_change with a C function:
+#                                                fn(ctx, offset, length) (change_fn, noexcept,
+#                                                called with the GIL held after the call that
+#                                                caused it): ERR_BAD_HANDLE, ERR_WRONG_TYPE
+#   c_cancel_change(subscription)                end it: ERR_NOT_FOUND if it is not active
+# The c_* calls that can change pages (c_write, c_op_range, c_commit, c_decommit,
+# c_set_size, c_handle_close) deliver their change events before they return; an exception
+# raised by a Python callback (Vmo.on_change) is raised from them then, after every other
+# callback ran.
 from vmo._kernel cimport Kernel, handle_basic_info
+from vmo._state cimport change_fn
 from vmo._status cimport *
+from vmo._vmobject cimport vmo_run

@@ -18,6 +18,7 @@ sides. Bottom to top:
   `_physmem`     physical memory as devices see it (`phys_*`)
   `_args`        the Python-to-C boundary: one argument converter (`Arguments`)
   `_invariants`  the invariant walker (`check`) and the test shims
+  `_snapshot`    snapshots (copies of the state), restore, the dirty log's reading
   `_kernel`      `Kernel`, the syscall layer only
   `_trace`       the trace file (docs/trace-format.md): codec, writer, reader, record checks
   `_exec`        runs records: the executor, `Kernel.run`'s batches, `replay`

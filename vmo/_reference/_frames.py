@@ -12,12 +12,13 @@ Plain functions over a `FramePool`, named as the core's (`pool_take`, `pool_give
 
 import mmap
 import sys
+import weakref
 
 from ..constants import PAGE_SIZE
 
 __all__ = [
     "FramePool", "frame_copy", "frame_read", "frame_write", "pool_destroy", "pool_find_run",
-    "pool_frame_of", "pool_free_count", "pool_give", "pool_is_free", "pool_list",
+    "pool_frame_of", "pool_free_count", "pool_give", "pool_is_free", "pool_list", "pool_log",
     "pool_mark_dirty", "pool_paddr", "pool_pin", "pool_take", "pool_take_run", "pool_unpin",
 ]
 
@@ -33,8 +34,8 @@ class FramePool:
     ``arenas``: ((base paddr, first frame, frames), ...) as `vmo._memmap.merge_arenas` gives.
     """
 
-    __slots__ = ("arenas", "free_list", "held_above", "mem", "next_fresh", "nframes",
-                 "orphans", "pins", "written")
+    __slots__ = ("arenas", "free_list", "held_above", "log", "mem", "next_fresh", "nframes",
+                 "orphans", "pins", "snapshots", "written")
 
     def __init__(self, arenas):
         self.arenas = tuple(arenas)
@@ -49,6 +50,10 @@ class FramePool:
         self.held_above = set()  # frames at or above the mark held anyway (contiguous runs)
         self.pins = {}           # frame -> live physical views over it
         self.orphans = set()     # pinned frames their VMO let go of: freed with the last pin
+        self.log = set()         # the dirty log: frames whose bytes may have changed
+        # Live snapshots (_snapshot.Snapshot), each noting the frames logged since it was
+        # taken (a restore logs them again).
+        self.snapshots = weakref.WeakSet()
 
 
 def pool_destroy(pool):
@@ -121,6 +126,7 @@ def _free_one(pool, frame):
     if frame in pool.written:
         pool.mem[frame * PAGE_SIZE:(frame + 1) * PAGE_SIZE] = _ZERO_PAGE
         pool.written.remove(frame)
+        pool_log(pool, frame)
     if frame >= pool.next_fresh:
         pool.held_above.remove(frame)
     else:
@@ -187,9 +193,18 @@ def pool_unpin(pool, frame):
 
 # -- bytes ---------------------------------------------------------------------------------------
 
+def pool_log(pool, frame):
+    """``frame``'s bytes (may) change: into the dirty log, and into what every live snapshot
+    notes (docs/semantics.md "The dirty log")."""
+    pool.log.add(frame)
+    for snapshot in pool.snapshots:
+        snapshot.logged.add(frame)
+
+
 def pool_mark_dirty(pool, frame):
     """``frame`` may now hold nonzero bytes (zeroed before it is handed out again)."""
     pool.written.add(frame)
+    pool_log(pool, frame)
 
 
 def frame_read(pool, frame, start, length):
@@ -202,7 +217,7 @@ def frame_write(pool, frame, start, data):
     """Write ``data`` into ``frame`` from byte ``start``."""
     offset = frame * PAGE_SIZE + start
     pool.mem[offset:offset + len(data)] = data
-    pool.written.add(frame)
+    pool_mark_dirty(pool, frame)
 
 
 def frame_copy(pool, source, dest):

@@ -40,6 +40,26 @@ def check(state, stats):
     for key, value in expected.items():
         if stats[key] != value:
             _fail("stats()[%r] is %d, expected %d", key, stats[key], value)
+    _check_watches(state)
+
+
+def _check_watches(state):
+    """The change subscriptions: sorted by (koid, id), each of a live VMO with that koid or
+    of a destroyed one whose destruction event is pending; no event left undelivered."""
+    if not state.delivering and state.events:
+        _fail("%d change events left undelivered", len(state.events))
+    pending = {koid for koid, _, _, destroyed in state.events if destroyed}
+    keys = [(w[1], w[0]) for w in state.watches]
+    if keys != sorted(keys) or len(set(keys)) != len(keys):
+        _fail("subscriptions out of order")
+    for number, koid, vmo, _ in state.watches:
+        if not 0 < number < state.next_watch:
+            _fail("subscription id %d", number)
+        if vmo is None:
+            if koid not in pending:
+                _fail("subscription %d of a destroyed VMO", number)
+        elif state.objects.get(koid) is not vmo:
+            _fail("subscription %d to a dead VMO", number)
 
 
 def _check_frames(pool, vmos):

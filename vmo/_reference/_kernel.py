@@ -28,7 +28,7 @@ from ..constants import (
 )
 from ..errors import Status
 from ..records import HandleBasicInfo
-from . import _invariants, _physmem
+from . import _invariants, _physmem, _snapshot
 from ._args import (
     U64_MAX,
     Arguments,
@@ -51,6 +51,7 @@ from ._vmobject import (
     vmo_commit,
     vmo_decommit,
     vmo_lookup,
+    vmo_lookup_runs,
     vmo_new,
     vmo_resize,
     vmo_transfer,
@@ -135,6 +136,8 @@ class _Machine(PythonicKernel):
             vmo_unref(state, ht_uninstall(state.handles, value).obj)
         assert not state.objects and not state.handles.entries
         state.closed = True
+        state.watches.clear()  # every subscription ends, without a callback
+        state.events.clear()
         pool_destroy(state.pool)
 
     def _ensure_open(self):
@@ -173,6 +176,41 @@ class _Machine(PythonicKernel):
         self._ensure_open()
         paddr, length = phys_args(paddr, length)
         return _physmem.phys_view(self._state, paddr, length)
+
+    # -- machine services: the dirty log and snapshots (_snapshot) ---------------------------
+    def dirty_log(self, clear=True):
+        """The physical addresses of the frames whose bytes may have changed since the log
+        was last cleared, ascending, as array('Q'); then clear it unless ``clear`` is false
+        (docs/semantics.md "The dirty log")."""
+        self._ensure_open()
+        return _snapshot.dirty_log_read(self._state.pool, bool(clear))
+
+    def snapshot(self):
+        """A `Snapshot` of the whole kernel for `restore` (docs/semantics.md "Snapshots").
+        MxError(ERR_BAD_STATE) while frames are pinned; ValueError while recording."""
+        self._ensure_open()
+        if self._recorder is not None:
+            raise ValueError("a recording kernel cannot take snapshots")
+        return _snapshot.snap_take(self, self._state)
+
+    def restore(self, snapshot):
+        """Make the kernel what it was when ``snapshot`` was taken. MxError(ERR_BAD_STATE)
+        while frames are pinned; ValueError for another kernel's snapshot, a closed kernel
+        or while recording; TypeError for anything but a Snapshot."""
+        if not isinstance(snapshot, _snapshot.Snapshot):
+            raise TypeError(f"restore() takes a Snapshot, not {type(snapshot).__name__}")
+        self._ensure_open()
+        if self._recorder is not None:
+            raise ValueError("a recording kernel cannot restore snapshots")
+        _snapshot.snap_restore(self, self._state, snapshot)
+        # Each change subscription follows the VMO of its koid in the restored kernel, or
+        # ends (no callback): docs/semantics.md "Change notifications".
+        state = self._state
+        state.events.clear()
+        state.watches[:] = [w for w in state.watches
+                            if isinstance(state.objects.get(w[1]), VmoObject)]
+        for watch in state.watches:
+            watch[2] = state.objects[watch[1]]
 
     # -- counts ------------------------------------------------------------------------------
     def stats(self):
@@ -216,6 +254,80 @@ class _Machine(PythonicKernel):
         from ._statefile import dumps, loads
         return loads, (type(self), dumps(self))
 
+    # -- change notifications (docs/semantics.md "Change notifications") ---------------------
+    def _watch(self, handle, callback):
+        """Subscribe ``callback(offset, length)`` to the VMO of ``handle`` (no rights needed)
+        -> (status, id): ERR_BAD_HANDLE, ERR_WRONG_TYPE, ERR_INVALID_ARGS (outside uint32)."""
+        self._ensure_open()
+        if not callable(callback):
+            raise TypeError("the callback must be callable")
+        arg = Arguments()
+        handle = arg.u32(handle)
+        if arg.out_of_range:
+            return ERR_INVALID_ARGS, 0
+        status, entry = self._vmo(handle)
+        if status:
+            return status, 0
+        state = self._state
+        number = state.next_watch
+        state.next_watch += 1
+        state.watches.append([number, entry.obj.koid, entry.obj, callback])
+        state.watches.sort(key=lambda w: (w[1], w[0]))
+        return NO_ERROR, number
+
+    def _find_watch(self, number):
+        state = self._state
+        if state.closed:
+            return None
+        for watch in state.watches:
+            if watch[0] == number and watch[2] is not None:
+                return watch
+        return None
+
+    def _unwatch(self, number):
+        """End subscription ``number``: True if it was active."""
+        watch = self._find_watch(number)
+        if watch is None:
+            return False
+        self._state.watches.remove(watch)
+        return True
+
+    def _watching(self, number):
+        """True while subscription ``number`` is active."""
+        return self._find_watch(number) is not None
+
+    def _deliver(self):
+        """Deliver the pending change events, in order, each to the subscriptions of its VMO
+        in subscription order (a callback's own calls queue theirs behind); a destruction
+        event ends the VMO's subscriptions. The first exception a callback raises is raised
+        once every callback ran."""
+        state = self._state
+        if state.delivering or not state.events:
+            return
+        state.delivering = True
+        first = None
+        try:
+            while state.events:
+                koid, offset, length, destroyed = state.events.pop(0)
+                last = 0
+                while True:
+                    watch = next((w for w in state.watches if w[1] == koid and w[0] > last), None)
+                    if watch is None:
+                        break
+                    last = watch[0]
+                    if length:
+                        try:
+                            watch[3](offset, length)
+                        except BaseException as exc:  # noqa: B036  (raised after the others)
+                            if first is None:
+                                first = exc
+                if destroyed:
+                    state.watches[:] = [w for w in state.watches if w[1] != koid]
+        finally:
+            state.delivering = False
+        if first is not None:
+            raise first
+
     # -- traces and batches (docs/trace-format.md; _trace, _exec, _recorder) ----------------
     _recorder = None
 
@@ -233,7 +345,16 @@ class _Machine(PythonicKernel):
         the record, for a malformed batch (before any record runs)."""
         from ._exec import run_batch
         self._ensure_open()
-        return run_batch(self, batch, self._recorder)
+        state = self._state
+        outer = not state.delivering
+        state.delivering = True  # the batch's events are delivered after its last record
+        try:
+            return run_batch(self, batch, self._recorder)
+        finally:
+            if outer:
+                state.delivering = False
+                if not state.closed:
+                    self._deliver()
 
     # -- test hooks ----------------------------------------------------------------------------
     def _allocator_state(self):
@@ -345,7 +466,15 @@ class Kernel(_Machine):
         return self._transfer(handle, data, offset, length, True)
 
     def _transfer(self, handle, buffer, offset, length, write):
-        """vmo_read (``write`` False: into ``buffer``) or vmo_write (from it)."""
+        """vmo_read (``write`` False: into ``buffer``) or vmo_write (from it); a write's
+        change events are delivered after it."""
+        try:
+            return self._transfer_call(handle, buffer, offset, length, write)
+        finally:
+            if write:
+                self._deliver()
+
+    def _transfer_call(self, handle, buffer, offset, length, write):
         self._ensure_open()
         with Arguments() as arg:
             handle, view, offset = arg.u32(handle), arg.buffer(buffer), arg.u64(offset)
@@ -400,7 +529,10 @@ class Kernel(_Machine):
         status, entry = self._vmo(handle, _WRITE)
         if status:
             return status
-        return vmo_resize(self._state, entry.obj, size)
+        try:
+            return vmo_resize(self._state, entry.obj, size)
+        finally:
+            self._deliver()
 
     def vmo_op_range(self, handle, op, offset, size, buffer=None, buffer_size=None):
         """COMMIT, DECOMMIT, LOCK, UNLOCK, LOOKUP or a cache op on a range -> status; no rights.
@@ -422,9 +554,15 @@ class Kernel(_Machine):
                 return status
             vmo = entry.obj
             if op == Op.COMMIT:
-                return vmo_commit(self._state, vmo, offset, size)
+                try:
+                    return vmo_commit(self._state, vmo, offset, size)
+                finally:
+                    self._deliver()
             if op == Op.DECOMMIT:
-                return vmo_decommit(self._state, vmo, offset, size)
+                try:
+                    return vmo_decommit(self._state, vmo, offset, size)
+                finally:
+                    self._deliver()
             if op in (Op.LOCK, Op.UNLOCK):
                 return ERR_NOT_SUPPORTED
             if op in _CACHE_OPS:
@@ -435,6 +573,22 @@ class Kernel(_Machine):
             if view is None or not writable(view) or buffer_size > view.nbytes:
                 return ERR_INVALID_ARGS
             return vmo_lookup(self._state, vmo, offset, size, view, buffer_size)
+
+    def vmo_lookup_runs(self, handle, offset, size):
+        """The physical runs of the committed pages touching ``[offset, offset+size)`` ->
+        (status, [(offset, paddr, length, own), ...]), [] on failure; no rights needed.
+
+        Errors, in order: ERR_BAD_HANDLE, ERR_WRONG_TYPE, ERR_INVALID_ARGS (size 0),
+        ERR_OUT_OF_RANGE. docs/api.md "vmo_lookup_runs"."""
+        self._ensure_open()
+        arg = Arguments()
+        handle, offset, size = arg.u32(handle), arg.u64(offset), arg.u64(size)
+        if arg.out_of_range:
+            return ERR_INVALID_ARGS, []
+        status, entry = self._vmo(handle)
+        if status:
+            return status, []
+        return vmo_lookup_runs(self._state, entry.obj, offset, size)
 
     def vmo_clone(self, handle, options, offset, size):
         """A copy-on-write clone (a live view) of ``[offset, offset+size)`` -> (status, handle).
@@ -478,6 +632,7 @@ class Kernel(_Machine):
         if status:
             return status
         vmo_unref(self._state, ht_uninstall(self._state.handles, handle).obj)
+        self._deliver()
         return NO_ERROR
 
     def handle_duplicate(self, handle, rights):

@@ -15,7 +15,8 @@ class KernelState:
     clones, events) to it; ``next_koid`` is the koid the next object takes.
     """
 
-    __slots__ = ("closed", "handles", "next_koid", "objects", "pool")
+    __slots__ = ("closed", "handles", "next_koid", "objects", "pool", "watches", "events",
+                 "next_watch", "delivering")
 
     def __init__(self, arenas):
         self.pool = FramePool(arenas)
@@ -23,3 +24,11 @@ class KernelState:
         self.objects = {}
         self.next_koid = FIRST_KOID
         self.closed = False
+        # Change notifications (docs/semantics.md "Change notifications"): the
+        # subscriptions, [id, koid, vmo (None once destroyed), callback], sorted by (koid,
+        # id); the pending events, (koid, offset, length, destroyed); the next id; whether a
+        # delivery (or a batch, which delivers after its last record) is running.
+        self.watches = []
+        self.events = []
+        self.next_watch = 1
+        self.delivering = False

@@ -17,7 +17,8 @@ from ._pagetable import PAGE_LIMIT, pt_count, pt_get, pt_remove, pt_set
 __all__ = [
     "EventObject", "VmoObject", "event_new", "in_range", "page_ceil", "trim_range",
     "vmo_cache_op", "vmo_commit", "vmo_decommit", "vmo_fault_cost", "vmo_find_page",
-    "vmo_lookup", "vmo_new", "vmo_resize", "vmo_transfer", "vmo_unref", "vmo_write_fault",
+    "vmo_lookup", "vmo_lookup_runs", "vmo_new", "vmo_visible_runs", "notify_before",
+    "notify_after", "vmo_resize", "vmo_transfer", "vmo_unref", "vmo_write_fault",
 ]
 
 _U64_MAX = (1 << 64) - 1
@@ -49,6 +50,57 @@ def in_range(offset, length, size):
     """Magenta's InRange: ``[offset, offset+length)`` lies inside ``[0, size)`` without wrapping."""
     end = offset + length
     return end <= _U64_MAX and offset <= size and end <= size
+
+
+# -- change notifications (docs/semantics.md "Change notifications") ---------------------------
+# The executable spec, literally: before a call that may change which frames back pages, the
+# pages every watched VMO sees; after it, one event per maximal range of pages that had a
+# frame and now have another or none (watched VMOs in koid order, ranges ascending). The
+# compiled core looks only at the VMO changed and its descendants, in the range changed.
+
+def _visible(state, vmo):
+    """{page index: paddr} of every page of ``vmo`` that shows a frame."""
+    pages = {}
+    for offset, paddr, length, _ in vmo_visible_runs(state, vmo, 0, page_ceil(vmo.size)):
+        for i in range(length // PAGE_SIZE):
+            pages[offset // PAGE_SIZE + i] = paddr + i * PAGE_SIZE
+    return pages
+
+
+def notify_before(state):
+    """The snapshot of every watched VMO (None when nothing is watched)."""
+    if not state.watches:
+        return None
+    watched = {entry[1]: entry[2] for entry in state.watches if entry[2] is not None}
+    return [(koid, vmo, _visible(state, vmo)) for koid, vmo in sorted(watched.items())]
+
+
+def notify_after(state, snapshot):
+    """Queue the events of the change since ``snapshot``."""
+    if snapshot is None:
+        return
+    for koid, vmo, before in snapshot:
+        after = _visible(state, vmo)
+        changed = sorted(i for i, paddr in before.items() if after.get(i) != paddr)
+        start = None
+        for n, index in enumerate(changed):
+            if start is None:
+                start = index
+            if n + 1 == len(changed) or changed[n + 1] != index + 1:
+                state.events.append((koid, start * PAGE_SIZE, (index + 1 - start) * PAGE_SIZE,
+                                     False))
+                start = None
+
+
+def _notify_destroyed(state, vmo):
+    """``vmo`` goes: its subscriptions get one event for the whole VMO and end."""
+    watched = False
+    for entry in state.watches:
+        if entry[2] is vmo:
+            entry[2] = None
+            watched = True
+    if watched:
+        state.events.append((vmo.koid, 0, page_ceil(vmo.size) * PAGE_SIZE, True))
 
 
 # -- objects -------------------------------------------------------------------------------------
@@ -114,6 +166,8 @@ def vmo_unref(state, obj):
         del state.objects[obj.koid]
         if not isinstance(obj, VmoObject):
             return
+        if state.watches:
+            _notify_destroyed(state, obj)
         pt_remove(obj.pages, 0, PAGE_LIMIT, state.pool)
         obj.parent, obj = None, obj.parent
 
@@ -190,6 +244,16 @@ def vmo_transfer(state, vmo, offset, buf, write):
     chunk per page: ``write`` False fills the zero-initialised ``buf`` with what the VMO shows
     (never commits); ``write`` True writes it, write-faulting each page. Returns a status;
     chunks written before an ERR_NO_MEMORY stay written."""
+    if write and vmo.parent is not None and state.watches:
+        snapshot = notify_before(state)  # a clone's write faults may replace frames it saw
+        try:
+            return _transfer(state, vmo, offset, buf, write)
+        finally:
+            notify_after(state, snapshot)
+    return _transfer(state, vmo, offset, buf, write)
+
+
+def _transfer(state, vmo, offset, buf, write):
     pool = state.pool
     length = len(buf)
     done = 0
@@ -229,9 +293,11 @@ def vmo_commit(state, vmo, offset, size):
     needed = sum(vmo_fault_cost(vmo, index * PAGE_SIZE) for index in missing)
     if needed > free:
         return ERR_NO_MEMORY
+    snapshot = notify_before(state)
     for index in missing:
         status, _ = vmo_write_fault(state, vmo, index * PAGE_SIZE)
         assert status == NO_ERROR, status  # counted above
+    notify_after(state, snapshot)
     return NO_ERROR
 
 
@@ -243,7 +309,9 @@ def vmo_decommit(state, vmo, offset, size):
         return ERR_OUT_OF_RANGE
     if trimmed == 0:
         return NO_ERROR
+    snapshot = notify_before(state)
     pt_remove(vmo.pages, offset // PAGE_SIZE, page_ceil(offset + trimmed), state.pool)
+    notify_after(state, snapshot)
     return NO_ERROR
 
 
@@ -252,9 +320,11 @@ def vmo_resize(state, vmo, size):
     own pages past the new end, and the page holding the new end keeps its bytes."""
     if size > MX_VMO_MAX_SIZE:
         return ERR_OUT_OF_RANGE
+    snapshot = notify_before(state) if size < vmo.size else None
     if size < vmo.size:
         pt_remove(vmo.pages, page_ceil(size), PAGE_LIMIT, state.pool)
     vmo.size = size
+    notify_after(state, snapshot)
     return NO_ERROR
 
 
@@ -280,6 +350,45 @@ def vmo_lookup(state, vmo, offset, size, view, buffer_size):
             return ERR_NO_MEMORY  # the entries of earlier pages stay written
         struct.pack_into("=Q", out, 8 * i, pool_paddr(state.pool, frame))
     return NO_ERROR
+
+
+def vmo_visible_runs(state, vmo, first, end):
+    """The runs [offset, paddr, length, own] of the pages of ``vmo`` in page indices
+    ``[first, end)`` that show a frame (own or an ancestor's: what `vmo_find_page` sees), in
+    index order, maximal: a page joins the previous run when it follows it in the VMO and
+    in physical memory with the same owner flag."""
+    candidates = set()  # every index where some level of the chain holds a page
+    level, shift = vmo, 0
+    while level is not None and shift <= _U64_MAX:
+        candidates.update(index - shift // PAGE_SIZE for index in level.pages)
+        shift += level.parent_offset
+        level = level.parent
+    runs = []
+    for index in sorted(i for i in candidates if first <= i < end):
+        frame = vmo_find_page(vmo, index * PAGE_SIZE)
+        if frame is None:
+            continue
+        own = pt_get(vmo.pages, index) is not None
+        offset, paddr = index * PAGE_SIZE, pool_paddr(state.pool, frame)
+        if runs and runs[-1][0] + runs[-1][2] == offset and \
+                runs[-1][1] + runs[-1][2] == paddr and runs[-1][3] == own:
+            runs[-1][2] += PAGE_SIZE
+        else:
+            runs.append([offset, paddr, PAGE_SIZE, own])
+    return runs
+
+
+def vmo_lookup_runs(state, vmo, offset, size):
+    """Vmo.lookup_runs after the handle -> (status, [(offset, paddr, length, own), ...]):
+    LOOKUP's range checks in its order without the buffer ones (ERR_INVALID_ARGS for size 0,
+    ERR_OUT_OF_RANGE unless InRange), then the runs of the committed pages touching the
+    range; uncommitted pages are skipped."""
+    if size == 0:
+        return ERR_INVALID_ARGS, []
+    if not in_range(offset, size, vmo.size):
+        return ERR_OUT_OF_RANGE, []
+    runs = vmo_visible_runs(state, vmo, offset // PAGE_SIZE, page_ceil(offset + size))
+    return NO_ERROR, [tuple(run) for run in runs]
 
 
 def vmo_cache_op(vmo, offset, size):

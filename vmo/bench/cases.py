@@ -13,6 +13,7 @@ from functools import cache
 from time import perf_counter_ns
 
 from ..constants import Op
+from ..errors import Status
 from .common import (
     COMMIT,
     DECOMMIT,
@@ -163,7 +164,8 @@ def factory({names}):
         return ns, {status_expr}
     return run
 """
-_LOOP_GLOBALS = {"perf_counter_ns": perf_counter_ns, "COMMIT": COMMIT, "LOOKUP": LOOKUP}
+_LOOP_GLOBALS = {"perf_counter_ns": perf_counter_ns, "COMMIT": COMMIT, "DECOMMIT": DECOMMIT,
+                 "LOOKUP": LOOKUP}
 
 
 @cache
@@ -260,6 +262,36 @@ def _on_phys_page(view=False):
 
             env["close"] = close
         return env
+
+    return setup
+
+
+def _on_runs(scattered):
+    """Loop names: a kernel `k` and a VMO `h` of the row's size, every page committed: to
+    consecutive fresh frames (one run), or, `scattered`, to recycled frames, which come
+    back last-freed first (one run per page)."""
+    def setup(K, size):
+        k = K(memory_size=64 * MiB)
+        h = new_vmo(k, size)
+        if scattered:
+            ok(k.vmo_op_range(h, COMMIT, 0, size), "COMMIT")
+            ok(k.vmo_op_range(h, DECOMMIT, 0, size), "DECOMMIT")
+        ok(k.vmo_op_range(h, COMMIT, 0, size), "COMMIT")
+        return {"k": k, "h": h}
+
+    return setup
+
+
+def _on_watched_page(subscribers):
+    """Loop names: a kernel `k` and a one-page VMO `h`, committed, with `subscribers` no-op
+    change subscriptions on it."""
+    def setup(K, size):
+        k = K(memory_size=64 * MiB)
+        h = new_vmo(k, size)
+        ok(k.vmo_op_range(h, COMMIT, 0, size), "COMMIT")
+        for _ in range(subscribers):
+            k.vmo(h).on_change(lambda offset, length: None)
+        return {"k": k, "h": h}
 
     return setup
 
@@ -385,6 +417,19 @@ _K_PHYS_VIEW = _k_loop(_on_phys_page(), "k.phys_view(paddr, size).release()")
 _K_VIEW_WRITE = _k_loop(_on_phys_page(view=True), "view[:] = data")
 _K_PHYS_WRITE = _k_loop(_on_phys_page(), "k.phys_write(paddr, data)")
 _K_PHYS_READ = _k_loop(_on_phys_page(), "k.phys_read(paddr, size)")
+_K_PIN = _k_loop(_on_phys_page(), "k.pin(paddr, size).unpin()")
+_K_RUNS_ONE = _k_loop(_on_runs(False), "res = k.vmo_lookup_runs(h, 0, size)",
+                      status_expr="res[0]", check=_expect_ok("vmo_lookup_runs"))
+_K_RUNS_SCATTERED = _k_loop(_on_runs(True), "res = k.vmo_lookup_runs(h, 0, size)",
+                            status_expr="res[0]", check=_expect_ok("vmo_lookup_runs"))
+_NOTIFY_BODY = """
+    k.vmo_op_range(h, DECOMMIT, 0, size)
+    status = k.vmo_op_range(h, COMMIT, 0, size)
+    """
+_K_NOTIFY_NONE = _k_loop(_on_watched_page(0), _NOTIFY_BODY, status="status",
+                         check=_expect_ok("COMMIT"))
+_K_NOTIFY_ONE = _k_loop(_on_watched_page(1), _NOTIFY_BODY, status="status",
+                        check=_expect_ok("COMMIT"))
 
 # The single small syscalls: (setup, the statement with the method as {m}, the method, its
 # floor (the compiled core's twin that converts the same arguments and returns the same
@@ -753,6 +798,175 @@ def _h_load(H, size, calls):
 _STATE_SIZE = 64 * MiB
 
 
+# -- machine services (group "snapshot"): the dirty log, snapshots and restore ----------------
+# docs/semantics.md "Snapshots": a restore costs the pages changed since the snapshot, not the
+# memory committed. Measured on a kernel with 1 GiB committed in one VMO (COMMIT only: its
+# frames are untouched until written), next to a full copy of 1 GiB of written memory.
+GiB = 1 << 30
+_NO_SNAPSHOT_HOST = "host: no snapshot of an address space to compare with (see full_copy)"
+_NO_SNAPSHOT_REF = "reference: a snapshot is a deep copy of 1 GiB of page tables there"
+
+
+def _committed_gib(K):
+    k = K(memory_size=GiB + 64 * MiB)
+    h = new_vmo(k, GiB)
+    ok(k.vmo_op_range(h, COMMIT, 0, GiB), "COMMIT")
+    return k, h
+
+
+def _spread(pages):
+    """Offsets of `pages` pages spread evenly over the 1 GiB VMO."""
+    stride = (GiB // PAGE) // pages * PAGE
+    return [i * stride for i in range(pages)]
+
+
+def _k_restore(pages):
+    """k.restore(snapshot) after `pages` pages were written since the snapshot: only the
+    restore is timed (the writes, which save the pages' pre-images, are not)."""
+    def make(K, size, calls):
+        if getattr(K, "snapshot", None) is None:
+            raise Unavailable("this kernel has no snapshot()")
+        k, h = _committed_gib(K)
+        state = {"snap": k.snapshot()}
+        data = b"\x5a" * PAGE
+        offsets = _spread(pages)
+
+        def run():
+            snap = state["snap"]
+            total = 0
+            for _ in range(calls):
+                for off in offsets:
+                    k.vmo_write(h, data, off)
+                t0 = perf_counter_ns()
+                k.restore(snap)
+                total += perf_counter_ns() - t0
+            if k.vmo_read_bytes(h, offsets[-1], 1) != (Status.NO_ERROR, b"\0"):
+                raise BenchError("restore: a page kept its new bytes")
+            return total
+
+        def close():
+            state.clear()
+            k.close()
+
+        return Job(run, calls, close=close)
+
+    return make
+
+
+def _k_snapshot_take(K, size, calls):
+    """k.snapshot() and dropping it, on the 1 GiB-committed kernel."""
+    if getattr(K, "snapshot", None) is None:
+        raise Unavailable("this kernel has no snapshot()")
+    k, h = _committed_gib(K)
+
+    def run():
+        t0 = perf_counter_ns()
+        for _ in range(calls):
+            snap = k.snapshot()
+            del snap
+        return perf_counter_ns() - t0
+
+    return Job(run, calls, close=k.close)
+
+
+def _k_snapshot_cycle(pages):
+    """A fuzzer's iteration: snapshot, write `pages` pages (their pre-images are saved),
+    restore, drop the snapshot. The whole cycle is timed."""
+    def make(K, size, calls):
+        if getattr(K, "snapshot", None) is None:
+            raise Unavailable("this kernel has no snapshot()")
+        k, h = _committed_gib(K)
+        data = b"\x5a" * PAGE
+        offsets = _spread(pages)
+
+        def run():
+            t0 = perf_counter_ns()
+            for _ in range(calls):
+                snap = k.snapshot()
+                for off in offsets:
+                    k.vmo_write(h, data, off)
+                k.restore(snap)
+                del snap
+            return perf_counter_ns() - t0
+
+        return Job(run, calls, close=k.close)
+
+    return make
+
+
+def _k_full_copy(K, size, calls):
+    """What saving the machine costs without snapshots: a copy of 1 GiB of written memory
+    (vmo_read of the whole VMO into a buffer)."""
+    k = K(memory_size=GiB + 64 * MiB)
+    h = new_vmo(k, GiB)
+    chunk = b"\x5a" * (64 * MiB)
+    for off in range(0, GiB, len(chunk)):
+        ok(k.vmo_write(h, chunk, off)[0], "vmo_write")
+    buf = bytearray(GiB)
+
+    def run():
+        t0 = perf_counter_ns()
+        for _ in range(calls):
+            ok(k.vmo_read(h, buf, 0)[0], "vmo_read")
+        return perf_counter_ns() - t0
+
+    def close():
+        k.close()
+
+    return Job(run, calls, close=close)
+
+
+def _k_dirty_log(frames):
+    """k.dirty_log() after `frames` pages were written (in a scattered order, so the log's
+    list is not already sorted): only the read, which sorts and clears, is timed."""
+    def make(K, size, calls):
+        if getattr(K, "dirty_log", None) is None:
+            raise Unavailable("this kernel has no dirty_log()")
+        k = K(memory_size=64 * MiB)
+        h = new_vmo(k, frames * PAGE)
+        offsets = [((i * 7919) % frames) * PAGE for i in range(frames)]
+
+        def run():
+            total = 0
+            for _ in range(calls):
+                for off in offsets:
+                    k.vmo_write(h, b"\x01", off)
+                t0 = perf_counter_ns()
+                log = k.dirty_log()
+                total += perf_counter_ns() - t0
+                if len(log) != frames:
+                    raise BenchError("dirty_log: %d frames, not %d" % (len(log), frames))
+            return total
+
+        return Job(run, calls, close=k.close)
+
+    return make
+
+
+_SNAPSHOT_CASES = [
+    Case("dirty_log_1000", "snapshot", "dirty_log(), 1,000 frames logged (sort + clear)",
+         "call", _k_dirty_log(1000), host_na=_NO_SNAPSHOT_HOST, scale="fixed",
+         size=1000 * PAGE, calls=(100, 5, 0), rounds="call"),
+    Case("snapshot_take", "snapshot", "snapshot() + drop, 1 GiB committed", "call",
+         _k_snapshot_take, host_na=_NO_SNAPSHOT_HOST, ref_na=_NO_SNAPSHOT_REF, scale="fixed",
+         size=GiB, calls=(2000, 0, 0), rounds="call"),
+] + [
+    Case(f"restore_{n}", "snapshot", f"restore(), {n:,} page{'s' if n > 1 else ''} written since, "
+         "1 GiB committed", "call", _k_restore(n), host_na=_NO_SNAPSHOT_HOST,
+         ref_na=_NO_SNAPSHOT_REF, scale="fixed", size=GiB, calls=(calls, 0, 0), rounds="call",
+         target=Target("<=", 20_000, "<= 20 us") if n == 50 else None)
+    for n, calls in ((1, 2000), (50, 500), (5000, 10))
+] + [
+    Case("snapshot_cycle_50", "snapshot",
+         "snapshot + 50 page writes + restore + drop, 1 GiB committed", "call",
+         _k_snapshot_cycle(50), host_na=_NO_SNAPSHOT_HOST, ref_na=_NO_SNAPSHOT_REF,
+         scale="fixed", size=GiB, calls=(500, 0, 0), rounds="call"),
+    Case("full_copy", "snapshot", "full copy of 1 GiB of written memory (vmo_read)", "call",
+         _k_full_copy, host_na=_NO_SNAPSHOT_HOST,
+         ref_na="reference: 1 GiB of written memory is not its scale", scale="fixed",
+         size=GiB, calls=(1, 0, 0), rounds="call"),
+]
+
 _SYSCALL_CALLS = (50000, 2000, 10000)
 # The project's target for the per-call syscall rows: the call costs at most 20% more than
 # its floor (the argument conversion and the call themselves).
@@ -863,6 +1077,24 @@ _CASE_LIST = [
          scale="fixed", size=PAGE, calls=(20000, 1000, 0), rounds="call"),
     Case("phys_read", "embed", "phys_read", "call", _K_PHYS_READ, host_na=_NO_PHYS,
          scale="fixed", size=PAGE, calls=(20000, 1000, 0), rounds="call"),
+    Case("pin_unpin", "embed", "k.pin + unpin of a page (a Pin: host address, view)", "call",
+         _K_PIN, host_na=_NO_PHYS, scale="fixed", size=PAGE,
+         calls=(20000, 1000, 0), rounds="call"),
+    Case("lookup_runs_one", "embed",
+         "vmo_lookup_runs of 64 committed pages on consecutive frames (1 run)", "call",
+         _K_RUNS_ONE, host_na=_NO_PHYS, scale="fixed", size=64 * PAGE,
+         calls=(20000, 500, 0), rounds="call"),
+    Case("lookup_runs_scattered", "embed",
+         "vmo_lookup_runs of 64 committed pages on recycled frames (64 runs)", "call",
+         _K_RUNS_SCATTERED, host_na=_NO_PHYS, scale="fixed", size=64 * PAGE,
+         calls=(5000, 200, 0), rounds="call"),
+    Case("notify_none", "embed", "DECOMMIT + COMMIT of a page, no subscriber", "call",
+         _K_NOTIFY_NONE, host_na=_NO_PHYS, scale="fixed", size=PAGE,
+         calls=(20000, 1000, 0), rounds="call"),
+    Case("notify_one", "embed",
+         "DECOMMIT + COMMIT of a page, one on_change subscriber (one callback a round trip)",
+         "call", _K_NOTIFY_ONE, host_na=_NO_PHYS, scale="fixed", size=PAGE,
+         calls=(20000, 1000, 0), rounds="call"),
     Case("trace_loop", "trace", "one-page COMMIT / LOOKUP / DECOMMIT from a Python loop",
          "call", _k_mix_loop(False), host_na=_NO_TRACE_HOST, scale="fixed", size=PAGE,
          calls=(60000, 3000, 0), rounds="call"),
@@ -905,7 +1137,8 @@ _CASE_LIST = [
 ]
 
 CASES = {case.key: case for case in
-         _CASE_LIST + list(MEMORY_CASES.values()) + list(THREADS_CASES.values())}
+         _CASE_LIST + _SNAPSHOT_CASES + list(MEMORY_CASES.values())
+         + list(THREADS_CASES.values())}
 GROUPS = tuple(dict.fromkeys(case.group for case in CASES.values())) + ("sweep",)
 
 # The operations of the size sweep (`pytest benchmarks/` parametrises them over the default
