@@ -632,3 +632,33 @@ def test_save_owns_the_kernel_against_other_threads(tmp_state):
         stop.set()
         thread.join()
     k.close()
+
+
+def test_machine_services_and_save(kernel_cls, tmp_state):
+    """A live pin refuses a save; snapshots, the dirty log and subscriptions are not saved
+    (docs/semantics.md "Save, load and pickling")."""
+    k = kernel_cls(memory_size=MiB)
+    v = k.create_vmo(4 * PAGE)
+    v.write(b"pinned", 0)
+    (paddr,) = v.lookup(0, PAGE)
+    with k.pin(paddr, PAGE):
+        with pytest.raises(vmo.MxError) as info:
+            k.save(tmp_state)
+        assert info.value.status == vmo.ERR_BAD_STATE
+    events = []
+    v.on_change(lambda offset, length: events.append((offset, length)))
+    snap = k.snapshot()
+    v.write(b"after", 0)
+    k.save(tmp_state)
+    loaded = kernel_cls.load(tmp_state)
+    loaded._check()
+    assert loaded.vmo_read_bytes(v.handle, 0, 6) == k.vmo_read_bytes(v.handle, 0, 6)
+    assert len(loaded.dirty_log(clear=False)) == 0
+    with pytest.raises(ValueError):
+        loaded.restore(snap)
+    loaded.vmo(v.handle).decommit()
+    assert events == []          # no subscription came along
+    k.restore(snap)
+    assert k.vmo_read_bytes(v.handle, 0, 6)[1] == b"pinned"
+    loaded.close()
+    k.close()
