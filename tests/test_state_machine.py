@@ -842,9 +842,11 @@ class VmoStateMachine(RuleBasedStateMachine):
 
     @rule(dice=st.integers(0, 7), how=SAVE_HOW)
     def save_and_load(self, dice, how):
-        """Now and then, save both kernels and continue on the loaded ones."""
+        """Now and then, save both kernels and continue on the loaded ones (the snapshots
+        taken belong to the kernels left behind)."""
         if dice == 0:
             save_and_load(self.pair, how)
+            self.snapshots = []
 
     # -- machine services: physical runs, change notifications ------------------------------
     @rule(h=any_handle, offset=st.one_of(IN_VMO, OFFSETS), size=LENGTHS)
@@ -1043,9 +1045,10 @@ class RadixStateMachine(RuleBasedStateMachine):
     @rule(dice=st.integers(0, 7), how=SAVE_HOW)
     def save_and_load(self, dice, how):
         """Now and then, save and load both kernels (huge sparse VMOs: page runs at radix
-        node edges) and continue on the loaded ones."""
+        node edges) and continue on the loaded ones (without the old kernels' snapshots)."""
         if dice == 0:
             save_and_load(self.pair, how)
+            self.snapshots = []
 
     @invariant()
     def same_state(self):
