@@ -161,13 +161,13 @@ def test_pin_is_recorded_as_a_phys_view_and_replays_exactly(tmp_path, kernel_cls
 def test_lookup_runs_statuses_in_check_order(k):
     h = k.create_vmo(4 * PAGE).handle
     ev = k.event_create()[1]
-    assert k.vmo_lookup_runs(12345, 0, 0) == (S.ERR_BAD_HANDLE, [])
-    assert k.vmo_lookup_runs(ev, 0, 0) == (S.ERR_WRONG_TYPE, [])
-    assert k.vmo_lookup_runs(h, 5 * PAGE, 0) == (S.ERR_INVALID_ARGS, [])   # size 0 first
-    assert k.vmo_lookup_runs(h, 0, 4 * PAGE + 1) == (S.ERR_OUT_OF_RANGE, [])
-    assert k.vmo_lookup_runs(h, 1, (1 << 64) - 1) == (S.ERR_OUT_OF_RANGE, [])
-    assert k.vmo_lookup_runs(h, -1, 1) == (S.ERR_INVALID_ARGS, [])
-    assert k.vmo_lookup_runs(h, 0, 1 << 64) == (S.ERR_INVALID_ARGS, [])
+    assert k.vmo_lookup_runs(12345, 0, 0) == (S.ERR_BAD_HANDLE, 0)
+    assert k.vmo_lookup_runs(ev, 0, 0) == (S.ERR_WRONG_TYPE, 0)
+    assert k.vmo_lookup_runs(h, 5 * PAGE, 0) == (S.ERR_INVALID_ARGS, 0)   # size 0 first
+    assert k.vmo_lookup_runs(h, 0, 4 * PAGE + 1) == (S.ERR_OUT_OF_RANGE, 0)
+    assert k.vmo_lookup_runs(h, 1, (1 << 64) - 1) == (S.ERR_OUT_OF_RANGE, 0)
+    assert k.vmo_lookup_runs(h, -1, 1) == (S.ERR_INVALID_ARGS, 0)
+    assert k.vmo_lookup_runs(h, 0, 1 << 64) == (S.ERR_INVALID_ARGS, 0)
     assert k.vmo_lookup_runs(h, 0, 4 * PAGE) == (S.NO_ERROR, [])   # nothing committed
     ro = k.handle_duplicate(h, vmo.MX_RIGHT_DUPLICATE)[1]
     assert k.vmo_lookup_runs(ro, 0, PAGE) == (S.NO_ERROR, [])       # no rights needed

@@ -284,7 +284,8 @@ cdef class Kernel(KernelCore):
         of (offset, paddr, length, own) tuples in offset order, maximal (consecutive pages
         share a run when their frames are consecutive and their owner flag is the same;
         `own` is True for the VMO's own frames, False for frames of an ancestor it sees);
-        uncommitted pages are skipped. Returns (status, runs), [] on failure: ERR_BAD_HANDLE,
+        uncommitted pages are skipped. Returns (status, runs), runs 0 on failure (the
+        syscall layer's rule for a failed call's value): ERR_BAD_HANDLE,
         ERR_WRONG_TYPE (no rights needed), ERR_INVALID_ARGS (size 0), ERR_OUT_OF_RANGE
         (not inside the VMO). Not recorded (it changes nothing). Cost: the committed pages
         met in the range, in the VMO and each ancestor, plus one list entry per run."""
@@ -294,12 +295,14 @@ cdef class Kernel(KernelCore):
         cdef int status
         _open(self)
         if arg_u32(handle, &h) | arg_u64(offset, &off) | arg_u64(size, &c_size):
-            return (_st(ERR_INVALID_ARGS), [])
+            return (_st(ERR_INVALID_ARGS), 0)
         runs.runs = NULL
         runs.count = 0
         runs.cap = 0
         try:
             status = _c_lookup_runs(&self.ks, h, off, c_size, &runs)
+            if status != NO_ERROR:
+                return (_st(status), 0)
             # The C array first, the Python objects after (the state is not touched again).
             out = [None] * runs.count
             for i in range(runs.count):

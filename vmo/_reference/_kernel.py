@@ -576,7 +576,7 @@ class Kernel(_Machine):
 
     def vmo_lookup_runs(self, handle, offset, size):
         """The physical runs of the committed pages touching ``[offset, offset+size)`` ->
-        (status, [(offset, paddr, length, own), ...]), [] on failure; no rights needed.
+        (status, [(offset, paddr, length, own), ...]), 0 on failure; no rights needed.
 
         Errors, in order: ERR_BAD_HANDLE, ERR_WRONG_TYPE, ERR_INVALID_ARGS (size 0),
         ERR_OUT_OF_RANGE. docs/api.md "vmo_lookup_runs"."""
@@ -584,11 +584,12 @@ class Kernel(_Machine):
         arg = Arguments()
         handle, offset, size = arg.u32(handle), arg.u64(offset), arg.u64(size)
         if arg.out_of_range:
-            return ERR_INVALID_ARGS, []
+            return ERR_INVALID_ARGS, 0
         status, entry = self._vmo(handle)
         if status:
-            return status, []
-        return vmo_lookup_runs(self._state, entry.obj, offset, size)
+            return status, 0
+        status, runs = vmo_lookup_runs(self._state, entry.obj, offset, size)
+        return status, (runs if status == NO_ERROR else 0)
 
     def vmo_clone(self, handle, options, offset, size):
         """A copy-on-write clone (a live view) of ``[offset, offset+size)`` -> (status, handle).
