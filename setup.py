@@ -52,6 +52,7 @@ common = dict(
 # api.pxd are declarations only. arena.c goes into the modules that map memory.
 extensions = [
     Extension("vmo._frames", ["vmo/_frames.pyx", "src_c/arena.c"], **common),
+    Extension("vmo._cache", ["vmo/_cache.pyx"], **common),
     Extension("vmo._pagetable", ["vmo/_pagetable.pyx"], **common),
     Extension("vmo._handles", ["vmo/_handles.pyx", "src_c/arena.c"], **common),
     Extension("vmo._args", ["vmo/_args.pyx"], **common),

@@ -110,7 +110,7 @@ MAX = vmo.MX_VMO_MAX_SIZE
 SAME = 0x8000_0000
 SENTINEL = 0xDEAD_BEEF_DEAD_BEEF
 STATS_KEYS = ("total_frames", "free_frames", "committed_frames", "vmos", "handles",
-              "pinned_frames")
+              "pinned_frames", "cache_lines", "dirty_lines")
 READ_CAP = 1 << 20  # reads whose result would be larger (but < 2**63) are not made
 
 # The C syscalls: "They never raise for anything a C caller could pass" (docs/api.md).
@@ -597,7 +597,16 @@ OTHER_SETUP = """    o = K(memory_size=16 * 4096)                       # anothe
 
 def _memory_configs(ch):
     """(kwargs, arenas) of a small machine: arenas are (base, frames) in allocation order,
-    touching ranges merged."""
+    touching ranges merged; one case in four is a non-coherent machine (the cache model,
+    docs/cache-model.md) with a line size and capacity drawn too."""
+    kwargs, arenas = _memory_layout(ch)
+    if ch.int(0, 3) == 0:
+        kwargs = dict(kwargs, coherent=False, cache_line=ch.pick([64, 16, 4096, 32, 256]),
+                      cache_lines=ch.pick([None, 1, 4, 16]))
+    return kwargs, arenas
+
+
+def _memory_layout(ch):
     kind = ch.int(0, 9)
     if kind <= 5:
         pages = ch.pick([8, 12, 16, 24, 32, 9, 31])
@@ -660,6 +669,11 @@ class Case:
         self._held = None
         self.events = set()
         self.oracle_checks = {}  # outcomes the object-buffer oracle asserted (kind -> count)
+
+    def probe(self, name, *args):
+        """The core's answer to a call that only steers the fuzzing (sizes, rights), made on
+        both kernels so that their call counters (`seq`, in coherency events) stay equal."""
+        return [getattr(side.k, name)(*args) for side in self.sides][0]
 
     # -- reporting -------------------------------------------------------------------------
     def script(self):
@@ -733,7 +747,7 @@ class Case:
     def vmo_sizes(self):
         sizes = []
         for h in self.live[-8:]:
-            status, size = self.core.k.vmo_get_size(h) if self.open else (1, 0)
+            status, size = self.probe("vmo_get_size", h) if self.open else (1, 0)
             if status == 0:
                 sizes.append(size)
         return sizes
@@ -1027,7 +1041,7 @@ class Case:
             return None
         if not (0 <= h <= U32 and 0 <= off <= U64 and 0 <= n <= U64):
             return None  # ERR_INVALID_ARGS for the integers, before anything else
-        status, info = self.core.k.object_get_info(h, vmo.MX_INFO_HANDLE_BASIC)
+        status, info = self.probe("object_get_info", h, vmo.MX_INFO_HANDLE_BASIC)
         right = vmo.MX_RIGHT_WRITE if name in ("vmo_write", "Vmo.write") else vmo.MX_RIGHT_READ
         if status:
             return ("handle", pythonic, {Status.ERR_BAD_HANDLE})
@@ -1195,7 +1209,7 @@ class Case:
             return
         live, closed = [], []
         for h in self.seen:
-            status, info = self.core.k.object_get_info(h, 2)
+            status, info = self.probe("object_get_info", h, 2)
             if status == 0:
                 live.append(h)
                 if info.type != vmo.MX_OBJ_TYPE_VMEM:
@@ -1214,7 +1228,7 @@ class Case:
             return None
         if not (0 <= h <= U32 and 0 <= off <= U64 and 0 <= n <= U64) or not self.open:
             return None
-        status, size = self.core.k.vmo_get_size(h)
+        status, size = self.probe("vmo_get_size", h)
         if status or off > size:
             return None
         return min(n, size - off)
@@ -1236,7 +1250,7 @@ class Case:
             off = operator.index(a[0]) if a else 0
             size = a[1] if len(a) > 1 else None
             if size is None:
-                status, vsize = self.core.k.vmo_get_size(h)
+                status, vsize = self.probe("vmo_get_size", h)
                 size = vsize - off if status == 0 and 0 <= off <= vsize else 0
             size = operator.index(size)
         except Exception:
@@ -1573,6 +1587,9 @@ class Case:
             self.fail("stats() diverged:\n  core      %s\n  reference %s" % (a, b))
         if a["free_frames"] + a["committed_frames"] != a["total_frames"]:
             self.fail("stats() inconsistent: %s" % a)
+        ec, er = self.core.k.coherency_events(), self.ref.k.coherency_events()
+        if ec != er:
+            self.fail("coherency_events() diverged:\n  core      %s\n  reference %s" % (ec, er))
         for side in self.sides:
             try:
                 side.k._check()
@@ -1622,7 +1639,7 @@ class Case:
             for name in ("vmo_get_size", "vmo_committed_bytes", "_vmo_pages"):
                 self.run(name, "k", [hs])
             self.run("object_get_info", "k", [hs, "2"])
-            status, size = self.core.k.vmo_get_size(h)
+            status, size = self.probe("vmo_get_size", h)
             if status == 0:
                 self.run("vmo_read_bytes", "k", [hs, "0", str(min(size, 16 * PAGE))])
                 self.run("vmo_lookup_runs", "k", [hs, "0", str(max(size, 1))])

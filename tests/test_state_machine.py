@@ -67,6 +67,7 @@ SAME_RIGHTS = 0x8000_0000
 SENTINEL_BYTE = 0xA5
 SENTINEL_Q = 0xDEAD_BEEF_DEAD_BEEF
 STATS_KEYS = ("total_frames", "free_frames", "committed_frames", "vmos", "handles")
+CACHE_STATS_KEYS = ("cache_lines", "dirty_lines")
 S = vmo.Status
 
 # VMOs this small (in bytes) are read and LOOKUPed whole after every step.
@@ -138,11 +139,12 @@ _VALUE_CALLS = {"vmo_create", "vmo_read", "vmo_write", "vmo_get_size", "vmo_clon
 class Pair:
     """One compiled kernel and one reference kernel of the same memory, called in lockstep."""
 
-    def __init__(self, memory_size, memory_base=0x100000):
+    def __init__(self, memory_size, memory_base=0x100000, **options):
         if ReferenceKernel is None:
             raise AssertionError(f"vmo._reference does not import: {_REFERENCE_IMPORT_ERROR!r}")
-        self.core = vmo.Kernel(memory_size=memory_size, memory_base=memory_base)
-        self.ref = ReferenceKernel(memory_size=memory_size, memory_base=memory_base)
+        # options: the cache model's (coherent, cache_line, cache_lines): docs/cache-model.md
+        self.core = vmo.Kernel(memory_size=memory_size, memory_base=memory_base, **options)
+        self.ref = ReferenceKernel(memory_size=memory_size, memory_base=memory_base, **options)
         # Change notifications (Vmo.on_change): every callback of each kernel, in order, as
         # (subscription, offset, length), compared after every step.
         self.changes = {"core": [], "reference": []}
@@ -164,6 +166,7 @@ class Pair:
         """
         outcomes = []
         sides = []
+        assert self.core._seq == self.ref._seq, ("call counters differ before", name)
         for kernel in (self.core, self.ref):
             if buffers is not None:
                 a, kw = buffers()
@@ -249,6 +252,13 @@ class Pair:
                 self.lookup(h, 0, size, entries=max(1, -(-size // PAGE)))
             if status is S.NO_ERROR:
                 self.call("vmo_lookup_runs", h, 0, max(size, 1))
+        # The cache model: the same lines, dirty lines and hazard events (each with its
+        # address, VMO, offset and call number) on both sides.
+        a = {k: core_stats[k] for k in CACHE_STATS_KEYS}
+        b = {k: ref_stats[k] for k in CACHE_STATS_KEYS}
+        assert a == b, f"stats() diverged:\n  core      {a}\n  reference {b}"
+        ec, er = self.core.coherency_events(), self.ref.coherency_events()
+        assert ec == er, f"coherency_events() diverged:\n  core      {ec}\n  reference {er}"
         for name, kernel in (("core", self.core), ("reference", self.ref)):
             try:
                 kernel._check()
@@ -554,12 +564,12 @@ class VmoStateMachine(RuleBasedStateMachine):
 
     def _size(self, h):
         """The VMO's current size per the core (0 for non-VMO or invalid handles)."""
-        status, size = self.pair.core.vmo_get_size(h)
+        status, size = self.pair.call("vmo_get_size", h)
         return size if status is S.NO_ERROR else 0
 
     def _rights(self, h):
         """The handle's rights per the core (0 for invalid handles)."""
-        status, info = self.pair.core.object_get_info(h, vmo.MX_INFO_HANDLE_BASIC)
+        status, info = self.pair.call("object_get_info", h, vmo.MX_INFO_HANDLE_BASIC)
         return info.rights if status is S.NO_ERROR and info else 0
 
     def _rights_arg(self, h, spec):
@@ -943,7 +953,7 @@ class RadixStateMachine(RuleBasedStateMachine):
             self.pair.close()
 
     def _size(self, h):
-        status, size = self.pair.core.vmo_get_size(h)
+        status, size = self.pair.call("vmo_get_size", h)
         return size if status is S.NO_ERROR else 0
 
     def _add(self, result):

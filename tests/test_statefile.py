@@ -662,3 +662,14 @@ def test_machine_services_and_save(kernel_cls, tmp_state):
     assert k.vmo_read_bytes(v.handle, 0, 6)[1] == b"pinned"
     loaded.close()
     k.close()
+
+
+def test_a_non_coherent_kernel_is_not_saved(kernel_cls, tmp_state):
+    """Its CPU cache is not in the format (docs/state-format.md "Saving")."""
+    k = kernel_cls(memory_size=MiB, coherent=False)
+    with pytest.raises(ValueError, match="coherent"):
+        k.save(tmp_state)
+    with pytest.raises(ValueError, match="coherent"):
+        pickle.dumps(k)
+    assert not os.path.exists(tmp_state)
+    k.close()

@@ -29,6 +29,7 @@ def _find_compiled_core():
 _find_compiled_core()
 
 from . import constants as _constants  # noqa: E402
+from ._coherency import CoherencyEvent  # noqa: E402
 from ._kernel import Kernel as _CompiledKernel  # noqa: E402
 from ._kernel import replay  # noqa: E402
 from ._many import replay_many  # noqa: E402
@@ -49,7 +50,7 @@ class Kernel(PythonicKernel, _CompiledKernel):
 
 
 __all__ = ["Kernel", "Vmo", "Pin", "Subscription", "MxError", "Status", "status_name",
-           "HandleBasicInfo", "Batch",
+           "HandleBasicInfo", "CoherencyEvent", "Batch",
            "BatchRef", "BatchResult", "BATCH_DTYPE", "replay", "ReplayResult", "Mismatch",
            "replay_many", "Snapshot"]
 __all__ += _constants.__all__

@@ -312,6 +312,8 @@ cdef int exec_rec(kernel_state *ks, exec_ctx *cx, const trace_rec *r, uint32_t h
         if call >= CALL_PHYS_READ and r.status == ERR_OUT_OF_RANGE:
             return ERR_OUT_OF_RANGE
         return ERR_INVALID_ARGS
+    if call != CALL_PHYS_VIEW_RELEASE:
+        ks.seq += 1         # one kernel call (a view's release is none)
     if call == CALL_VMO_OP_RANGE:
         if r.x == MX_VMO_OP_LOOKUP:
             return _exec_lookup(ks, cx, r, handle, value)
@@ -551,7 +553,10 @@ def replay(path, *, check=True):
     cdef trace_rec first_rec
     cdef bint c_check = check, have_first = False
     try:
-        k = KernelCore(memory=rd.memory_map)   # the state only: no syscall runs in Python
+        coherent, line, lines = rd.cache_options
+        # The state only: no syscall runs in Python.
+        k = KernelCore(memory=rd.memory_map, coherent=coherent, cache_line=line,
+                       cache_lines=lines)
         try:
             cx_init(&cx)
             try:

@@ -37,6 +37,10 @@ cdef struct arena_t:
     uint64_t first          # its first frame number
     uint64_t nframes
 
+# Called for each frame pool_give frees (or orphans), before it is freed: the CPU cache
+# drops the frame's lines (_cache.pxd); NULL on a coherent kernel.
+ctypedef void (*frame_forget_fn)(void *ctx, uint32_t frame) noexcept nogil
+
 # -- snapshots (vmo/_snapshot.pyx; docs/semantics.md "Snapshots") ---------------------------
 # A live snapshot owns a store of pre-images: the state of each unit (a frame's bytes, a
 # frame's allocator entry, a VMO's page table) just before its first change after the
@@ -112,6 +116,8 @@ cdef struct frame_pool:
     uint32_t *bytes_epoch
     uint32_t *entry_epoch
     uint32_t *log_epoch
+    frame_forget_fn forget  # NULL, or the CPU cache's hook for freed frames
+    void *forget_ctx
 
 cdef int pool_init(frame_pool *p, object memory_map) except -1
 cdef void pool_destroy(frame_pool *p) noexcept nogil

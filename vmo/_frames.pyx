@@ -198,6 +198,9 @@ cdef void pool_give(frame_pool *p, const uint32_t *frames, uint64_t n) noexcept 
     """
     cdef uint64_t i, f, lo = 0, hi = 0
     cdef bint in_run = False
+    if p.forget != NULL:
+        for i in range(n):
+            p.forget(p.forget_ctx, frames[i])
     if p.snap_epoch:
         _save_give(p, frames, n)
     for i in range(n):

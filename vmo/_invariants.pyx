@@ -9,6 +9,7 @@ changes the state under it.
 
 from libc.stdint cimport uint32_t, uint64_t, uintptr_t
 
+from vmo._cache cimport cache_check
 from vmo._frames cimport NIL, bit_test, frame_pool, pool_list, pool_paddr
 from vmo._object cimport OBJ_EVENT, OBJ_VMO, obj_header
 from vmo._pagetable cimport pt_next
@@ -35,6 +36,11 @@ cdef dict vmo_pages(kernel_state *ks, const vm_object *v):
 cdef tuple allocator_state(kernel_state *ks):
     """(next fresh frame, [freed frames, bottom of the LIFO list first])."""
     return (ks.pool.next_fresh, pool_list(&ks.pool))
+
+
+_CACHE_BROKEN = ("", "line count over capacity", "line table count", "LRU list",
+                 "line table entry", "line of a frame not held", "dirty count",
+                 "per-frame counts")
 
 
 cdef inline uint64_t _pages_up(uint64_t nbytes) noexcept:
@@ -145,6 +151,9 @@ cdef bint check(kernel_state *ks) except 0:
             if pool.pincount[f]:
                 pinned += 1
     assert pinned == pool.npinned, "pinned count %d != %d" % (pinned, pool.npinned)
+    if ks.cache != NULL:
+        broken = cache_check(ks.cache, pool)
+        assert broken == 0, "cache: " + _CACHE_BROKEN[broken]
     _check_notify(ks, seen)
     return True
 

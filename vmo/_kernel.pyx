@@ -35,8 +35,8 @@ from vmo._args cimport (arg_buffer, arg_transfer_buffer, arg_u32, arg_u64, statu
 from vmo._exec cimport run_batch
 from vmo._handles cimport ht_full, ht_get, ht_install, ht_uninstall
 from vmo._invariants cimport allocator_state, check, vmo_pages
-from vmo._kernelcore cimport (KernelCore, _notify, _open, handle_basic_info, watch_add,
-                              watch_drop, watch_find)
+from vmo._kernelcore cimport (KernelCore, _call, _deliver, _notify, _open, handle_basic_info,
+                              watch_add, watch_drop, watch_find)
 from vmo._object cimport OBJ_VMO, obj_header
 from vmo._physmem cimport phys_read_bytes, phys_view_new, phys_write_buffer
 from vmo._recording cimport (rec_bad_args, rec_lookup, rec_phys_read, rec_phys_view,
@@ -93,7 +93,7 @@ cdef object _transfer(Kernel k, object handle, object buffer, object offset, obj
     cdef Py_buffer view
     cdef vm_object *v
     cdef bint exact
-    _open(k)
+    _call(k)
     if _transfer_args(handle, buffer, offset, length, &h, &off, &n):
         return (_bad_args(k, CALL_VMO_WRITE if write else CALL_VMO_READ), 0)
     if k._rec != NULL:
@@ -125,6 +125,7 @@ cdef object _transfer(Kernel k, object handle, object buffer, object offset, obj
             PyBuffer_Release(&view)
         if write:
             _notify(k)
+    _deliver(k)
     return (_st(status), actual)
 
 
@@ -163,7 +164,7 @@ cdef class Kernel(KernelCore):
         cdef uint64_t c_size = 0
         cdef uint32_t c_options = 0, out = 0
         cdef int status
-        _open(self)
+        _call(self)
         if arg_u64(size, &c_size) | arg_u32(options, &c_options):
             return (_bad_args(self, CALL_VMO_CREATE), 0)
         _idle(&self.ks)
@@ -185,7 +186,7 @@ cdef class Kernel(KernelCore):
         cdef uint64_t off = 0, n = 0, trimmed = 0, actual = 0
         cdef int status
         cdef vm_object *v
-        _open(self)
+        _call(self)
         if arg_u32(handle, &h) | arg_u64(offset, &off) | arg_u64(length, &n):
             return (_bad_args(self, CALL_VMO_READ_BYTES), b"")
         _idle(&self.ks)
@@ -206,6 +207,7 @@ cdef class Kernel(KernelCore):
         if self._rec != NULL:
             _rec_append(self, CALL_VMO_READ_BYTES, status, 0, h, 0, off, n,
                         hash64(<uint8_t *>PyBytes_AS_STRING(data), actual), actual)
+        _deliver(self)
         return (_st(status), data) if status == NO_ERROR else (_st(status), b"")
 
     def vmo_write(self, handle, data, offset, length=None):
@@ -220,7 +222,7 @@ cdef class Kernel(KernelCore):
         cdef uint32_t h
         cdef uint64_t size = 0
         cdef int status
-        _open(self)
+        _call(self)
         if arg_u32(handle, &h):
             return (_bad_args(self, CALL_VMO_GET_SIZE), 0)
         _idle(&self.ks)
@@ -236,7 +238,7 @@ cdef class Kernel(KernelCore):
         cdef uint32_t h
         cdef uint64_t c_size
         cdef int status
-        _open(self)
+        _call(self)
         if arg_u32(handle, &h) | arg_u64(size, &c_size):
             return _bad_args(self, CALL_VMO_SET_SIZE)
         status = _c_set_size(&self.ks, h, c_size)
@@ -256,7 +258,7 @@ cdef class Kernel(KernelCore):
         cdef uint64_t off, c_size, bsize = 0
         cdef int status
         cdef Py_buffer view
-        _open(self)
+        _call(self)
         if _op_range_args(handle, op, offset, size, buffer, buffer_size, &h, &c_op, &off,
                           &c_size, &bsize):
             return _bad_args(self, CALL_VMO_OP_RANGE)
@@ -264,6 +266,7 @@ cdef class Kernel(KernelCore):
             status = _c_op_range(&self.ks, h, c_op, off, c_size, NULL, 0)
             _rec_put(self, CALL_VMO_OP_RANGE, status, 0, h, c_op, off, c_size, 0, 0)
             _notify(self)
+            _deliver(self)
             return _st(status)
         if self._rec != NULL:
             return _st(rec_lookup(self, h, off, c_size, buffer, buffer_size, bsize))
@@ -322,7 +325,7 @@ cdef class Kernel(KernelCore):
         cdef uint32_t h, c_options, out = 0
         cdef uint64_t off = 0, c_size = 0
         cdef int status
-        _open(self)
+        _call(self)
         if (arg_u32(handle, &h) | arg_u32(options, &c_options) | arg_u64(offset, &off)
                 | arg_u64(size, &c_size)):
             return (_bad_args(self, CALL_VMO_CLONE), 0)
@@ -336,7 +339,7 @@ cdef class Kernel(KernelCore):
         ERR_BAD_HANDLE (including MX_HANDLE_INVALID). Cost: the pages freed, if any."""
         cdef uint32_t h
         cdef int status
-        _open(self)
+        _call(self)
         if arg_u32(handle, &h):
             return _bad_args(self, CALL_HANDLE_CLOSE)
         status = _c_handle_close(&self.ks, h)
@@ -350,7 +353,7 @@ cdef class Kernel(KernelCore):
         (no DUPLICATE), ERR_INVALID_ARGS (not a subset), ERR_NO_MEMORY (table full). O(1)."""
         cdef uint32_t h, c_rights, out = 0
         cdef int status
-        _open(self)
+        _call(self)
         if arg_u32(handle, &h) | arg_u32(rights, &c_rights):
             return (_bad_args(self, CALL_HANDLE_DUPLICATE), 0)
         _idle(&self.ks)
@@ -364,7 +367,7 @@ cdef class Kernel(KernelCore):
         stays valid). O(1)."""
         cdef uint32_t h, c_rights, out = 0
         cdef int status
-        _open(self)
+        _call(self)
         if arg_u32(handle, &h) | arg_u32(rights, &c_rights):
             return (_bad_args(self, CALL_HANDLE_REPLACE), 0)
         _idle(&self.ks)
@@ -380,7 +383,7 @@ cdef class Kernel(KernelCore):
         cdef uint32_t h, c_topic
         cdef handle_basic_info info
         cdef int status
-        _open(self)
+        _call(self)
         if arg_u32(handle, &h) | arg_u32(topic, &c_topic):
             return (_bad_args(self, CALL_OBJECT_GET_INFO), 0)
         _idle(&self.ks)
@@ -399,7 +402,7 @@ cdef class Kernel(KernelCore):
         ERR_INVALID_ARGS if options != 0, ERR_NO_MEMORY if the table is full. O(1)."""
         cdef uint32_t c_options, out = 0
         cdef int status
-        _open(self)
+        _call(self)
         if arg_u32(options, &c_options):
             return (_bad_args(self, CALL_EVENT_CREATE), 0)
         _idle(&self.ks)
@@ -413,7 +416,7 @@ cdef class Kernel(KernelCore):
         cdef uint32_t h
         cdef uint64_t out = 0
         cdef int status
-        _open(self)
+        _call(self)
         if arg_u32(handle, &h):
             return (_bad_args(self, CALL_VMO_COMMITTED_BYTES), 0)
         _idle(&self.ks)
@@ -431,7 +434,7 @@ cdef class Kernel(KernelCore):
         cdef uint64_t c_size = 0
         cdef uint32_t c_align, out = 0
         cdef int status
-        _open(self)
+        _call(self)
         if arg_u64(size, &c_size) | arg_u32(alignment_log2, &c_align):
             return (_bad_args(self, CALL_VMO_CREATE_CONTIGUOUS), 0)
         status = _c_create_contiguous(&self.ks, c_size, c_align, &out)
@@ -443,16 +446,19 @@ cdef class Kernel(KernelCore):
         """What a device reads at physical address `paddr`: `length` bytes. Raises
         MxError(ERR_OUT_OF_RANGE) if the range is not inside one RAM range of physical
         memory, ERR_BAD_STATE if a page it touches is not held by some VMO. O(length)."""
-        _open(self)
+        _call(self)
         if self._rec == NULL:
-            return phys_read_bytes(&self.ks, paddr, length)
-        return rec_phys_read(self, paddr, length)
+            data = phys_read_bytes(&self.ks, paddr, length)
+        else:
+            data = rec_phys_read(self, paddr, length)
+        _deliver(self)
+        return data
 
     def phys_write(self, paddr, data):
         """A device writes `data` (any buffer) at physical address `paddr`; `vmo_read` then
         returns it. Raises MxError(ERR_OUT_OF_RANGE), MxError(ERR_BAD_STATE) as phys_read.
         Returns the number of bytes written. O(len(data))."""
-        _open(self)
+        _call(self)
         if self._rec == NULL:
             return phys_write_buffer(&self.ks, paddr, data)
         return rec_phys_write(self, paddr, data)
@@ -463,7 +469,7 @@ cdef class Kernel(KernelCore):
         out again, even if their VMO decommits, shrinks or closes meanwhile; they are zeroed
         before reuse. Release with ``view.release()`` or by dropping it. Raises
         MxError(ERR_OUT_OF_RANGE), MxError(ERR_BAD_STATE) as phys_read. O(pages)."""
-        _open(self)
+        _call(self)
         if self._rec == NULL:
             return phys_view_new(self, &self.ks, paddr, length)
         return rec_phys_view(self, paddr, length)
@@ -558,6 +564,7 @@ cdef class Kernel(KernelCore):
         finally:
             if not self.ks.closed:
                 _notify(self)
+                _deliver(self)
 
     # -- benchmark instruments: the call floor (see _kernel.pyi) ---------------------------
     def _floor_get_size(self, handle):

@@ -38,6 +38,10 @@ cdef class KernelCore:
     # writes to is `_rec_file`.
     cdef trace_writer *_rec
     cdef object _rec_file
+    # The cache model (docs/cache-model.md): the options it was built with, and the callback
+    # given each hazard event after the call that raised it (None: events are only kept).
+    cdef tuple _cache_options
+    cdef object _on_event
 
     # -- VMOs
     cdef int c_create(self, uint64_t size, uint32_t options, uint32_t *out) except -1000
@@ -107,4 +111,24 @@ cdef inline int _open(KernelCore k) except -1:
     """Every call on a closed kernel raises ValueError (docs/api.md), the C-level API too."""
     if k.ks.closed:
         raise ValueError("kernel is closed")
+    return 0
+
+
+cdef inline int _call(KernelCore k) except -1:
+    """The start of every kernel call (a syscall, a phys_* call): closed check, then one
+    more on the call counter (`seq`, carried by coherency events)."""
+    if k.ks.closed:
+        raise ValueError("kernel is closed")
+    k.ks.seq += 1
+    return 0
+
+
+cdef int _deliver_events(KernelCore k) except -1
+
+
+cdef inline int _deliver(KernelCore k) except -1:
+    """After a call that may raise coherency events: hand the new ones to the callback (one
+    load and a branch on a coherent kernel)."""
+    if k.ks.cache != NULL and k.ks.cache.delivered != k.ks.cache.nevents:
+        return _deliver_events(k)
     return 0

@@ -25,6 +25,8 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcpy
 
+from vmo._cache cimport (cache_bytes, cache_clear_events, cache_forget_frame, cache_free,
+                         cache_new, coherency_event, cpu_cache)
 from vmo._frames cimport pool_destroy, pool_free_count, pool_init
 from vmo._handles cimport ht_destroy, ht_full, ht_get, ht_init, ht_install, ht_uninstall
 from vmo._object cimport OBJ_VMO, obj_header
@@ -43,6 +45,7 @@ from vmo._vmobject cimport (event_new, obj_unref, trim_range, vm_object, vmo_cac
                             vmo_new_contiguous, vmo_release_all, vmo_release_cost,
                             vmo_resize, vmo_transfer)
 
+from vmo._coherency import EVENT_KINDS, CoherencyEvent, cache_options
 from vmo._memmap import memory_map, merge_arenas
 
 
@@ -50,15 +53,39 @@ cdef kernel_state *_open_state_slow(KernelCore k) except NULL:
     if k.ks.closed:
         raise ValueError("kernel is closed")
     ks_wait(&k.ks)
+    k.ks.seq += 1
     return &k.ks
 
 
 cdef inline kernel_state *_open_state(KernelCore k) except NULL:
-    """The kernel's state, for a c_* method: ValueError once the kernel is closed; waits
-    while another thread owns it (_state.pxd)."""
+    """The kernel's state, for a c_* method (one kernel call: the call counter `seq` goes
+    up by one): ValueError once the kernel is closed; waits while another thread owns it
+    (_state.pxd)."""
     if k.ks.closed or k.ks.busy:
         return _open_state_slow(k)
+    k.ks.seq += 1
     return &k.ks
+
+
+cdef int _deliver_events(KernelCore k) except -1:
+    """Hand the events not yet delivered to `on_coherency_event` (GIL held, after the
+    call). The callback may make calls (more events: delivered in this loop) or clear the
+    list (the loop ends)."""
+    cdef cpu_cache *c = k.ks.cache
+    while c != NULL and c.delivered < c.nevents:
+        if k._on_event is None:
+            c.delivered = c.nevents
+            return 0
+        event = _event_object(&c.events[c.delivered])
+        c.delivered += 1
+        k._on_event(event)
+        c = k.ks.cache
+    return 0
+
+
+cdef object _event_object(const coherency_event *e):
+    return CoherencyEvent(EVENT_KINDS[e.kind], e.paddr, e.koid if e.koid else None,
+                          e.offset if e.koid else None, e.seq)
 
 
 # -- change notifications (docs/semantics.md "Change notifications") -------------------------
@@ -269,6 +296,10 @@ cdef void _teardown(kernel_state *ks) noexcept:
         vmo_release_all(ks)
     ht_destroy(&ks.handles)
     _notify_clear(ks)
+    # Every frame is free or orphaned now: no line is left, and no call can come.
+    ks.pool.forget = NULL
+    cache_free(ks.cache)
+    ks.cache = NULL
     if ks.pool.npinned == 0:
         pool_destroy(&ks.pool)
 
@@ -365,10 +396,13 @@ cdef class KernelCore:
         if self.ks.gate == NULL:
             raise MemoryError("cannot allocate the kernel's lock")
 
-    def __init__(self, memory_size=None, *, memory_base=None, memory=None):
+    def __init__(self, memory_size=None, *, memory_base=None, memory=None, coherent=True,
+                 cache_line=64, cache_lines=None, on_coherency_event=None):
         if not self.ks.closed or self.ks.pool.mem != NULL:
             raise RuntimeError("Kernel.__init__ called twice")
         ranges = memory_map(memory_size, memory_base, memory)
+        self._cache_options = cache_options(coherent, cache_line, cache_lines)
+        self._on_event = on_coherency_event
         ht_init(&self.ks.handles)
         try:
             pool_init(&self.ks.pool, [(base, count) for base, _, count in merge_arenas(ranges)])
@@ -380,6 +414,16 @@ cdef class KernelCore:
         self._memory_size = self.ks.pool.nframes << PAGE_SHIFT
         self.ks.next_koid = FIRST_KOID
         self.ks.nvmos = 0
+        self.ks.seq = 0
+        self.ks.cache = NULL
+        if not coherent:
+            self.ks.cache = cache_new(cache_line, cache_lines or 0, &self.ks.seq)
+            if self.ks.cache == NULL:
+                ht_destroy(&self.ks.handles)
+                pool_destroy(&self.ks.pool)
+                raise MemoryError("the host refused an allocation")
+            self.ks.pool.forget = cache_forget_frame
+            self.ks.pool.forget_ctx = self.ks.cache
         self.ks.closed = False
 
     def __dealloc__(self):
@@ -392,6 +436,8 @@ cdef class KernelCore:
             self._rec = NULL
         if not self.ks.closed:
             _teardown(&self.ks)
+        cache_free(self.ks.cache)
+        self.ks.cache = NULL
         if self.ks.pool.mem != NULL:
             pool_destroy(&self.ks.pool)
         _notify_clear(&self.ks)
@@ -436,7 +482,7 @@ cdef class KernelCore:
         """A dict: total_frames, free_frames, committed_frames (not free: held by VMOs or
         pinned by a physical view after their VMO let go), vmos, handles, pinned_frames, plus
         memory_base, memory_size and the allocator's zeroing counters. O(1)."""
-        cdef uint64_t nfree, nframes, npinned, released, zeroed
+        cdef uint64_t nfree, nframes, npinned, released, zeroed, lines, dirty
         cdef Py_ssize_t nvmos
         cdef uint32_t nhandles
         _open(self)
@@ -449,6 +495,8 @@ cdef class KernelCore:
         npinned = self.ks.pool.npinned
         released = self.ks.pool.released_runs
         zeroed = self.ks.pool.zeroed_frames
+        lines = self.ks.cache.nlines if self.ks.cache != NULL else 0
+        dirty = self.ks.cache.ndirty if self.ks.cache != NULL else 0
         return {
             "total_frames": nframes,
             "free_frames": nfree,
@@ -460,6 +508,8 @@ cdef class KernelCore:
             "pinned_frames": npinned,
             "released_runs": released,
             "zeroed_frames": zeroed,
+            "cache_lines": lines,
+            "dirty_lines": dirty,
         }
 
     # -- machine services: the dirty log and snapshots (vmo/_snapshot.pyx) -------------------
@@ -486,6 +536,9 @@ cdef class KernelCore:
         _idle(&self.ks)
         if self._rec != NULL:
             raise ValueError("a recording kernel cannot take snapshots")
+        if self.ks.cache != NULL:
+            raise ValueError("a non-coherent kernel cannot take snapshots (the CPU cache "
+                             "is not saved: docs/cache-model.md)")
         return snap_take(&self.ks, self)
 
     def restore(self, snapshot):
@@ -509,6 +562,61 @@ cdef class KernelCore:
     cdef int c_dirty_log(self, uint64_t *out, uint64_t max_entries, bint clear,
                          uint64_t *count) except -1000:
         return dirty_log_copy(_open_state(self), out, max_entries, clear, count)
+
+    # -- the cache model (docs/cache-model.md) -------------------------------------------------
+    @property
+    def coherent(self):
+        """False when a CPU data cache sits between the CPU side and RAM."""
+        return self._cache_options[0]
+
+    @property
+    def cache_line(self):
+        """The cache line size in bytes (the option; 64 by default)."""
+        return self._cache_options[1]
+
+    @property
+    def cache_lines(self):
+        """The cache's capacity in lines, or None (unbounded)."""
+        return self._cache_options[2]
+
+    @property
+    def on_coherency_event(self):
+        """The callback given each coherency event (a `CoherencyEvent`) after the call
+        that raised it, with the GIL held; None (the default) keeps events only. Settable."""
+        return self._on_event
+
+    @on_coherency_event.setter
+    def on_coherency_event(self, callback):
+        if callback is not None and not callable(callback):
+            raise TypeError("on_coherency_event must be callable or None")
+        self._on_event = callback
+
+    def coherency_events(self, clear=True):
+        """The coherency events raised since the list was last cleared, oldest first, as
+        `CoherencyEvent` records; `clear` (default) empties the list. [] on a coherent
+        kernel. ValueError once closed. Cost: the events."""
+        cdef cpu_cache *c
+        cdef uint64_t i
+        _open(self)
+        _idle(&self.ks)
+        c = self.ks.cache
+        if c == NULL:
+            return []
+        events = [_event_object(&c.events[i]) for i in range(c.nevents)]
+        if clear:
+            cache_clear_events(c)
+        return events
+
+    @property
+    def _seq(self):
+        """The call counter (a test instrument: coherency events carry it)."""
+        return self.ks.seq
+
+    def _cache_bytes(self):
+        """Host bytes held by the cache model (0 when coherent): a test instrument."""
+        _open(self)
+        _idle(&self.ks)
+        return cache_bytes(self.ks.cache) if self.ks.cache != NULL else 0
 
     # -- the C-level API (contract: _kernelcore.pxd; documented in vmo/api.pxd) ----------------
     cdef int c_create(self, uint64_t size, uint32_t options, uint32_t *out) except -1000:
@@ -547,6 +655,7 @@ cdef class KernelCore:
             _rec_append(self, CALL_VMO_READ, status, REC_NULL_BUFFER if dst == NULL else 0,
                         handle, 0, offset, length,
                         hash64(<uint8_t *>dst, actual[0]) if status == NO_ERROR else 0, actual[0])
+        _deliver(self)
         return status
 
     cdef int c_write(self, uint32_t handle, const void *src, uint64_t offset, uint64_t length,
@@ -558,6 +667,7 @@ cdef class KernelCore:
             status = _c_transfer(_open_state(self), handle, <uint8_t *>src, offset, length,
                                  actual, True)
         _notify(self)
+        _deliver(self)
         return status
 
     cdef int c_op_range(self, uint32_t handle, uint32_t op, uint64_t offset, uint64_t size,
@@ -569,6 +679,7 @@ cdef class KernelCore:
             status = _c_op_range(_open_state(self), handle, op, offset, size, buffer,
                                  buffer_size)
         _notify(self)
+        _deliver(self)
         return status
 
     cdef int c_commit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000:
@@ -579,6 +690,7 @@ cdef class KernelCore:
             status = _c_op_range(_open_state(self), handle, MX_VMO_OP_COMMIT, offset, size,
                                  NULL, 0)
         _notify(self)
+        _deliver(self)
         return status
 
     cdef int c_decommit(self, uint32_t handle, uint64_t offset, uint64_t size) except -1000:
@@ -653,6 +765,7 @@ cdef class KernelCore:
         if self._rec != NULL:
             _rec_append(self, CALL_PHYS_READ, status, 0, 0, 0, paddr, length,
                         hash64(<uint8_t *>dst, length) if status == NO_ERROR else 0, 0)
+        _deliver(self)
         return status
 
     cdef int c_phys_write(self, uint64_t paddr, const void *src, uint64_t length) except -1000:

@@ -11,6 +11,7 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcpy, memmove, memset
 
 from vmo._args cimport arg_buffer, arg_u64
+from vmo._cache cimport cache_device
 from vmo._frames cimport (FRAME_SIZE, bit_test, frame_pool, pool_destroy, pool_frame_of,
                           pool_frame_ptr, pool_mark_dirty, pool_pin, pool_unpin)
 from vmo._state cimport LONG_BYTES, ks_enter, ks_leave, ks_wait, ks_wait_idle
@@ -100,6 +101,8 @@ cdef int phys_read(kernel_state *ks, uint64_t paddr, void *dst,
     cdef int status = phys_range(ks, paddr, length, &first, &count)
     if status:
         return status
+    if ks.cache != NULL:
+        cache_device(ks.cache, pool, first, paddr, length, False)
     pos = paddr
     for f in range(first, first + count):
         chunk = FRAME_SIZE - (pos & PAGE_MASK)
@@ -126,6 +129,8 @@ cdef int phys_write(kernel_state *ks, uint64_t paddr, const void *src,
     if length:
         # memmove: `src` may itself be a view of physical memory.
         memmove(pool_frame_ptr(&ks.pool, <uint32_t>first) + (paddr & PAGE_MASK), src, length)
+    if ks.cache != NULL:
+        cache_device(ks.cache, &ks.pool, first, paddr, length, True)
     return NO_ERROR
 
 

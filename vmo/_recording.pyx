@@ -113,7 +113,7 @@ cdef class _Recording:
         try:
             _sessions += 1
             check_recordable(k)        # opening the file may have let other threads run
-            k._rec = tw_open(f.fileno(), trace_header(k._memory_map), _sessions)
+            k._rec = tw_open(f.fileno(), trace_header(k._memory_map, k._cache_options), _sessions)
         except BaseException:
             f.close()
             raise

@@ -17,6 +17,7 @@ from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock,
                                PyThread_release_lock, PyThread_type_lock)
 from libc.stdint cimport uint64_t
 
+from vmo._cache cimport cpu_cache
 from vmo._frames cimport frame_pool
 from vmo._handles cimport handle_table
 
@@ -71,6 +72,8 @@ cdef struct kernel_state:
     bint busy               # a thread owns the kernel (working without the GIL)
     PyThread_type_lock gate  # held by the owner while busy; waiters block on it
     notify_state *notify    # change notifications: NULL while nothing is watched
+    cpu_cache *cache        # the CPU data cache (coherent=False), NULL on a coherent kernel
+    uint64_t seq            # the call counter: one per kernel call (events carry it)
 
 
 cdef inline void ks_wait_idle(kernel_state *ks) noexcept:

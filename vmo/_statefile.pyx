@@ -360,6 +360,9 @@ cdef object _with_kernel_owned(KernelCore k, object work):
     it is closed, MxError(ERR_BAD_STATE) while physical memory is pinned."""
     ks_enter(&k.ks)
     try:
+        if k.ks.cache != NULL:
+            raise ValueError("a non-coherent kernel cannot be saved (its CPU cache is not in "
+                             "the state file: docs/state-format.md)")
         if k.ks.pool.npinned:
             raise MxError(Status.ERR_BAD_STATE,
                           "save: physical memory is pinned by a live view or pin")

@@ -46,7 +46,7 @@ cdef int tw_side_c(trace_writer *w, const void *data, uint64_t n,
                    uint64_t *offset) noexcept nogil
 cdef int tw_raise(trace_writer *w) except -1
 cdef int tw_close(trace_writer *w, bint end_mark) except -1
-cdef bytes trace_header(tuple memory_map)
+cdef bytes trace_header(tuple memory_map, tuple cache_options=*)
 
 
 cdef inline int tw_flush(trace_writer *w) except -1:
@@ -106,6 +106,7 @@ cdef class TraceReader:
     cdef uint64_t header_length
     cdef uint64_t pos               # offset of the next block
     cdef readonly tuple memory_map
+    cdef readonly tuple cache_options  # (coherent, cache_line, cache_lines) of the kernel
     cdef trace_rec *recs            # BLOCK_MAX_RECORDS records: the current block's
     cdef uint32_t nrecs
     cdef uint8_t *blk               # the current block's bytes

@@ -19,6 +19,8 @@ cdef extern from "unistd.h" nogil:
     ssize_t c_write "write"(int fd, const void *buf, size_t n)
     ssize_t c_pread "pread"(int fd, void *buf, size_t n, long offset)
 
+from vmo._coherency import cache_options as check_cache_options
+
 TRACE_MAGIC = b"VMOTRACE"
 TRACE_VERSION = 1
 BLOCK_MAGIC = b"VMOB"
@@ -273,16 +275,31 @@ cdef inline uint64_t _get64(const uint8_t *p) noexcept nogil:
     return _get32(p) | (<uint64_t>_get32(p + 4) << 32)
 
 
-cdef bytes trace_header(tuple memory_map):
-    """The file header of a kernel with this memory map (docs/trace-format.md "Header")."""
+# Header option keys (docs/trace-format.md "Header").
+cdef int OPT_CACHE_MODEL = 1
+
+cdef bytes _cache_option(tuple cache_options):
+    """The header option of a non-coherent kernel (key 1: u32 cache_line, u32 cache_lines,
+    0 for unbounded), b"" for a coherent one (docs/trace-format.md "Header")."""
+    if cache_options is None or cache_options[0]:
+        return b""
+    return (OPT_CACHE_MODEL.to_bytes(2, "little") + (8).to_bytes(2, "little")
+            + int(cache_options[1]).to_bytes(4, "little")
+            + int(cache_options[2] or 0).to_bytes(4, "little"))
+
+
+cdef bytes trace_header(tuple memory_map, tuple cache_options=None):
+    """The file header of a kernel with this memory map and these cache options
+    (docs/trace-format.md "Header")."""
     cdef Py_ssize_t n = len(memory_map)
+    options = _cache_option(cache_options)
     body = bytearray(TRACE_MAGIC)
-    length = 24 + 16 * n + 4 + 4
+    length = 24 + 16 * n + 4 + len(options) + 4
     body += TRACE_VERSION.to_bytes(4, "little") + length.to_bytes(4, "little")
     body += (0).to_bytes(4, "little") + n.to_bytes(4, "little")
     for base, size in memory_map:
         body += int(base).to_bytes(8, "little") + int(size).to_bytes(8, "little")
-    body += (0).to_bytes(4, "little")
+    body += len(options).to_bytes(4, "little") + options
     body += crc32(body).to_bytes(4, "little")
     return bytes(body)
 
@@ -511,11 +528,23 @@ cdef class TraceReader:
         if opt_at + 4 + optlen + 4 != hl:
             raise ValueError("options_length %d does not fit the header (offset %d)"
                              % (optlen, opt_at))
+        self.cache_options = (True, 64, None)
         if optlen:
             if optlen < 4:
                 raise ValueError("truncated option entry at offset %d" % (opt_at + 4))
-            raise ValueError("unknown header option key %d at offset %d"
-                             % (h[opt_at + 4] | (h[opt_at + 5] << 8), opt_at + 4))
+            key = h[opt_at + 4] | (h[opt_at + 5] << 8)
+            if key != OPT_CACHE_MODEL:
+                raise ValueError("unknown header option key %d at offset %d"
+                                 % (key, opt_at + 4))
+            if optlen != 12 or (h[opt_at + 6] | (h[opt_at + 7] << 8)) != 8:
+                raise ValueError("malformed cache-model option at offset %d" % (opt_at + 4))
+            line = _get32(h + opt_at + 8)
+            lines = _get32(h + opt_at + 12)
+            try:
+                self.cache_options = check_cache_options(False, line, lines or None)
+            except ValueError as exc:
+                raise ValueError("cache-model option at offset %d: %s"
+                                 % (opt_at + 4, exc)) from None
         ranges = []
         for i in range(n):
             ranges.append((_get64(h + 24 + 16 * i), _get64(h + 32 + 16 * i)))
@@ -695,6 +724,8 @@ def encode_records(records):
         free(out)
 
 
-def header_bytes(memory_map):
-    """The file header for a memory map (tests and tools)."""
-    return trace_header(tuple(tuple(r) for r in memory_map))
+def header_bytes(memory_map, options=None):
+    """The file header for a memory map and (coherent, cache_line, cache_lines) options
+    (tests and tools)."""
+    return trace_header(tuple(tuple(r) for r in memory_map),
+                        None if options is None else tuple(options))

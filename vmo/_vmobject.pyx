@@ -11,6 +11,8 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 
+from vmo._cache cimport (CACHE_CLEAN_INVALIDATE_OP, CACHE_CLEAN_OP, CACHE_INVALIDATE_OP,
+                         cache_cpu, cache_op_page, cpu_cache)
 from vmo._frames cimport (FRAME_SIZE, bit_test, frame_pool, pool_find_run, pool_free_count,
                           pool_frame_ptr, pool_give, pool_mark_dirty, pool_paddr, pool_take,
                           pool_save_takes, pool_take_run, snap_grow, snap_store)
@@ -19,8 +21,9 @@ from vmo._pagetable cimport (pt_clone, pt_count, pt_fill, pt_free_nodes, pt_init
                              pt_next, pt_remove, pt_set)
 from vmo._state cimport change_event, notify_state, watch_entry
 from vmo._status cimport (ERR_BUFFER_TOO_SMALL, ERR_INVALID_ARGS, ERR_NO_MEMORY,
-                          ERR_OUT_OF_RANGE, HOST_NO_MEMORY, MX_VMO_MAX_SIZE, NO_ERROR,
-                          PAGE_LIMIT, PAGE_MASK)
+                          ERR_OUT_OF_RANGE, HOST_NO_MEMORY, MX_VMO_MAX_SIZE,
+                          MX_VMO_OP_CACHE_CLEAN_INVALIDATE, MX_VMO_OP_CACHE_INVALIDATE,
+                          NO_ERROR, PAGE_LIMIT, PAGE_MASK)
 
 
 cdef extern from *:
@@ -391,6 +394,19 @@ cdef inline int _insert(kernel_state *ks, vm_object *v, uint64_t idx,
     return NO_ERROR
 
 
+cdef int _copy_cached(cpu_cache *c, frame_pool *pool, uint32_t src, uint64_t src_koid,
+                      uint64_t src_off, uint32_t dst, uint64_t dst_koid,
+                      uint64_t dst_off) noexcept nogil:
+    """A copy-on-write copy on a non-coherent machine: the CPU reads the whole source page
+    through the cache (fills, cpu-read-stale events) and writes it into the new frame's
+    lines (dirty; RAM of the new frame stays zero until written back)."""
+    cdef uint8_t page[4096]
+    cdef int status = cache_cpu(c, pool, src, 0, page, FRAME_SIZE, src_koid, src_off, False)
+    if status:
+        return status
+    return cache_cpu(c, pool, dst, 0, page, FRAME_SIZE, dst_koid, dst_off, True)
+
+
 cdef uint64_t vmo_fault_cost(const vm_object *v, uint64_t offset) noexcept nogil:
     """Frames a write fault at `offset` would take (v holds no page there): the depth of
     the ancestor holding the page (one copy per level), or 1 for a zero page."""
@@ -419,6 +435,7 @@ cdef int vmo_write_fault(kernel_state *ks, vm_object *v, uint64_t offset,
     cdef Py_ssize_t j
     cdef int status = NO_ERROR
     cdef vm_object *level = v
+    cdef uint64_t src_koid, src_off
     # The levels that copy the page, and their offsets (on the stack for short chains).
     cdef vm_object *levels_small[16]
     cdef uint64_t offsets_small[16]
@@ -439,6 +456,8 @@ cdef int vmo_write_fault(kernel_state *ks, vm_object *v, uint64_t offset,
         if e:
             break
     n = depth if e else 1
+    src_koid = level.hdr.koid
+    src_off = off & ~(<uint64_t>PAGE_MASK)
     if n > 16:
         levels = <vm_object **>malloc(n * sizeof(vm_object *))
         offsets = <uint64_t *>malloc(n * sizeof(uint64_t))
@@ -460,13 +479,23 @@ cdef int vmo_write_fault(kernel_state *ks, vm_object *v, uint64_t offset,
             status = ERR_NO_MEMORY
             break
         f = pool_take(pool)
-        if e and bit_test(pool.dirty, e - 1):
+        if ks.cache != NULL:
+            # Non-coherent: the kernel's copy is a CPU read of the page and a CPU write.
+            if e:
+                status = _copy_cached(ks.cache, pool, e - 1, src_koid, src_off, f,
+                                      levels[j].hdr.koid, offsets[j] & ~(<uint64_t>PAGE_MASK))
+                if status:
+                    pool_give(pool, &f, 1)
+                    break
+        elif e and bit_test(pool.dirty, e - 1):
             pool_mark_dirty(pool, f)    # before the bytes change (snapshots save them)
             memcpy(pool_frame_ptr(pool, f), pool_frame_ptr(pool, e - 1), FRAME_SIZE)
         status = _insert(ks, levels[j], offsets[j] >> PAGE_SHIFT, f)
         if status:
             break
         e = f + 1
+        src_koid = levels[j].hdr.koid
+        src_off = offsets[j] & ~(<uint64_t>PAGE_MASK)
     if levels != levels_small:
         free(levels)
         free(offsets)
@@ -712,7 +741,54 @@ cdef int vmo_cache_op(kernel_state *ks, vm_object *v, uint32_t op, uint64_t offs
         return ERR_INVALID_ARGS
     if not in_range(offset, size, v.size):
         return ERR_OUT_OF_RANGE
+    if ks.cache != NULL:
+        _cache_op_cached(ks, v, op, offset, offset + size)
     return NO_ERROR
+
+
+cdef inline uint32_t _find_holder(const vm_object *v, uint64_t offset, uint64_t *koid,
+                                  uint64_t *holder_offset) noexcept nogil:
+    """vmo_find_page, also giving the VMO holding the page (koid) and the byte offset
+    there."""
+    cdef uint32_t entry
+    while True:
+        if offset >= v.size:
+            return 0
+        entry = pt_get(&v.pt, offset >> PAGE_SHIFT)
+        if entry or v.parent == NULL:
+            koid[0] = v.hdr.koid
+            holder_offset[0] = offset
+            return entry
+        if offset > U64_MAX - v.parent_offset:
+            return 0
+        offset += v.parent_offset
+        v = v.parent
+
+
+cdef void _cache_op_cached(kernel_state *ks, vm_object *v, uint32_t op, uint64_t offset,
+                           uint64_t end) noexcept nogil:
+    """The cache op's effect on a non-coherent machine, over each page LOOKUP would give
+    for [offset, end) (a checked range) by ascending offset, on the lines overlapping the
+    range. A VMO that is not a clone walks its committed pages only (cost: committed pages
+    and their cached lines); a clone visits each page of the range."""
+    cdef int kind = (CACHE_INVALIDATE_OP if op == MX_VMO_OP_CACHE_INVALIDATE else
+                     CACHE_CLEAN_INVALIDATE_OP if op == MX_VMO_OP_CACHE_CLEAN_INVALIDATE
+                     else CACHE_CLEAN_OP)
+    cdef uint64_t idx, last = (end - 1) >> PAGE_SHIFT, start, koid, hoff, lo, hi
+    cdef uint32_t e
+    idx = offset >> PAGE_SHIFT
+    while idx <= last:
+        if v.parent == NULL:
+            if not pt_next(&v.pt, idx, last + 1, &idx, &e):
+                return
+        else:
+            e = _find_holder(v, idx << PAGE_SHIFT, &koid, &hoff)
+        if e:
+            start = idx << PAGE_SHIFT
+            lo = offset - start if offset > start else 0
+            hi = end - start if end - start < FRAME_SIZE else FRAME_SIZE
+            cache_op_page(ks.cache, &ks.pool, e - 1, lo, hi, kind)
+        idx += 1
 
 
 cdef int vmo_resize(kernel_state *ks, vm_object *v, uint64_t size) noexcept nogil:
@@ -784,6 +860,70 @@ cdef int _chunks(kernel_state *ks, vm_object *v, uint8_t *buf, uint64_t offset,
     return NO_ERROR
 
 
+cdef int _chunks_cached_loop(kernel_state *ks, vm_object *v, uint8_t *buf,
+                             uint64_t offset, uint64_t end, bint write) noexcept nogil:
+    """_chunks on a non-coherent machine: each chunk goes through the CPU cache (reads
+    never allocate frames: a page without one reads as zeros, no line)."""
+    cdef frame_pool *pool = &ks.pool
+    cdef uint64_t pos = offset, chunk, page_off, koid, hoff
+    cdef uint32_t e
+    cdef int status
+    while pos < end:
+        page_off = pos & PAGE_MASK
+        chunk = FRAME_SIZE - page_off
+        if chunk > end - pos:
+            chunk = end - pos
+        if write:
+            e = pt_get(&v.pt, pos >> PAGE_SHIFT)
+            if e == 0:
+                if v.parent == NULL:
+                    if pool_free_count(pool) == 0:
+                        return ERR_NO_MEMORY
+                    e = pool_take(pool)
+                    if _insert(ks, v, pos >> PAGE_SHIFT, e):
+                        return HOST_NO_MEMORY
+                    e += 1
+                else:
+                    status = vmo_write_fault(ks, v, pos, &e)
+                    if status:
+                        return status
+            status = cache_cpu(ks.cache, pool, e - 1, page_off, buf, chunk, v.hdr.koid,
+                               pos - page_off, True)
+        else:
+            e = _find_holder(v, pos, &koid, &hoff)
+            if e:
+                status = cache_cpu(ks.cache, pool, e - 1, page_off, buf, chunk, koid,
+                                   hoff - page_off, False)
+            else:
+                memset(buf, 0, chunk)
+                status = NO_ERROR
+        if status:
+            return status
+        buf += chunk
+        pos += chunk
+    return NO_ERROR
+
+
+cdef int _chunks_cached(kernel_state *ks, vm_object *v, uint8_t *buf, uint64_t offset,
+                        uint64_t end, bint write, uint64_t n) noexcept nogil:
+    """A buffer that is simulated physical memory itself (a physical view) goes through a
+    copy, as on the coherent path."""
+    cdef uint8_t *tmp
+    cdef int status
+    if not (n and _aliases_memory(&ks.pool, buf, n)):
+        return _chunks_cached_loop(ks, v, buf, offset, end, write)
+    tmp = <uint8_t *>malloc(n)
+    if tmp == NULL:
+        return HOST_NO_MEMORY
+    if write:
+        memcpy(tmp, buf, n)
+    status = _chunks_cached_loop(ks, v, tmp, offset, end, write)
+    if status == NO_ERROR and not write:
+        memcpy(buf, tmp, n)
+    free(tmp)
+    return status
+
+
 cdef int _transfer_watched(kernel_state *ks, vm_object *v, uint8_t *buf, uint64_t offset,
                            uint64_t trimmed, uint64_t *actual) noexcept nogil:
     """vmo_transfer's write to a clone while something is watched: its write faults may
@@ -818,7 +958,10 @@ cdef int vmo_transfer(kernel_state *ks, vm_object *v, uint8_t *buf, uint64_t off
         return ERR_OUT_OF_RANGE
     if unlikely(ks.notify != NULL) and write and v.parent != NULL and trimmed:
         return _transfer_watched(ks, v, buf, offset, trimmed, actual)
-    if trimmed and _aliases_memory(&ks.pool, buf, trimmed):
+    if ks.cache != NULL:
+        # Non-coherent: through the CPU cache (the cache never aliases the arena).
+        status = _chunks_cached(ks, v, buf, offset, offset + trimmed, write, trimmed)
+    elif trimmed and _aliases_memory(&ks.pool, buf, trimmed):
         tmp = <uint8_t *>malloc(trimmed)
         if tmp == NULL:
             return HOST_NO_MEMORY

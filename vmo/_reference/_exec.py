@@ -40,6 +40,7 @@ from ._trace import (
     batch_buffers,
     check_batch,
     hash64,
+    header_cache_options,
     uses_side,
 )
 
@@ -224,7 +225,9 @@ def replay(path, check=True, *, kernel=None):
 
     cls = Kernel if kernel is None else kernel
     reader = TraceReader(path)
-    k = cls(memory=list(reader.header.memory_map))
+    coherent, line, lines = header_cache_options(reader.header)
+    k = cls(memory=list(reader.header.memory_map), coherent=coherent, cache_line=line,
+            cache_lines=lines)
     executor = Executor(k)
     mismatches = 0
     first = None

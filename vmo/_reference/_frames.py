@@ -34,8 +34,8 @@ class FramePool:
     ``arenas``: ((base paddr, first frame, frames), ...) as `vmo._memmap.merge_arenas` gives.
     """
 
-    __slots__ = ("arenas", "free_list", "held_above", "log", "mem", "next_fresh", "nframes",
-                 "orphans", "pins", "snapshots", "written")
+    __slots__ = ("arenas", "cache", "free_list", "held_above", "log", "mem", "next_fresh",
+                 "nframes", "orphans", "pins", "snapshots", "written")
 
     def __init__(self, arenas):
         self.arenas = tuple(arenas)
@@ -54,6 +54,7 @@ class FramePool:
         # Live snapshots (_snapshot.Snapshot), each noting the frames logged since it was
         # taken (a restore logs them again).
         self.snapshots = weakref.WeakSet()
+        self.cache = None        # the CPU cache (non-coherent kernels): loses freed frames' lines
 
 
 def pool_destroy(pool):
@@ -137,6 +138,9 @@ def pool_give(pool, frames):
     """A VMO let go of ``frames``: free them in the order given (the last is reused first);
     a pinned one is orphaned instead, and freed with its last pin (`pool_unpin`)."""
     for frame in frames:
+        if pool.cache is not None:
+            from ._cache import cache_forget_frame
+            cache_forget_frame(pool.cache, frame)
         if frame in pool.pins:
             pool.orphans.add(frame)
         else:

@@ -33,6 +33,8 @@ def check(state, stats):
     not_free = _check_frames(state.pool, vmos)
     _check_objects(state, vmos)
     _check_handles(state.handles)
+    if state.cache is not None:
+        _check_cache(state, vmos)
     total = state.pool.nframes
     expected = {"total_frames": total, "free_frames": total - not_free,
                 "committed_frames": not_free, "vmos": len(vmos),
@@ -192,3 +194,25 @@ def _check_handles(ht):
     if len(live_slots) + len(free_slots) != ht.next_slot:
         _fail("live %d + free %d slots != next_slot %d", len(live_slots), len(free_slots),
               ht.next_slot)
+
+
+def _check_cache(state, vmos):
+    """The cache model: within its capacity; every line of a frame some VMO holds as its own
+    page (a freed frame has lost its lines), named by that VMO's koid and the line's offset
+    there; whole lines of the line size."""
+    cache = state.cache
+    if cache.capacity is not None and len(cache.lines) > cache.capacity:
+        _fail("cache holds %d lines, capacity %d", len(cache.lines), cache.capacity)
+    holders = {}
+    for vmo in vmos:
+        for index, frame in vmo.pages.items():
+            holders[frame] = (vmo.koid, index * PAGE_SIZE)
+    for (frame, index), line in cache.lines.items():
+        if frame not in holders:
+            _fail("cache line of frame %d, which no VMO holds", frame)
+        koid, offset = holders[frame]
+        if (line.koid, line.offset) != (koid, offset + index * cache.line_size):
+            _fail("cache line of frame %d names koid %s offset %s", frame, line.koid,
+                  line.offset)
+        if len(line.data) != cache.line_size:
+            _fail("cache line of frame %d holds %d bytes", frame, len(line.data))

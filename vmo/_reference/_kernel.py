@@ -9,6 +9,7 @@ the test hooks that need no handle.
 
 import operator
 
+from .._coherency import cache_options
 from .._memmap import memory_map, merge_arenas
 from .._pythonic import PythonicKernel
 from ..constants import (
@@ -38,6 +39,7 @@ from ._args import (
     phys_data,
     writable,
 )
+from ._cache import CpuCache, cache_device
 from ._frames import pool_destroy, pool_find_run, pool_free_count, pool_take_run
 from ._handles import ht_full, ht_get, ht_install, ht_uninstall
 from ._pagetable import pt_set
@@ -93,11 +95,71 @@ class _Machine(PythonicKernel):
     calls (they raise `MxError` rather than return a status), `stats` and the test hooks
     that need no handle."""
 
-    def __init__(self, memory_size=None, *, memory_base=None, memory=None):
+    def __init__(self, memory_size=None, *, memory_base=None, memory=None, coherent=True,
+                 cache_line=64, cache_lines=None, on_coherency_event=None):
         ranges = memory_map(memory_size, memory_base, memory)
+        self._cache_options = cache_options(coherent, cache_line, cache_lines)
         self._memory_map = tuple(ranges)
         # Ranges that touch are one arena, so that physical accesses may cross the seam.
         self._state = KernelState(merge_arenas(ranges))
+        self.on_coherency_event = on_coherency_event
+        if not coherent:
+            self._state.cache = self._state.pool.cache = CpuCache(cache_line, cache_lines)
+
+    # -- the cache model (docs/cache-model.md) ---------------------------------------------
+    @property
+    def coherent(self):
+        """False when a CPU data cache sits between the CPU side and RAM."""
+        return self._cache_options[0]
+
+    @property
+    def cache_line(self):
+        """The cache line size in bytes."""
+        return self._cache_options[1]
+
+    @property
+    def cache_lines(self):
+        """The cache's capacity in lines, or None (unbounded)."""
+        return self._cache_options[2]
+
+    def coherency_events(self, clear=True):
+        """The coherency events since the list was last cleared, oldest first (clear: empty
+        it). [] on a coherent kernel."""
+        self._ensure_open()
+        cache = self._state.cache
+        if cache is None:
+            return []
+        events = list(cache.events)
+        if clear:
+            cache.events.clear()
+            cache.delivered = 0
+        return events
+
+    @property
+    def _seq(self):
+        """The call counter (a test instrument: coherency events carry it)."""
+        return self._state.seq
+
+    def _call(self):
+        """The start of every kernel call: the closed check, then one on the call counter."""
+        self._ensure_open()
+        self._state.seq += 1
+
+    _batch_depth = 0    # > 0 inside run(): its coherency events are delivered after it
+
+    def _deliver_coherency(self):
+        """Hand the new coherency events to ``on_coherency_event`` (after the call; after a
+        batch's last record)."""
+        cache = self._state.cache
+        if self._batch_depth:
+            return
+        while cache is not None and cache.delivered < len(cache.events):
+            if self.on_coherency_event is None:
+                cache.delivered = len(cache.events)
+                return
+            event = cache.events[cache.delivered]
+            cache.delivered += 1
+            self.on_coherency_event(event)
 
     # -- lifetime ----------------------------------------------------------------------------
     @property
@@ -155,25 +217,34 @@ class _Machine(PythonicKernel):
 
         Raises MxError(ERR_OUT_OF_RANGE) unless the range lies inside one arena of physical
         memory, ERR_BAD_STATE if a page it touches is not held by a VMO."""
-        self._ensure_open()
+        self._call()
         paddr, length = phys_args(paddr, length)
-        return _physmem.phys_read(self._state.pool, paddr, length)
+        data = _physmem.phys_read(self._state.pool, paddr, length)
+        if self._state.cache is not None and length:
+            cache_device(self._state, paddr, _physmem.phys_range(self._state.pool, paddr,
+                                                                 length)[0], length, False)
+            self._deliver_coherency()
+        return data
 
     def phys_write(self, paddr, data):
         """A device writes ``data`` (any contiguous buffer, else ERR_INVALID_ARGS) at physical
         address ``paddr``; returns the bytes written. Errors as `phys_read`."""
-        self._ensure_open()
+        self._call()
         paddr = operator.index(paddr)  # before the data: its TypeError wins
         with phys_data(data) as view:
             paddr, _ = phys_args(paddr, view.nbytes)
-            return _physmem.phys_write(self._state.pool, paddr, view.tobytes())
+            written = _physmem.phys_write(self._state.pool, paddr, view.tobytes())
+            if self._state.cache is not None and written:
+                cache_device(self._state, paddr, _physmem.phys_range(self._state.pool, paddr,
+                                                                     written)[0], written, True)
+            return written
 
     def phys_view(self, paddr, length):
         """A writable, zero-copy memoryview (format "B") of physical memory, as a device sees
         it. Until the view is released (``view.release()`` or its last reference dropped),
         every frame it touches is pinned: never handed out again, even when its VMO lets go of
         it meanwhile (then it is freed with its last pin). Errors as `phys_read`."""
-        self._ensure_open()
+        self._call()
         paddr, length = phys_args(paddr, length)
         return _physmem.phys_view(self._state, paddr, length)
 
@@ -191,6 +262,9 @@ class _Machine(PythonicKernel):
         self._ensure_open()
         if self._recorder is not None:
             raise ValueError("a recording kernel cannot take snapshots")
+        if self._state.cache is not None:
+            raise ValueError("a non-coherent kernel cannot take snapshots (the CPU cache "
+                             "is not saved: docs/cache-model.md)")
         return _snapshot.snap_take(self, self._state)
 
     def restore(self, snapshot):
@@ -230,6 +304,8 @@ class _Machine(PythonicKernel):
             "memory_base": self.memory_base,
             "memory_size": self.memory_size,
             "pinned_frames": len(state.pool.pins),
+            "cache_lines": len(state.cache.lines) if state.cache is not None else 0,
+            "dirty_lines": state.cache.dirty_lines if state.cache is not None else 0,
         }
 
     # -- save and load (docs/state-format.md; _statefile) --------------------------------------
@@ -348,6 +424,7 @@ class _Machine(PythonicKernel):
         state = self._state
         outer = not state.delivering
         state.delivering = True  # the batch's events are delivered after its last record
+        self._batch_depth += 1   # and its coherency events too
         try:
             return run_batch(self, batch, self._recorder)
         finally:
@@ -355,6 +432,9 @@ class _Machine(PythonicKernel):
                 state.delivering = False
                 if not state.closed:
                     self._deliver()
+            self._batch_depth -= 1
+            if not state.closed:
+                self._deliver_coherency()
 
     # -- test hooks ----------------------------------------------------------------------------
     def _allocator_state(self):
@@ -409,7 +489,7 @@ class Kernel(_Machine):
 
         Errors: ERR_INVALID_ARGS (options != 0), ERR_NO_MEMORY (size > MX_VMO_MAX_SIZE, full
         handle table). docs/magenta.md 3.1."""
-        self._ensure_open()
+        self._call()
         arg = Arguments()
         size, options = arg.u64(size), arg.u32(options)
         if arg.out_of_range or options != 0:
@@ -426,7 +506,7 @@ class Kernel(_Machine):
         (docs/semantics.md "Contiguous VMOs"). Errors: ERR_INVALID_ARGS (size 0,
         alignment_log2 below 12 but not 0, or 64 and above), ERR_NO_MEMORY (size >
         MX_VMO_MAX_SIZE, full handle table, no such run free). Nothing is created on failure."""
-        self._ensure_open()
+        self._call()
         arg = Arguments()
         size, alignment_log2 = arg.u64(size), arg.u32(alignment_log2)
         if arg.out_of_range or size == 0:
@@ -467,15 +547,16 @@ class Kernel(_Machine):
 
     def _transfer(self, handle, buffer, offset, length, write):
         """vmo_read (``write`` False: into ``buffer``) or vmo_write (from it); a write's
-        change events are delivered after it."""
+        change events are delivered after it, then the coherency events."""
         try:
             return self._transfer_call(handle, buffer, offset, length, write)
         finally:
             if write:
                 self._deliver()
+            self._deliver_coherency()
 
     def _transfer_call(self, handle, buffer, offset, length, write):
-        self._ensure_open()
+        self._call()
         with Arguments() as arg:
             handle, view, offset = arg.u32(handle), arg.buffer(buffer), arg.u64(offset)
             length = arg.buffer_size(length, view)
@@ -506,7 +587,7 @@ class Kernel(_Machine):
         """The VMO's byte size -> (status, size); no rights needed.
 
         Errors: ERR_BAD_HANDLE, ERR_WRONG_TYPE. docs/magenta.md 3.4."""
-        self._ensure_open()
+        self._call()
         arg = Arguments()
         handle = arg.u32(handle)
         if arg.out_of_range:
@@ -521,7 +602,7 @@ class Kernel(_Machine):
 
         Errors: ERR_BAD_HANDLE, ERR_ACCESS_DENIED (WRITE), ERR_WRONG_TYPE, ERR_OUT_OF_RANGE
         (size > MX_VMO_MAX_SIZE). docs/magenta.md 3.5."""
-        self._ensure_open()
+        self._call()
         arg = Arguments()
         handle, size = arg.u32(handle), arg.u64(size)
         if arg.out_of_range:
@@ -535,12 +616,18 @@ class Kernel(_Machine):
             self._deliver()
 
     def vmo_op_range(self, handle, op, offset, size, buffer=None, buffer_size=None):
+        try:
+            return self._op_range_impl(handle, op, offset, size, buffer, buffer_size)
+        finally:
+            self._deliver_coherency()
+
+    def _op_range_impl(self, handle, op, offset, size, buffer=None, buffer_size=None):
         """COMMIT, DECOMMIT, LOCK, UNLOCK, LOOKUP or a cache op on a range -> status; no rights.
 
         Errors: ERR_BAD_HANDLE, ERR_WRONG_TYPE, ERR_INVALID_ARGS (op, LOOKUP buffer, size 0 for
         LOOKUP/cache ops), ERR_BUFFER_TOO_SMALL, ERR_OUT_OF_RANGE, ERR_NO_MEMORY (COMMIT,
         LOOKUP), ERR_NOT_SUPPORTED (LOCK/UNLOCK). docs/magenta.md 3.6."""
-        self._ensure_open()
+        self._call()
         with Arguments() as arg:
             handle, op, offset, size = arg.u32(handle), arg.u32(op), arg.u64(offset), arg.u64(size)
             view = None
@@ -566,7 +653,7 @@ class Kernel(_Machine):
             if op in (Op.LOCK, Op.UNLOCK):
                 return ERR_NOT_SUPPORTED
             if op in _CACHE_OPS:
-                return vmo_cache_op(vmo, offset, size)
+                return vmo_cache_op(self._state, vmo, op, offset, size)
             if op != Op.LOOKUP:
                 return ERR_INVALID_ARGS
             # LOOKUP: the null pointer, then the buffer (docs/semantics.md), then the range.
@@ -597,7 +684,7 @@ class Kernel(_Machine):
         Errors: ERR_BAD_HANDLE, ERR_ACCESS_DENIED (DUPLICATE|READ), ERR_WRONG_TYPE,
         ERR_INVALID_ARGS (no COW flag, unaligned offset), ERR_OUT_OF_RANGE (size > max,
         offset+size wraps), ERR_NO_MEMORY (full handle table). docs/magenta.md 3.7."""
-        self._ensure_open()
+        self._call()
         arg = Arguments()
         handle, options = arg.u32(handle), arg.u32(options)
         offset, size = arg.u64(offset), arg.u64(size)
@@ -624,7 +711,7 @@ class Kernel(_Machine):
         """Close ``handle``; the object goes with its last reference -> status.
 
         Errors: ERR_BAD_HANDLE (also for 0). docs/magenta.md 3.8."""
-        self._ensure_open()
+        self._call()
         arg = Arguments()
         handle = arg.u32(handle)
         if arg.out_of_range:
@@ -641,7 +728,7 @@ class Kernel(_Machine):
 
         Errors: ERR_BAD_HANDLE, ERR_ACCESS_DENIED (DUPLICATE), ERR_INVALID_ARGS (rights not a
         subset), ERR_NO_MEMORY (full handle table). docs/magenta.md 3.9."""
-        self._ensure_open()
+        self._call()
         arg = Arguments()
         handle, rights = arg.u32(handle), arg.u32(rights)
         if arg.out_of_range:
@@ -662,7 +749,7 @@ class Kernel(_Machine):
 
         Errors: ERR_BAD_HANDLE, ERR_INVALID_ARGS (rights not a subset; the old handle stays).
         docs/magenta.md 3.10."""
-        self._ensure_open()
+        self._call()
         arg = Arguments()
         handle, rights = arg.u32(handle), arg.u32(rights)
         if arg.out_of_range:
@@ -683,7 +770,7 @@ class Kernel(_Machine):
 
         Errors: ERR_BAD_HANDLE, ERR_WRONG_TYPE (topics 3-13), ERR_NOT_SUPPORTED (any other
         topic, before the handle is looked up). docs/magenta.md 3.11."""
-        self._ensure_open()
+        self._call()
         arg = Arguments()
         handle, topic = arg.u32(handle), arg.u32(topic)
         if arg.out_of_range:
@@ -707,7 +794,7 @@ class Kernel(_Machine):
         """Create an event (a minimal non-VMO object) -> (status, handle).
 
         Errors: ERR_INVALID_ARGS (options != 0), ERR_NO_MEMORY (full handle table)."""
-        self._ensure_open()
+        self._call()
         arg = Arguments()
         options = arg.u32(options)
         if arg.out_of_range or options != 0:
@@ -718,11 +805,17 @@ class Kernel(_Machine):
 
     # -- additions (the compiled core has the same) --------------------------------------------
     def vmo_read_bytes(self, handle, offset, length):
+        try:
+            return self._read_bytes_impl(handle, offset, length)
+        finally:
+            self._deliver_coherency()
+
+    def _read_bytes_impl(self, handle, offset, length):
         """Up to ``length`` bytes at ``offset`` -> (status, bytes), b"" on failure.
 
         vmo_read's checks without the buffer ones. Errors: ERR_BAD_HANDLE, ERR_ACCESS_DENIED
         (READ), ERR_WRONG_TYPE, ERR_OUT_OF_RANGE."""
-        self._ensure_open()
+        self._call()
         arg = Arguments()
         handle, offset, length = arg.u32(handle), arg.u64(offset), arg.u64(length)
         if arg.out_of_range:
@@ -741,7 +834,7 @@ class Kernel(_Machine):
         """Bytes of the pages the VMO itself holds -> (status, int); no rights needed.
 
         Errors: ERR_BAD_HANDLE, ERR_WRONG_TYPE."""
-        self._ensure_open()
+        self._call()
         arg = Arguments()
         handle = arg.u32(handle)
         if arg.out_of_range:

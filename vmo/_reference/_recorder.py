@@ -44,6 +44,7 @@ from ._trace import (
     VMO_WRITE,
     WRITES,
     TraceWriter,
+    cache_option,
     hash64,
     uses_side,
 )
@@ -82,7 +83,8 @@ class Recorder:
                              "frame ever handed out")
         self.kernel = kernel
         self.path = os.fspath(path)
-        self.writer = TraceWriter(self.path, kernel.memory_map)
+        self.writer = TraceWriter(self.path, kernel.memory_map,
+                                  cache_option(kernel._cache_options))
         self.nviews = 0
         kernel._recorder = self
         K = type(kernel)

@@ -11,12 +11,14 @@ FIRST_KOID = 1024  # docs/semantics.md "Objects": one koid counter per kernel, f
 class KernelState:
     """Physical memory and its allocator, the handle table, and the live objects.
 
-    ``objects`` maps the koid of every live object (VMOs, clones, parents kept alive by their
-    clones, events) to it; ``next_koid`` is the koid the next object takes.
+    ``cache`` is the CPU cache of a non-coherent kernel (None when coherent) and ``seq`` the
+    call counter its events carry. ``objects`` maps the koid of every live object (VMOs,
+    clones, parents kept alive by their clones, events) to it; ``next_koid`` is the koid the
+    next object takes.
     """
 
-    __slots__ = ("closed", "handles", "next_koid", "objects", "pool", "watches", "events",
-                 "next_watch", "delivering")
+    __slots__ = ("cache", "closed", "handles", "next_koid", "objects", "pool", "seq",
+                 "watches", "events", "next_watch", "delivering")
 
     def __init__(self, arenas):
         self.pool = FramePool(arenas)
@@ -32,3 +34,5 @@ class KernelState:
         self.events = []
         self.next_watch = 1
         self.delivering = False
+        self.cache = None   # the CPU cache of a non-coherent kernel (_cache.CpuCache)
+        self.seq = 0        # the call counter: one per kernel call

@@ -153,6 +153,9 @@ def _write_state(kernel, file):
 
 def _saveable(kernel):
     kernel._ensure_open()
+    if not kernel.coherent:
+        raise ValueError("a non-coherent kernel cannot be saved (its CPU cache is not in the "
+                         "state file: docs/state-format.md)")
     if kernel._state.pool.pins:
         raise MxError(Status.ERR_BAD_STATE,
                       "save: physical memory is pinned by a live view or pin")

@@ -14,6 +14,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from .._coherency import cache_options
 from ..records import CALL_NAMES
 
 __all__ = [
@@ -49,7 +50,9 @@ MAGIC = b"VMOTRACE"
 BLOCK_MAGIC = b"VMOB"
 VERSION = 1
 MAX_RANGES = 64
+OPT_CACHE_MODEL = 1             # header option: the cache model of a non-coherent kernel
 MAX_HEADER = 65536               # the limit on a header (ranges and options)
+OPT_CACHE_MODEL = 1              # header option: the cache model of a non-coherent kernel
 MAX_BLOCK_RECORDS = 65536
 MAX_ENCODED = 4 << 20
 MAX_SIDE = 64 << 20
@@ -275,8 +278,34 @@ def parse_header(data, file_size):
         key, size = struct.unpack_from("<HH", data, pos)
         if pos + 4 + size > end:
             raise ValueError(f"byte {pos}: an option entry runs past the options")
-        raise ValueError(f"byte {pos}: unknown option key {key}")
-    return TraceHeader(version, ranges, tuple(options), length)
+        if key != OPT_CACHE_MODEL or size != 8 or options:
+            raise ValueError(f"byte {pos}: unknown option key {key}" if key != OPT_CACHE_MODEL
+                             else f"byte {pos}: malformed cache-model option")
+        options.append((key, bytes(data[pos + 4:pos + 4 + size])))
+        pos += 4 + size
+    header = TraceHeader(version, ranges, tuple(options), length)
+    try:
+        header_cache_options(header)
+    except ValueError as exc:
+        raise ValueError(f"byte {end - olen}: cache-model option: {exc}") from None
+    return header
+
+
+def cache_option(options):
+    """The header options of a kernel with these (coherent, cache_line, cache_lines): the
+    cache-model entry (key 1: u32 cache_line, u32 cache_lines or 0) for a non-coherent
+    kernel, none for a coherent one."""
+    coherent, line, lines = options
+    return () if coherent else ((OPT_CACHE_MODEL, struct.pack("<II", line, lines or 0)),)
+
+
+def header_cache_options(header):
+    """(coherent, cache_line, cache_lines) of the kernel the trace was recorded on."""
+    for key, value in header.options:
+        if key == OPT_CACHE_MODEL:
+            line, lines = struct.unpack("<II", value)
+            return cache_options(False, line, lines or None)
+    return (True, 64, None)
 
 
 def read_header(path):

@@ -11,14 +11,21 @@ import struct
 
 from ..constants import MX_VMO_MAX_SIZE, PAGE_SIZE
 from ..errors import Status
+from ._cache import (
+    CACHE_CLEAN_INVALIDATE_OP,
+    CACHE_CLEAN_OP,
+    CACHE_INVALIDATE_OP,
+    cache_cpu,
+    cache_op_page,
+)
 from ._frames import frame_copy, frame_read, frame_write, pool_free_count, pool_paddr, pool_take
 from ._pagetable import PAGE_LIMIT, pt_count, pt_get, pt_remove, pt_set
 
 __all__ = [
     "EventObject", "VmoObject", "event_new", "in_range", "page_ceil", "trim_range",
-    "vmo_cache_op", "vmo_commit", "vmo_decommit", "vmo_fault_cost", "vmo_find_page",
-    "vmo_lookup", "vmo_lookup_runs", "vmo_new", "vmo_visible_runs", "notify_before",
-    "notify_after", "vmo_resize", "vmo_transfer", "vmo_unref", "vmo_write_fault",
+    "vmo_cache_op", "vmo_commit", "vmo_decommit", "vmo_fault_cost", "vmo_find_holder",
+    "vmo_find_page", "vmo_lookup", "vmo_lookup_runs", "vmo_new", "vmo_visible_runs",
+    "notify_before", "notify_after", "vmo_resize", "vmo_transfer", "vmo_unref", "vmo_write_fault",
 ]
 
 _U64_MAX = (1 << 64) - 1
@@ -197,6 +204,20 @@ def _fault_path(vmo, offset):
     return path, None
 
 
+def vmo_find_holder(vmo, offset):
+    """(frame, koid, offset) of the page a read of byte ``offset`` of ``vmo`` sees: the VMO
+    holding it as its own page and the byte offset there; (None, None, None) if none."""
+    while offset < vmo.size:
+        frame = pt_get(vmo.pages, offset // PAGE_SIZE)
+        if frame is not None:
+            return frame, vmo.koid, offset
+        if vmo.parent is None or offset + vmo.parent_offset > _U64_MAX:
+            break
+        offset += vmo.parent_offset
+        vmo = vmo.parent
+    return None, None, None
+
+
 def vmo_find_page(vmo, offset):
     """The frame a read of byte ``offset`` of ``vmo`` sees (own or an ancestor's), or None
     (it reads as zero). Never allocates."""
@@ -226,14 +247,21 @@ def vmo_write_fault(state, vmo, offset):
     if frame is None:
         path = path[:1]  # nobody holds the page: only vmo itself takes a (zero) frame
     pool = state.pool
+    _, koid, holder_offset = vmo_find_holder(vmo, offset)
     for level, level_offset in reversed(path):
         new = pool_take(pool)
         if new is None:
             return ERR_NO_MEMORY, None
-        if frame is not None:
+        if frame is not None and state.cache is not None:
+            # Non-coherent: the kernel's copy is a CPU read of the page and a CPU write.
+            page = bytearray(PAGE_SIZE)
+            cache_cpu(state, frame, 0, page, False, koid, holder_offset - holder_offset % PAGE_SIZE)
+            cache_cpu(state, new, 0, page, True, level.koid,
+                      level_offset - level_offset % PAGE_SIZE)
+        elif frame is not None:
             frame_copy(pool, frame, new)
         pt_set(level.pages, level_offset // PAGE_SIZE, new)
-        frame = new
+        frame, koid, holder_offset = new, level.koid, level_offset
     return NO_ERROR, frame
 
 
@@ -261,7 +289,11 @@ def _transfer(state, vmo, offset, buf, write):
         start = offset + done
         in_page = start % PAGE_SIZE
         count = min(PAGE_SIZE - in_page, length - done)
-        if write:
+        if state.cache is not None:
+            status = _transfer_cached(state, vmo, start, in_page, buf, done, count, write)
+            if status:
+                return status
+        elif write:
             status, frame = vmo_write_fault(state, vmo, start)
             if status:
                 return status
@@ -271,6 +303,23 @@ def _transfer(state, vmo, offset, buf, write):
             if frame is not None:
                 buf[done:done + count] = frame_read(pool, frame, in_page, count)
         done += count
+    return NO_ERROR
+
+
+def _transfer_cached(state, vmo, start, in_page, buf, done, count, write):
+    """One chunk of vmo_transfer on a non-coherent kernel, through the CPU cache."""
+    if write:
+        status, frame = vmo_write_fault(state, vmo, start)
+        if status:
+            return status
+        chunk = bytearray(buf[done:done + count])
+        cache_cpu(state, frame, in_page, chunk, True, vmo.koid, start - in_page)
+        return NO_ERROR
+    frame, koid, holder_offset = vmo_find_holder(vmo, start)
+    if frame is not None:
+        chunk = bytearray(count)
+        cache_cpu(state, frame, in_page, chunk, False, koid, holder_offset - in_page)
+        buf[done:done + count] = chunk
     return NO_ERROR
 
 
@@ -391,11 +440,28 @@ def vmo_lookup_runs(state, vmo, offset, size):
     return NO_ERROR, [tuple(run) for run in runs]
 
 
-def vmo_cache_op(vmo, offset, size):
-    """CACHE_* (docs/magenta.md 3.6.5): validate only (uncommitted pages would be skipped;
-    nothing is touched)."""
+_CACHE_OP_KIND = {7: CACHE_INVALIDATE_OP, 9: CACHE_CLEAN_INVALIDATE_OP}  # else: clean
+
+
+def vmo_cache_op(state, vmo, op, offset, size):
+    """CACHE_* (docs/magenta.md 3.6.5): ERR_INVALID_ARGS (size 0), ERR_OUT_OF_RANGE. On a
+    non-coherent kernel, the op acts on the lines overlapping the range of every page LOOKUP
+    would give, by ascending offset (docs/cache-model.md); uncommitted pages are skipped."""
     if size == 0:
         return ERR_INVALID_ARGS
     if not in_range(offset, size, vmo.size):
         return ERR_OUT_OF_RANGE
+    if state.cache is not None:
+        end = offset + size
+        kind = _CACHE_OP_KIND.get(op, CACHE_CLEAN_OP)
+        first, last = offset // PAGE_SIZE, (end - 1) // PAGE_SIZE
+        # A VMO that is not a clone: its committed pages only (a huge range stays cheap).
+        indexes = (range(first, last + 1) if vmo.parent is not None else
+                   sorted(i for i in vmo.pages if first <= i <= last))
+        for index in indexes:
+            frame = vmo_find_page(vmo, index * PAGE_SIZE)
+            if frame is not None:
+                start = index * PAGE_SIZE
+                cache_op_page(state, frame, max(offset - start, 0), min(end - start, PAGE_SIZE),
+                              kind)
     return NO_ERROR

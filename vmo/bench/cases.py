@@ -236,6 +236,44 @@ def _on_vmo(vmo_size=None, *, written=False, committed=False, buffer=None):
     return setup
 
 
+def _on_cached_vmo(coherent, buffer):
+    """Loop names for the cache model's 64-byte rows: a kernel built with `coherent`, a VMO of
+    one written page `h` (on a non-coherent kernel its lines are cached and dirty: the loop
+    runs on hits), and a buffer of _BUFFERS."""
+    def setup(K, size):
+        k = K(memory_size=64 * MiB, coherent=coherent)
+        h = new_vmo(k, PAGE)
+        fill(k, h, PAGE)
+        name, make = _BUFFERS[buffer]
+        return {"k": k, "h": h, name: make(size)}
+
+    return setup
+
+
+def _k_clean_dirty(nlines):
+    """The builder of a job timing one CACHE_CLEAN over a VMO of the row's size (1 GiB) on a
+    non-coherent kernel holding `nlines` dirty lines, one per page spread evenly over the
+    range (so `nlines` committed pages too); the lines are written again before every round
+    (untimed), so each round writes `nlines` lines back."""
+    def make(K, size, calls):
+        k = K(memory_size=256 * MiB, coherent=False)
+        h = new_vmo(k, size)
+        offsets = [i * (size // nlines) // PAGE * PAGE for i in range(nlines)]
+
+        def dirty_lines():
+            for off in offsets:
+                ok(k.vmo_write(h, b"\x01", off)[0], "vmo_write")
+
+        def run():
+            ns, status = timed(k.vmo_op_range, h, int(Op.CACHE_CLEAN), 0, size)
+            ok(status, "CACHE_CLEAN")
+            return ns
+
+        return Job(run, 1, setup=dirty_lines, close=k.close)
+
+    return make
+
+
 def _kernel_only(K, size):
     return {"k": K(memory_size=64 * MiB)}
 
@@ -1006,6 +1044,24 @@ _CASE_LIST = [
          "page", _k_range(int(op), prepare=("commit",)), host_na=_NO_CACHE_SYSCALL,
          scale="range_all")
     for op in (Op.CACHE_SYNC, Op.CACHE_INVALIDATE, Op.CACHE_CLEAN, Op.CACHE_CLEAN_INVALIDATE)
+] + [
+    # The cache model (docs/cache-model.md): 64-byte CPU accesses on a coherent kernel and on
+    # a non-coherent one (cache hits: the target is at most 2x the coherent time), and
+    # CACHE_CLEAN over 1 GiB with 10, 1,000 and 10,000 dirty lines (cost: the lines and
+    # committed pages, not the range).
+    Case(f"{op}_64{suffix}", "cache", f"vmo_{op} 64 B, {title}", "call",
+         _k_loop(_on_cached_vmo(coherent, buffer), f"res = k.vmo_{op}(h, {name}, 0)",
+                 status_expr="res[0]", check=_expect_ok(f"vmo_{op}")),
+         host_na="the host has no CPU cache model", scale="fixed", size=64,
+         calls=(20000, 1000, 10000), rounds="call")
+    for op, buffer, name in (("read", "into", "buf"), ("write", "from", "data"))
+    for suffix, title, coherent in (("", "coherent", True),
+                                    ("_nc", "coherent=False (line cached)", False))
+] + [
+    Case(f"clean_1g_{n}", "cache", f"CACHE_CLEAN over 1 GiB, {n:,} dirty lines", "call",
+         _k_clean_dirty(n), host_na=_NO_CACHE_SYSCALL, scale="fixed", size=1 << 30,
+         rounds="sparse")
+    for n in (10, 1000, 10000)
 ] + [
     Case("sparse_cache", "sparse", "CACHE_CLEAN_INVALIDATE whole range, 16 pages held", "call",
          _k_sparse(int(Op.CACHE_CLEAN_INVALIDATE)), host_na=_NO_PIB_MAPPING, scale="fixed",

@@ -1,0 +1,2 @@
+# The CPU data cache of a non-coherent kernel (docs/cache-model.md): C-level only (cimport
+# vmo._cache); no Python-level names.
