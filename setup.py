@@ -62,6 +62,7 @@ extensions = [
     Extension("vmo._trace", ["vmo/_trace.pyx"], **common),
     Extension("vmo._snapshot", ["vmo/_snapshot.pyx"], **common),
     Extension("vmo._kernelcore", ["vmo/_kernelcore.pyx"], **common),
+    Extension("vmo._statefile", ["vmo/_statefile.pyx"], **common),
     Extension("vmo._exec", ["vmo/_exec.pyx"], **common),
     Extension("vmo._recording", ["vmo/_recording.pyx"], **common),
     Extension("vmo._kernel", ["vmo/_kernel.pyx"], **common),

@@ -20,6 +20,13 @@ extension built without sanitizer coverage) but is checked against the reference
 (libFuzzer starts with tiny inputs and lengthens them slowly; every choice takes a byte or more,
 so -max_len / -len_control=0 make long call sequences appear sooner.)
 
+    VMO_FUZZ_TARGET=statefile python tests/fuzz_atheris.py -atheris_runs=100000
+
+runs the state-file target instead (docs/state-format.md; `state_file_case` of test_fuzz.py):
+each input mutates a saved file (bits, bytes, edge values, cuts, insertions; half the time
+with the CRC-32s recomputed), both kernels load it, and they must both refuse it with
+ValueError or both load the same state, which passes `_check()`.
+
 A divergence raises AssertionError with a standalone reproducer script in its message; atheris
 prints it and writes the input as ./crash-<sha1>. Environment: VMO_FUZZ_TOLERATE_KNOWN=1 as in
 test_fuzz.py (known, reported divergences end an input instead of failing it);
@@ -44,6 +51,7 @@ with atheris.instrument_imports(include=["vmo"]):
 import test_fuzz as engine  # noqa: E402
 
 MAX_STEPS = int(os.environ.get("VMO_FUZZ_MAX_STEPS", "60"))
+TARGET = os.environ.get("VMO_FUZZ_TARGET", "calls")
 TOLERATE = engine.TOLERATE
 
 
@@ -58,6 +66,14 @@ class FuzzedChooser(engine.Chooser):
 
 
 tally = engine.Tally()
+
+
+state_file_outcomes = {"refused": 0, "loaded": 0, "skipped": 0}
+
+
+def test_state_file_input(data):
+    outcome = engine.state_file_case(FuzzedChooser(atheris.FuzzedDataProvider(data)))
+    state_file_outcomes[outcome] += 1
 
 
 def test_one_input(data):
@@ -79,11 +95,15 @@ def test_one_input(data):
 
 @atexit.register
 def _summary():
+    if TARGET == "statefile":
+        print("\nvmo atheris state file fuzz: %(refused)d refused, %(loaded)d loaded, "
+              "%(skipped)d skipped" % state_file_outcomes, flush=True)
+        return
     print("\n" + tally.summary().replace("vmo fuzz", "vmo atheris fuzz"), flush=True)
 
 
 def main():
-    atheris.Setup(sys.argv, test_one_input)
+    atheris.Setup(sys.argv, test_state_file_input if TARGET == "statefile" else test_one_input)
     atheris.Fuzz()
 
 

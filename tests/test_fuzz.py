@@ -60,6 +60,10 @@ Budgets (the default profile is part of the normal test run):
 ``python tests/fuzz_atheris.py -atheris_runs=100000`` drives the same engine from atheris
 (coverage-guided; see that file).
 
+`test_fuzz_state_file_mutations` (at the end) fuzzes `Kernel.load` on both kernels with
+mutated state files (docs/state-format.md); ``VMO_FUZZ_TARGET=statefile`` runs it from
+atheris.
+
 Also generated, as the buffer of every call that takes one (vmo_read, vmo_write, LOOKUP,
 phys_write, the Pythonic read_into and write): buffers of Python object pointers (numpy
 dtype=object arrays, structured dtypes with an object field or an object subarray field,
@@ -80,8 +84,10 @@ but the host would have to allocate it).
 import operator
 import os
 import re
+import struct
 import sys
 import time
+import zlib
 from array import array
 
 import pytest
@@ -1824,3 +1830,196 @@ def test_fuzz_seeded_smoke(seed):
 
     case = run_case(RandomChooser(random.Random(seed)), 120, tolerate=True)
     assert case.calls > 0
+
+
+# -- the state file (docs/state-format.md): both kernels' load against mutated files ------------
+# A saved file is mutated (bits flipped, bytes set, fields overwritten with edge values, bytes
+# inserted, cut or removed), and half the time its CRC-32s and END are recomputed so that the
+# mutation reaches the checks behind them. Both kernels load it: each must either raise
+# ValueError or give a kernel that passes `_check()`, and they must agree: both refuse, or
+# both accept the same state (compared through the reference's canonical file of it).
+_STATE_SECTION = struct.Struct("<4sIQ")
+_STATE_TRAILER = struct.Struct("<II")
+_STATE_EDGES = [0, 1, 2, 7, 8, 1023, 1024, 1025, 4095, 4096, 0x7FFF_FFFF, 0xFFFF_FFFF,
+                1 << 32, 1 << 52, 1 << 63, (1 << 64) - 1, 0xFFFF_FFFF_FFFF_F000]
+_state_seeds = []
+
+
+def state_seed_files():
+    """A few saved files of small kernels (clones, events, freed frames and slots)."""
+    if not _state_seeds:
+        for memory in (32 * PAGE, [(0x40_0000, 8 * PAGE), (0x1000, 16 * PAGE)]):
+            k = vmo.Kernel(memory=memory) if isinstance(memory, list) else vmo.Kernel(
+                memory_size=memory)
+            a = k.vmo_create(6 * PAGE + 9)[1]
+            k.vmo_write(a, b"seed" * 300, PAGE - 2)
+            c = k.vmo_clone(a, 1, PAGE, 4 * PAGE)[1]
+            k.vmo_write(c, b"own", 2 * PAGE)
+            k.vmo_clone(c, 1, 0, PAGE)
+            k.event_create()
+            b = k.vmo_create(3 * PAGE)[1]
+            k.vmo_op_range(b, vmo.MX_VMO_OP_COMMIT, 0, 3 * PAGE)
+            k.handle_close(k.handle_duplicate(a, vmo.MX_RIGHT_SAME_RIGHTS)[1])
+            k.vmo_op_range(b, vmo.MX_VMO_OP_DECOMMIT, PAGE, PAGE)
+            k.vmo_create_contiguous(2 * PAGE)
+            k.handle_close(c)
+            big = k.vmo_create(1 << 50)[1]
+            grown = k.vmo_clone(big, 1, 1 << 49, PAGE)[1]
+            k.vmo_set_size(grown, vmo.MX_VMO_MAX_SIZE)  # parent_offset + size past 2**64
+            k.vmo_write(grown, b"end", vmo.MX_VMO_MAX_SIZE - 3)
+            from vmo._statefile import dump_kernel
+            _state_seeds.append(dump_kernel(k))
+            _state_seeds.append(_reference_statefile().dumps(
+                _reference_statefile().loads(ReferenceKernel, _state_seeds[-1])))
+            k.close()
+    return _state_seeds
+
+
+def _reference_statefile():
+    from vmo._reference import _statefile
+    return _statefile
+
+
+def refresh_state_file(data):
+    """`data` with every section trailer's CRC-32 and END recomputed, as far as its framing
+    parses (the rest is left as it is)."""
+    data = bytes(data)
+    if len(data) < 16:
+        return data
+    parts, headers, pos = [data[:16]], [data[:16]], 16
+    while pos + _STATE_SECTION.size <= len(data):
+        tag, zero, length = _STATE_SECTION.unpack_from(data, pos)
+        start = pos + _STATE_SECTION.size
+        if length > len(data) - start - _STATE_TRAILER.size:
+            break
+        payload = data[start:start + length]
+        if tag == b"END " and length == 16:
+            total = sum(map(len, parts)) + _STATE_SECTION.size + 16 + _STATE_TRAILER.size
+            payload = struct.pack("<QII", total, zlib.crc32(b"".join(headers)), 0)
+        header = data[pos:start]
+        trailer = _STATE_TRAILER.pack(zlib.crc32(payload), 0)
+        parts += [header, payload, trailer]
+        headers += [header, trailer]
+        pos = start + length + _STATE_TRAILER.size
+    parts.append(data[pos:])
+    return b"".join(parts)
+
+
+def _memory_of(data):
+    """Bytes of memory the file's KERN section names (0 if it does not parse)."""
+    try:
+        tag, _, length = _STATE_SECTION.unpack_from(data, 16)
+        nranges = struct.unpack_from("<I", data, 16 + 16 + 24)[0]
+        if tag != b"KERN" or nranges > 64:
+            return 0
+        return sum(struct.unpack_from("<Q", data, 16 + 16 + 32 + 16 * i + 8)[0]
+                   for i in range(nranges))
+    except struct.error:
+        return 0
+
+
+def mutate_state_file(chooser, data):
+    """(mutated bytes, description) of `data`."""
+    data = bytearray(data)
+    done = []
+    for _ in range(chooser.int(1, 4)):
+        # Most mutations land in the sections before the frame contents.
+        hot = min(len(data), 16 + sum(16 + length + 8 for _, length in _state_lengths(data)))
+        pos = chooser.int(0, max(0, (hot if chooser.chance(80) else len(data)) - 1))
+        kind = chooser.int(0, 5)
+        if kind == 0 and data:
+            bit = chooser.int(0, 7)
+            data[pos] ^= 1 << bit
+            done.append("flip bit %d of byte %d" % (bit, pos))
+        elif kind == 1 and data:
+            value = chooser.int(0, 255)
+            data[pos] = value
+            done.append("byte %d = %d" % (pos, value))
+        elif kind == 2:
+            del data[pos:]
+            done.append("cut at %d" % pos)
+        elif kind == 3:
+            extra = bytes(chooser.int(0, 255) for _ in range(chooser.int(1, 16)))
+            data[pos:pos] = extra
+            done.append("insert %r at %d" % (extra, pos))
+        elif kind == 4:
+            width = chooser.pick([4, 8])
+            pos -= pos % width
+            value = chooser.pick(_STATE_EDGES) & ((1 << (8 * width)) - 1)
+            data[pos:pos + width] = value.to_bytes(width, "little")
+            done.append("u%d at %d = %#x" % (8 * width, pos, value))
+        else:
+            n = chooser.int(1, 64)
+            del data[pos:pos + n]
+            done.append("remove %d bytes at %d" % (n, pos))
+    if chooser.chance(50):
+        data = refresh_state_file(data)
+        done.append("CRC-32s recomputed")
+    return bytes(data), done
+
+
+def _state_lengths(data):
+    """[(tag, length)] of the sections before DATA, as far as they parse."""
+    out, pos = [], 16
+    while pos + 16 <= len(data):
+        tag, _, length = _STATE_SECTION.unpack_from(data, pos)
+        if tag in (b"DATA", b"END ") or length > len(data):
+            break
+        out.append((tag, length))
+        pos += 16 + length + 8
+    return out
+
+
+def state_file_case(chooser):
+    """One mutated file loaded by both kernels (see above). Returns "refused", "loaded" or
+    "skipped" (a memory map too large to reserve for a test)."""
+    from vmo._statefile import dump_kernel, load_kernel_bytes
+    ref_statefile = _reference_statefile()
+    data, done = mutate_state_file(chooser, chooser.pick(state_seed_files()))
+    if _memory_of(data) > 64 << 20:
+        return "skipped"
+    outcomes = []
+    for load in (lambda: load_kernel_bytes(vmo.Kernel, data),
+                 lambda: ref_statefile.loads(ReferenceKernel, data)):
+        try:
+            outcomes.append(load())
+        except ValueError as exc:
+            outcomes.append(exc)
+        except Exception as exc:  # noqa: BLE001  (reported below)
+            raise AssertionError("loading the mutated file (%s) raised %r, not ValueError"
+                                 % ("; ".join(done), exc)) from exc
+    core, ref = outcomes
+    try:
+        assert isinstance(core, ValueError) == isinstance(ref, ValueError), (
+            "the kernels disagree on the mutated file (%s): core %r, reference %r"
+            % ("; ".join(done), core, ref))
+        if isinstance(core, ValueError):
+            return "refused"
+        core._check()
+        ref._check()
+        canonical = ref_statefile.dumps(ref)
+        assert ref_statefile.dumps(ref_statefile.loads(ReferenceKernel, dump_kernel(core))) \
+            == canonical, "the kernels loaded different states from (%s)" % "; ".join(done)
+        return "loaded"
+    finally:
+        for k in outcomes:
+            if not isinstance(k, ValueError):
+                k.close()
+
+
+def test_fuzz_state_file_mutations():
+    """Mutated state files: see above. With ``-s`` it prints how many were refused, loaded
+    and skipped."""
+    counts = {"refused": 0, "loaded": 0, "skipped": 0}
+
+    @settings(FUZZ_SETTINGS, max_examples=max(1, FUZZ_SETTINGS.max_examples // 2))
+    @given(st.data())
+    def one_case(data):
+        counts[state_file_case(HypothesisChooser(data))] += 1
+
+    try:
+        one_case()
+    finally:
+        print("\nvmo state file fuzz: %(refused)d refused, %(loaded)d loaded, %(skipped)d "
+              "skipped" % counts)
+    assert counts["refused"] > 0

@@ -15,7 +15,9 @@ identical handles and physical addresses"), so one `hypothesis.stateful` program
   when the VMO is small, the whole VMO's ``vmo_lookup_runs``, every change notification
   delivered so far (in order, with the subscription it went to; docs/semantics.md "Change
   notifications"), and both kernels' ``_check()`` invariant walkers;
-- at the end, closing every handle must give every frame back on both kernels.
+- at the end, closing every handle must give every frame back on both kernels;
+- now and then both kernels are saved and loaded (straight or crossed, through a file or
+  the bytes pickling carries: `save_and_load`) and the run goes on with the loaded ones.
 
 Kernels are tiny (4..64 pages) so that ERR_NO_MEMORY, the LIFO reuse of freed frames and the
 all-or-nothing COMMIT are exercised constantly. Arguments are aimed at the edges: page
@@ -32,6 +34,7 @@ Budget: the default profile runs the file in well under a minute on two cores. S
 
 import os
 import sys
+import tempfile
 from array import array
 
 import pytest
@@ -476,6 +479,57 @@ def _lookup_pages(offset, size):
     return ((end - first) & U64) // PAGE
 
 
+def save_and_load(pair, how):
+    """Save both kernels of `pair` and continue on the loaded ones (docs/state-format.md):
+    straight (each kernel loads its own file) or crossed (each loads the other's), through a
+    file or through the bytes pickling carries. The reference reads both files the same and
+    writes the same bytes for the state either way; a core that loads its own file keeps
+    every stat."""
+    from vmo._reference import _statefile as ref_statefile
+    from vmo._statefile import dump_kernel, load_kernel_bytes
+    core, ref = pair.core, pair.ref
+    if not core.coherent:
+        # A kernel with a CPU cache model is not saved (docs/state-format.md "Saving").
+        for kernel in (core, ref):
+            with pytest.raises(ValueError, match="coherent"):
+                kernel.save(os.devnull + ".never")
+        return False
+    if how.endswith("file"):
+        with tempfile.TemporaryDirectory() as directory:
+            core_path = os.path.join(directory, "core.state")
+            ref_path = os.path.join(directory, "ref.state")
+            core.save(core_path)
+            ref.save(ref_path)
+            core_bytes = open(core_path, "rb").read()
+            ref_bytes = open(ref_path, "rb").read()
+            if how == "file":
+                new_core, new_ref = type(core).load(core_path), type(ref).load(ref_path)
+            else:
+                new_core, new_ref = type(core).load(ref_path), type(ref).load(core_path)
+    else:
+        core_bytes, ref_bytes = dump_kernel(core), ref_statefile.dumps(ref)
+        if how == "bytes":
+            new_core = load_kernel_bytes(type(core), core_bytes)
+            new_ref = ref_statefile.loads(type(ref), ref_bytes)
+        else:
+            new_core = load_kernel_bytes(type(core), ref_bytes)
+            new_ref = ref_statefile.loads(type(ref), core_bytes)
+    assert ref_statefile.dumps(ref_statefile.loads(type(ref), core_bytes)) == ref_bytes, (
+        "the core's file, read by the reference, does not give the reference's file")
+    if how in ("file", "bytes"):
+        old, new = core.stats(), new_core.stats()
+        assert old == new, f"the core's stats changed through {how}: {old} -> {new}"
+        assert dump_kernel(new_core) == core_bytes
+    new_core._check()
+    new_ref._check()
+    pair.close()
+    pair.core, pair.ref = new_core, new_ref
+    return True
+
+
+SAVE_HOW = st.sampled_from(["file", "bytes", "cross-file", "cross-bytes"])
+
+
 # -- the broad state machine --------------------------------------------------------------------
 class VmoStateMachine(RuleBasedStateMachine):
     """Every syscall with edge arguments, on two tiny kernels compared after every step."""
@@ -807,6 +861,13 @@ class VmoStateMachine(RuleBasedStateMachine):
         self.pair.lookup(h, first * PAGE, min(n * PAGE, max(size - first * PAGE, 1)), n,
                          misalign=data.draw(st.booleans(), label="misalign"))
 
+    @rule(dice=st.integers(0, 7), how=SAVE_HOW)
+    def save_and_load(self, dice, how):
+        """Now and then, save both kernels and continue on the loaded ones (the snapshots
+        taken belong to the kernels left behind)."""
+        if dice == 0 and save_and_load(self.pair, how):
+            self.snapshots = []
+
     # -- machine services: physical runs, change notifications ------------------------------
     @rule(h=any_handle, offset=st.one_of(IN_VMO, OFFSETS), size=LENGTHS)
     def vmo_lookup_runs(self, h, offset, size):
@@ -1000,6 +1061,13 @@ class RadixStateMachine(RuleBasedStateMachine):
     @rule(h=vmos)
     def close(self, h):
         self.pair.call("handle_close", h)
+
+    @rule(dice=st.integers(0, 7), how=SAVE_HOW)
+    def save_and_load(self, dice, how):
+        """Now and then, save and load both kernels (huge sparse VMOs: page runs at radix
+        node edges) and continue on the loaded ones (without the old kernels' snapshots)."""
+        if dice == 0 and save_and_load(self.pair, how):
+            self.snapshots = []
 
     @invariant()
     def same_state(self):

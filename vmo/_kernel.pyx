@@ -474,6 +474,32 @@ cdef class Kernel(KernelCore):
             return phys_view_new(self, &self.ks, paddr, length)
         return rec_phys_view(self, paddr, length)
 
+    # -- save and load (docs/state-format.md; the engine is vmo/_statefile.pyx, imported when
+    # first used so that an extension cimporting vmo.api imports no more modules) -----------
+    def save(self, path):
+        """Write the kernel's whole state to the file `path` atomically (a temporary file in
+        the same directory, synced, then renamed; docs/state-format.md). ValueError if the
+        kernel is closed, MxError(ERR_BAD_STATE) while a physical view is live, OSError from
+        the file system (the previous file is then intact). Owns the kernel while it writes
+        (other threads' calls wait). Cost: the objects, the pages held and the written
+        frames' bytes, streamed from physical memory in chunks."""
+        from vmo._statefile import save_kernel
+        save_kernel(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """A new kernel in the state saved at `path` (by either kernel): any sequence of
+        calls then gives what it would have given on the saved one. ValueError, naming the
+        byte offset or section, for a truncated, corrupted, foreign or newer file (nothing
+        is left half-built); OSError if the file cannot be read. Cost: the file's bytes."""
+        from vmo._statefile import load_kernel
+        return load_kernel(cls, path)
+
+    def __reduce__(self):
+        """Pickling goes through the state file's bytes (errors as `save`)."""
+        from vmo._statefile import dump_kernel, load_kernel_bytes
+        return load_kernel_bytes, (type(self), dump_kernel(self))
+
     # -- change notifications, the Python side (vmo._pythonic.Subscription) --------------
     def _watch(self, handle, callback):
         """Subscribe `callback(offset, length)` to the VMO of `handle`: (status, id);

@@ -308,6 +308,28 @@ class _Machine(PythonicKernel):
             "dirty_lines": state.cache.dirty_lines if state.cache is not None else 0,
         }
 
+    # -- save and load (docs/state-format.md; _statefile) --------------------------------------
+    def save(self, path):
+        """Write the kernel's whole state to the file ``path`` atomically (a temporary file
+        in the same directory, synced, then renamed). ValueError if the kernel is closed,
+        MxError(ERR_BAD_STATE) while a physical view is live, OSError from the file system
+        (the previous file is then intact). Cost: the objects, pages and written frames."""
+        from ._statefile import save
+        save(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """A new kernel in the state saved at ``path`` (by either kernel). ValueError,
+        naming the byte offset or section, for a truncated, corrupted, foreign or newer
+        file; nothing is left half-built. Cost: the file's bytes."""
+        from ._statefile import load
+        return load(cls, path)
+
+    def __reduce__(self):
+        """Pickling goes through the state file's bytes (errors as `save`)."""
+        from ._statefile import dumps, loads
+        return loads, (type(self), dumps(self))
+
     # -- change notifications (docs/semantics.md "Change notifications") ---------------------
     def _watch(self, handle, callback):
         """Subscribe ``callback(offset, length)`` to the VMO of ``handle`` (no rights needed)

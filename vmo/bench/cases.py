@@ -710,6 +710,132 @@ def _k_batch(K, size, calls):
     return Job(run, rounds * len(b), close=k.close)
 
 
+# -- save and load (group "state"): a kernel with the row's size written, in MiB/s -------------
+def _state_kernel(K, size):
+    """A kernel with `size` bytes written in one VMO (every frame dirty: the whole size is
+    in the file)."""
+    k = K(memory_size=kernel_memory(size))
+    fill(k, new_vmo(k, size), size)
+    return k
+
+
+def _state_dir():
+    import tempfile
+    return tempfile.mkdtemp(prefix="vmo-bench-state-")
+
+
+def _remove_dir(directory):
+    import shutil
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _k_save(K, size, calls):
+    """k.save(path) of the kernel, atomically (temporary file, fsync, rename) over the last
+    round's file; per MiB of frame contents."""
+    import os
+    if getattr(K, "save", None) is None:
+        raise Unavailable("this kernel has no save()")
+    k = _state_kernel(K, size)
+    directory = _state_dir()
+    path = os.path.join(directory, "kernel.state")
+
+    def close():
+        k.close()
+        _remove_dir(directory)
+
+    return Job(lambda: timed(k.save, path)[0], size / MiB, close=close)
+
+
+def _k_load(K, size, calls):
+    """Kernel.load(path) of a saved kernel (the loaded kernel is closed untimed); per MiB."""
+    import os
+    if getattr(K, "load", None) is None:
+        raise Unavailable("this kernel has no load()")
+    k = _state_kernel(K, size)
+    directory = _state_dir()
+    path = os.path.join(directory, "kernel.state")
+    k.save(path)
+    k.close()
+    st = State()
+    st.loaded = None
+
+    def run():
+        ns, st.loaded = timed(K.load, path)
+        return ns
+
+    def teardown():
+        if st.loaded is not None:
+            st.loaded.close()
+            st.loaded = None
+
+    return Job(run, size / MiB, teardown=teardown, close=lambda: _remove_dir(directory))
+
+
+def _k_pickle(K, size, calls):
+    """pickle.loads(pickle.dumps(k)): the kernel through memory (as to a worker process);
+    per MiB."""
+    import pickle
+    k = _state_kernel(K, size)
+    st = State()
+    st.copy = None
+
+    def run():
+        t0 = perf_counter_ns()
+        st.copy = pickle.loads(pickle.dumps(k))
+        return perf_counter_ns() - t0
+
+    def teardown():
+        if st.copy is not None:
+            st.copy.close()
+            st.copy = None
+
+    return Job(run, size / MiB, teardown=teardown, close=k.close)
+
+
+def _h_save(H, size, calls):
+    """The host writing the same bytes from memory to a new file, fsync, rename over the
+    last one (what an atomic save of the memory costs at the least)."""
+    import os
+    directory = _state_dir()
+    path = os.path.join(directory, "memory")
+    data = b"\xa5" * size
+
+    def run():
+        t0 = perf_counter_ns()
+        with open(path + ".tmp", "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(path + ".tmp", path)
+        return perf_counter_ns() - t0
+
+    return Job(run, size / MiB, close=lambda: _remove_dir(directory))
+
+
+def _h_load(H, size, calls):
+    """The host reading such a file into a preallocated buffer (readinto)."""
+    import os
+    directory = _state_dir()
+    path = os.path.join(directory, "memory")
+    with open(path, "wb") as file:
+        file.write(b"\xa5" * size)
+    buf = bytearray(size)
+
+    def run():
+        t0 = perf_counter_ns()
+        with open(path, "rb", buffering=0) as file:
+            view = memoryview(buf)
+            got = 0
+            while got < size:
+                got += file.readinto(view[got:])
+        return perf_counter_ns() - t0
+
+    return Job(run, size / MiB, close=lambda: _remove_dir(directory))
+
+
+_STATE_SIZE = 64 * MiB
+
+
 # -- machine services (group "snapshot"): the dirty log, snapshots and restore ----------------
 # docs/semantics.md "Snapshots": a restore costs the pages changed since the snapshot, not the
 # memory committed. Measured on a kernel with 1 GiB committed in one VMO (COMMIT only: its
@@ -1114,6 +1240,14 @@ _CASE_LIST = [
     Case("trace_batch", "trace", "k.run of a 1,000-call batch of that mix, built once", "call",
          _k_batch, host_na=_NO_TRACE_HOST, ref_na=_NO_TRACE_REF, scale="fixed", size=PAGE,
          calls=(100000, 3000, 0), rounds="call"),
+    Case("save", "state", "k.save(path): whole kernel, 64 MiB written (atomic: fsync, rename)",
+         "MiB", _k_save, _h_save, scale="fixed", size=_STATE_SIZE,
+         host_doc="write + fsync + rename of the same bytes from memory"),
+    Case("load", "state", "Kernel.load(path) of that file", "MiB", _k_load, _h_load,
+         scale="fixed", size=_STATE_SIZE,
+         host_doc="readinto a preallocated buffer of the same bytes from a file"),
+    Case("pickle", "state", "pickle.loads(pickle.dumps(k)) of that kernel", "MiB", _k_pickle,
+         host_na="host: no kernel to pickle", scale="fixed", size=_STATE_SIZE),
     Case("contiguous_fit", "contiguous",
          "create_contiguous 64 KiB, 64 KiB aligned + close, fragmented memory", "call",
          _k_contiguous(16 * PAGE, 16), host_na=_NO_PHYS, scale="frag",

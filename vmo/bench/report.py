@@ -208,7 +208,10 @@ def fmt_ratio(r):
 
 
 def _scaled(value, unit, anchor):
-    """`value` in the display unit chosen for a row whose typical value is `anchor`."""
+    """`value` in the display unit chosen for a row whose typical value is `anchor`; a
+    time per MiB shows as a rate (MiB/s)."""
+    if unit == "ns/MiB":
+        return (1e9 / value if value else float("inf")), "MiB/s"
     if unit.startswith("ns/"):
         per = unit[3:]
         if anchor is not None and anchor >= 1e6:
