@@ -407,3 +407,234 @@ def test_snapshot_is_made_by_the_kernel_only():
     with vmo.Kernel(memory_size=MEMORY) as k:
         snap = k.snapshot()
         assert snap.kernel is k and "Snapshot" in repr(snap)
+
+
+# -- page tables saved per leaf: many leaves, interior nodes and huge sparse offsets ----------
+# Page indices at the edges of leaves (512 pages) and interior nodes (512**2, 512**3, ...),
+# up to the last page of the largest VMO (2**52 - 2): a VMO holding them has leaves under
+# several interior nodes on every level of a six-level tree.
+LEAF_PAGES = [0, 1, 511, 512, 513, 1023, 512 * 512 - 1, 512 * 512, 512 * 512 + 512,
+              3 * 512 * 512 + 7, 512 ** 3 - 1, 512 ** 3, 512 ** 4 + 511, 512 ** 5 - 512,
+              (1 << 52) - 513, (1 << 52) - 512, (1 << 52) - 2]
+HUGE = (1 << 64) - PAGE          # MX_VMO_MAX_SIZE: every page index below 2**52
+STAT_KEYS = ("total_frames", "free_frames", "committed_frames", "vmos", "handles",
+             "pinned_frames")
+
+
+def _leafy_program(seed, steps):
+    """Calls on VMOs of the largest size whose pages sit at LEAF_PAGES: commits and decommits
+    of a few pages (or of huge ranges), writes (faults), copy-on-write clones and writes into
+    them, shrinks and regrowths, closes."""
+    rng = random.Random(seed)
+    prog = []
+    for _ in range(steps):
+        kind = rng.choice(["commit", "commit", "commit", "decommit", "decommit_huge", "write",
+                           "write", "clone", "clone_write", "shrink", "grow", "close",
+                           "create"])
+        prog.append((kind, rng.choice(LEAF_PAGES), rng.randrange(1, 4), rng.randrange(1 << 30)))
+    return prog
+
+
+def _leafy_run(k, prog, vmos):
+    """Run a leafy program on `k`; `vmos` is the list of handles in play (grown by creates
+    and clones). Returns every result."""
+    out = []
+    for kind, page, n, r in prog:
+        h = vmos[r % len(vmos)]
+        off = page * PAGE
+        if kind == "commit":
+            res = k.vmo_op_range(h, COMMIT, off, n * PAGE)
+        elif kind == "decommit":
+            res = k.vmo_op_range(h, DECOMMIT, off, n * PAGE)
+        elif kind == "decommit_huge":
+            res = k.vmo_op_range(h, DECOMMIT, off, HUGE - off)
+        elif kind == "write":
+            res = k.vmo_write(h, bytes([r & 0xFF]) * (n * 1000), off)
+        elif kind == "clone":
+            res = k.vmo_clone(h, vmo.MX_VMO_CLONE_COPY_ON_WRITE, 0, HUGE)
+            if res[0] is S.NO_ERROR:
+                vmos.append(res[1])
+        elif kind == "clone_write":
+            res = k.vmo_write(vmos[-1], bytes([r & 0x7F]) * 10, off + 17)
+        elif kind == "shrink":
+            res = k.vmo_set_size(h, off)
+        elif kind == "grow":
+            res = k.vmo_set_size(h, HUGE)
+        elif kind == "close":
+            res = k.handle_close(h)
+        else:
+            res = k.vmo_create(HUGE)
+            if res[0] is S.NO_ERROR:
+                vmos.append(res[1])
+        out.append((kind, res))
+    return out
+
+
+def _leafy_print(k, vmos, memory):
+    """Everything observable of a leafy run: stats, the allocator's order, and per handle its
+    size, own pages, committed bytes and the bytes of each LEAF_PAGES page; every frame.
+    (The stats both kernels keep: the core's host-memory counters are its own.)"""
+    stats = k.stats()
+    state = [{key: stats[key] for key in STAT_KEYS}, k._allocator_state()]
+    for h in sorted(set(vmos)):
+        state.append((h, k.vmo_get_size(h), k._vmo_pages(h), k.vmo_committed_bytes(h)))
+        for page in LEAF_PAGES:
+            state.append(k.vmo_read_bytes(h, page * PAGE, 24))
+    for paddr in range(BASE, BASE + memory, PAGE):
+        try:
+            state.append(k.phys_read(paddr, PAGE))
+        except MxError as exc:
+            state.append(exc.status)        # a free frame
+    return state
+
+
+def _leafy_pair(memory):
+    from vmo._reference import Kernel as Reference
+
+    pair = [vmo.Kernel(memory_size=memory), Reference(memory_size=memory)]
+    vmos = []
+    for k in pair:
+        vmos = [make_vmo(k, HUGE), make_vmo(k, HUGE)]
+        for page in LEAF_PAGES[::2]:
+            expect(k.vmo_op_range(vmos[0], COMMIT, page * PAGE, PAGE), S.NO_ERROR)
+            k.vmo_write(vmos[1], b"base", page * PAGE + 8)
+    return pair, vmos
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_restore_leaves_after_commits_decommits_shrinks_faults_and_closes(seed):
+    """Both kernels run the same leafy program: snapshots at random points, restores of the
+    live ones in random order, drops; every result agrees, every restore gives back what
+    the snapshot saw (and what the reference model gives), `_check()` holds throughout."""
+    memory = 256 * PAGE
+    rng = random.Random(seed)
+    pair, vmos0 = _leafy_pair(memory)
+    try:
+        vmos = [list(vmos0), list(vmos0)]
+        snaps = []          # (core snapshot, reference snapshot, handles, fingerprint)
+        for step in range(12):
+            prog = _leafy_program(seed * 100 + step, 12)
+            assert _leafy_run(pair[0], prog, vmos[0]) == _leafy_run(pair[1], prog, vmos[1])
+            what = rng.choice(["snap", "snap", "restore", "restore", "drop"])
+            if what == "snap" or not snaps:
+                print_ = _leafy_print(pair[0], vmos[0], memory)
+                assert print_ == _leafy_print(pair[1], vmos[1], memory)
+                snaps.append((pair[0].snapshot(), pair[1].snapshot(), list(vmos[0]), print_))
+            elif what == "restore":
+                core, ref, handles, print_ = rng.choice(snaps)
+                pair[0].restore(core)
+                pair[1].restore(ref)
+                vmos = [list(handles), list(handles)]
+                pair[0]._check()
+                pair[1]._check()
+                assert _leafy_print(pair[0], vmos[0], memory) == print_
+                assert _leafy_print(pair[1], vmos[1], memory) == print_
+            else:
+                del snaps[rng.randrange(len(snaps))]
+                gc.collect()
+            pair[0]._check()
+        for core, ref, handles, print_ in reversed(snaps):
+            pair[0].restore(core)
+            pair[1].restore(ref)
+            pair[0]._check()
+            assert _leafy_print(pair[0], handles, memory) == print_
+            assert _leafy_print(pair[1], handles, memory) == print_
+    finally:
+        for k in pair:
+            k.close()
+
+
+@pytest.mark.parametrize("how", ["close", "decommit", "shrink", "clone_close"])
+def test_restore_a_vmo_destroyed_with_many_leaves(kernel_cls, how):
+    """A VMO whose pages sit in leaves under several interior nodes is destroyed (or
+    emptied) after the snapshot; the restore rebuilds it from its leaves' pre-images."""
+    memory = 128 * PAGE
+    k = kernel_cls(memory_size=memory)
+    try:
+        h = make_vmo(k, HUGE)
+        for i, page in enumerate(LEAF_PAGES):
+            k.vmo_write(h, bytes([i + 1]) * 100, page * PAGE + 5)
+        c = expect(k.vmo_clone(h, vmo.MX_VMO_CLONE_COPY_ON_WRITE, 0, HUGE), S.NO_ERROR)
+        k.vmo_write(c, b"own", LEAF_PAGES[3] * PAGE)
+        before = _leafy_print(k, [h, c], memory)
+        snap = k.snapshot()
+        if how == "close":
+            k.handle_close(h)
+            k.handle_close(c)
+        elif how == "decommit":
+            expect(k.vmo_op_range(h, DECOMMIT, 0, HUGE), S.NO_ERROR)
+        elif how == "shrink":
+            expect(k.vmo_set_size(h, PAGE), S.NO_ERROR)
+        else:
+            k.handle_close(h)       # the clone keeps its parent alive: then it goes too
+            k.vmo_write(c, b"x", LEAF_PAGES[-1] * PAGE)
+            k.handle_close(c)
+        assert k.stats()["free_frames"] != before[0]["free_frames"]
+        k.restore(snap)
+        k._check()
+        assert _leafy_print(k, [h, c], memory) == before
+        k.restore(snap)             # again, after nothing
+        assert _leafy_print(k, [h, c], memory) == before
+    finally:
+        k.close()
+
+
+def test_commit_restore_loop_saves_one_leaf_once():
+    """The snapshot fuzzer's loop (restore, commit one page, restore, ...) on a VMO with
+    many committed pages: the first commit saves one leaf (not the table), and the store
+    does not grow from one iteration to the next."""
+    with vmo.Kernel(memory_size=8 << 20) as k:
+        h = make_vmo(k, 4 << 20)
+        expect(k.vmo_op_range(h, COMMIT, 0, 2 << 20), S.NO_ERROR)      # 512 pages: 1 leaf
+        expect(k.vmo_op_range(h, COMMIT, 3 << 20, 1 << 20), S.NO_ERROR)
+        snap = k.snapshot()
+        assert snap._preimages[2] == 0
+        expect(k.vmo_op_range(h, DECOMMIT, 5 * PAGE, PAGE), S.NO_ERROR)
+        assert snap._preimages[2] == 1                  # one leaf, not the table's three
+        expect(k.vmo_op_range(h, COMMIT, 5 * PAGE, PAGE), S.NO_ERROR)
+        assert snap._preimages[2] == 1                  # that leaf again: saved already
+        sizes = []
+        for _ in range(5):
+            k.restore(snap)
+            expect(k.vmo_op_range(h, COMMIT, (2 << 20) + 7 * PAGE, PAGE), S.NO_ERROR)  # new leaf
+            expect(k.vmo_op_range(h, DECOMMIT, 9 * PAGE, 2 * PAGE), S.NO_ERROR)
+            sizes.append(snap._preimages)
+        assert len(set(sizes)) == 1 and sizes[0][2] == 2
+        k.restore(snap)
+        k._check()
+        assert k.vmo_committed_bytes(h) == (S.NO_ERROR, 3 << 20)
+
+
+def test_restore_leaves_in_every_order_of_three_snapshots(kernel_cls):
+    """Three snapshots between leaf changes at sparse offsets, restored in every order
+    (each several times), one dropped in the middle: each gives back what it saw."""
+    import itertools
+
+    memory = 64 * PAGE
+    k = kernel_cls(memory_size=memory)
+    try:
+        h = make_vmo(k, HUGE)
+        vmos = [h]
+        snaps = []
+        for i, page in enumerate(LEAF_PAGES[:9]):
+            k.vmo_write(h, bytes([i + 1]), LEAF_PAGES[-1 - i] * PAGE)
+            expect(k.vmo_op_range(h, DECOMMIT, LEAF_PAGES[i] * PAGE, PAGE), S.NO_ERROR)
+            k.vmo_write(h, bytes([i + 1]) * 3, page * PAGE)
+            if i % 3 == 2:
+                snaps.append((k.snapshot(), _leafy_print(k, vmos, memory)))
+        for order in itertools.permutations(range(3)):
+            for i in order:
+                k.restore(snaps[i][0])
+                k._check()
+                assert _leafy_print(k, vmos, memory) == snaps[i][1]
+                k.vmo_write(h, b"later", LEAF_PAGES[i + 4] * PAGE)
+                expect(k.vmo_op_range(h, DECOMMIT, LEAF_PAGES[i] * PAGE, HUGE // 2), S.NO_ERROR)
+        del snaps[1]
+        gc.collect()
+        for i in (1, 0, 1, 0):
+            k.restore(snaps[i][0])
+            assert _leafy_print(k, vmos, memory) == snaps[i][1]
+            expect(k.vmo_op_range(h, DECOMMIT, 0, HUGE), S.NO_ERROR)
+        k._check()
+    finally:
+        k.close()

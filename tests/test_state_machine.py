@@ -334,8 +334,12 @@ SIZE_DELTAS = st.sampled_from([-PAGE - 1, -PAGE, -PAGE + 1, -2, -1, 0, 1, 2, PAG
 IN_DELTAS = st.sampled_from([0, 0, 1, -1, 7, PAGE - 1, PAGE // 2])
 IN_VMO = st.tuples(st.just("in"), st.integers(0, 8), IN_DELTAS)
 TOP = st.sampled_from([1, 2, PAGE - 1, PAGE, PAGE + 1, 3 * PAGE, MAX & 0xFFF_FFFF])
+# Page-table leaf and interior-node edges (512 and 512**2 pages), for the VMOs big enough:
+# snapshots save and restore tables per leaf.
+LEAF_EDGES = st.sampled_from([511 * PAGE, 512 * PAGE, 513 * PAGE, 512 * 512 * PAGE - PAGE,
+                              512 * 512 * PAGE, 512 ** 3 * PAGE + 5 * PAGE])
 OFFSETS = st.one_of(
-    SMALL_EDGES, page_edges(70), st.tuples(st.just("size"), SIZE_DELTAS),
+    SMALL_EDGES, page_edges(70), LEAF_EDGES, st.tuples(st.just("size"), SIZE_DELTAS),
     st.tuples(st.just("size"), SIZE_DELTAS), st.tuples(st.just("top"), TOP),
     st.sampled_from([MAX, U64, 1 << 63, -1, 1 << 64]))
 # Range lengths (op_range sizes, clone sizes): like OFFSETS plus "rest of the VMO" forms.

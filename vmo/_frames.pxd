@@ -43,8 +43,8 @@ ctypedef void (*frame_forget_fn)(void *ctx, uint32_t frame) noexcept nogil
 
 # -- snapshots (vmo/_snapshot.pyx; docs/semantics.md "Snapshots") ---------------------------
 # A live snapshot owns a store of pre-images: the state of each unit (a frame's bytes, a
-# frame's allocator entry, a VMO's page table) just before its first change after the
-# snapshot was taken, saved into the store of the LATEST live snapshot, in the order saved.
+# frame's allocator entry, a leaf of a VMO's page table) just before its first change after
+# the snapshot was taken, saved into the store of the LATEST live snapshot, in the order saved.
 # Restoring snapshot S applies the pre-images of S and of every later store, latest first
 # and each store backwards, so the earliest pre-image of each unit wins.
 
@@ -75,9 +75,14 @@ cdef struct snap_store:
     uint32_t *logged        # frames that entered the dirty log (a byte change) since
     uint64_t nlogged
     uint64_t caplogged
-    void *tables            # page-table pre-images (`snap_table`, _vmobject.pxd)
-    uint64_t ntables
-    uint64_t captables
+    void *leaves            # page-table leaf pre-images (`snap_leaf`, _pagetable.pxd)
+    uint64_t nleaves
+    uint64_t capleaves
+    # The (serial, leaf) pairs with a pre-image in `leaves`: an open-addressing set of
+    # indices + 1 (0: empty slot), capset a power of two, at most half full. It keeps a
+    # leaf emptied and made again within one epoch from being saved twice.
+    uint64_t *leafset
+    uint64_t capset
 
 cdef struct frame_pool:
     uint8_t *mem            # host address of frame 0: one mapping for every arena

@@ -12,7 +12,7 @@ from libc.stdint cimport uint32_t, uint64_t, uintptr_t
 from vmo._cache cimport cache_check
 from vmo._frames cimport NIL, bit_test, frame_pool, pool_list, pool_paddr
 from vmo._object cimport OBJ_EVENT, OBJ_VMO, obj_header
-from vmo._pagetable cimport pt_next
+from vmo._pagetable cimport pt_check, pt_next
 from vmo._state cimport notify_state, watch_entry
 from vmo._status cimport PAGE_LIMIT, PAGE_MASK, PAGE_SHIFT
 
@@ -47,6 +47,11 @@ cdef inline uint64_t _pages_up(uint64_t nbytes) noexcept:
     return (nbytes >> PAGE_SHIFT) + ((nbytes & PAGE_MASK) != 0)
 
 
+_PT_PROBLEMS = ("", "a node's count is not its slots'", "an empty node in the tree",
+                "a leaf's epoch beyond every snapshot's",
+                "a leaf marked saved has no pre-image in the latest snapshot's store")
+
+
 cdef bint check(kernel_state *ks) except 0:
     """Walk every structure and raise AssertionError on the first inconsistency: a frame
     both free and held, held twice, lost or beyond memory; bitmaps, summaries and counts
@@ -57,6 +62,8 @@ cdef bint check(kernel_state *ks) except 0:
     cdef obj_header *p
     cdef vm_object *v
     cdef frame_pool *pool = &ks.pool
+    cdef uint64_t where = 0
+    cdef int bad
     nwords = (pool.nframes + 63) >> 6
     assert pool.next_fresh <= pool.nframes, "fresh mark beyond memory"
     # Handle and child references of every object reachable from the table, by address.
@@ -94,6 +101,9 @@ cdef bint check(kernel_state *ks) except 0:
         assert v.alive, "dead VMO reachable"
         assert v.hdr.refs == refs[addr], "VMO koid %d refs %d != %d" % (
             v.hdr.koid, v.hdr.refs, refs[addr])
+        bad = pt_check(&v.pt, pool, v.hdr.serial, &where)
+        assert bad == 0, "VMO koid %d page table near page %d: %s" % (
+            v.hdr.koid, where, _PT_PROBLEMS[bad])
         frames = _frames_of(v)
         assert <uint64_t>len(frames) == v.pt.npages, "VMO koid %d page count" % v.hdr.koid
         for idx, f in frames.items():

@@ -549,7 +549,7 @@ cdef class KernelCore:
         the snapshot is logged. MxError(ERR_BAD_STATE) while a physical view pins frames
         (nothing changes); ValueError for another kernel's snapshot, a closed kernel or
         while recording; TypeError for anything but a Snapshot. Cost: the pre-images saved
-        since the snapshot (frames and page tables changed) plus objects and handles."""
+        since the snapshot (frames and page-table leaves changed) plus objects and handles."""
         if not isinstance(snapshot, Snapshot):
             raise TypeError("restore() takes a Snapshot, not %s" % type(snapshot).__name__)
         _open(self)

@@ -13,8 +13,7 @@ cdef struct obj_header:
     uint64_t koid
     Py_ssize_t refs         # handles (+ live clone children for a VMO); freed at 0
     # Snapshots (vmo/_snapshot.pyx): `serial` names the object for the kernel's lifetime
-    # (never reused, unlike a koid after a restore); `saved_epoch` is the epoch of the
-    # snapshot store holding its page table's pre-image; `index` is scratch for the walks.
+    # (never reused, unlike a koid after a restore), and its page-table leaves' pre-images
+    # by it (_pagetable.pxd `snap_leaf`); `index` is scratch for the walks.
     uint64_t serial
-    uint32_t saved_epoch
     uint32_t index

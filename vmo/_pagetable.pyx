@@ -7,10 +7,11 @@ nodes per page.
 
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from vmo._frames cimport (c_assert, frame_pool, pool_destroy, pool_free_count, pool_give,
-                          pool_init, pool_list, pool_paddr, pool_take, pool_take_saved)
+                          pool_init, pool_list, pool_paddr, pool_take, pool_take_saved,
+                          snap_grow, snap_store)
 
 
 cdef inline uint64_t _span(uint32_t level) noexcept nogil:
@@ -124,6 +125,7 @@ cdef inline void _drop_node(page_table *pt, void *node, uint32_t level) noexcept
     else freed."""
     c_assert((<pt_leaf *>node).count == 0)
     if level == 0:
+        (<pt_leaf *>node).epoch = 0     # a spare is all zeros
         if pt.nspare_leaves >= PT_SPARE_LEAVES:
             _free_node(node, level)
             return
@@ -155,7 +157,7 @@ def node_bytes():
     return atomic_load(&_node_bytes)
 
 
-cdef int _grow(page_table *pt, uint64_t max_idx) noexcept nogil:
+cdef inline int _grow(page_table *pt, uint64_t max_idx) noexcept nogil:
     """Raise the tree until `max_idx` fits (-1 if the host cannot allocate a node). An empty
     tree just takes the height it needs."""
     cdef pt_node *top
@@ -175,33 +177,54 @@ cdef int _grow(page_table *pt, uint64_t max_idx) noexcept nogil:
     return 0
 
 
-cdef int pt_set(page_table *pt, uint64_t idx, uint32_t entry) noexcept nogil:
-    """Store `entry` (frame + 1, nonzero) at the empty slot `idx`: 0, or -1 (nothing stored)
-    if the host cannot allocate a node. O(height)."""
+cdef void *_new_child(page_table *pt, uint32_t level, uint64_t idx, frame_pool *pool,
+                      uint64_t serial) noexcept nogil:
+    """A zeroed node for `level` on the path to page `idx`; a new leaf is noted as absent
+    for the latest snapshot first (so a restore drops it). NULL if the host refuses."""
+    cdef void *node = _new_node(pt, level)
+    if level == 0 and node != NULL and pool.snap_epoch:
+        _save(pool, serial, idx >> PT_BITS, <pt_leaf *>node, True)
+    return node
+
+
+cdef inline pt_leaf *_leaf_for(page_table *pt, uint64_t idx, frame_pool *pool,
+                               uint64_t serial) noexcept nogil:
+    """The leaf holding page `idx`, made (with its path) if absent: NULL if the host
+    cannot allocate a node. O(height)."""
     cdef uint32_t level
     cdef void *node
     cdef void *child
-    cdef pt_leaf *leaf
     if _grow(pt, idx):
-        return -1
+        return NULL
     if pt.root == NULL:
-        pt.root = _new_node(pt, pt.height - 1)
+        pt.root = _new_child(pt, pt.height - 1, idx, pool, serial)
         if pt.root == NULL:
-            return -1
+            return NULL
     node = pt.root
     level = pt.height - 1
     while level > 0:
         child = (<pt_node *>node).slots[(idx >> (PT_BITS * level)) & PT_MASK]
         if child == NULL:
-            child = _new_node(pt, level - 1)
+            child = _new_child(pt, level - 1, idx, pool, serial)
             if child == NULL:
-                return -1
+                return NULL
             (<pt_node *>node).slots[(idx >> (PT_BITS * level)) & PT_MASK] = child
             (<pt_node *>node).count += 1
         node = child
         level -= 1
-    leaf = <pt_leaf *>node
+    return <pt_leaf *>node
+
+
+cdef int pt_set(page_table *pt, uint64_t idx, uint32_t entry, frame_pool *pool,
+                uint64_t serial) noexcept nogil:
+    """Store `entry` (frame + 1, nonzero) at the empty slot `idx`: 0, or -1 (nothing stored)
+    if the host cannot allocate a node. The leaf's pre-image is saved first if a snapshot
+    needs it (pt_save_leaf). O(height)."""
+    cdef pt_leaf *leaf = _leaf_for(pt, idx, pool, serial)
+    if leaf == NULL:
+        return -1
     c_assert(entry != 0 and leaf.entries[idx & PT_MASK] == 0)
+    pt_save_leaf(pool, serial, idx >> PT_BITS, leaf)
     leaf.entries[idx & PT_MASK] = entry
     leaf.count += 1
     pt.npages += 1
@@ -248,9 +271,18 @@ cdef uint64_t pt_count(const page_table *pt, uint64_t start, uint64_t end) noexc
 
 # -- fill -------------------------------------------------------------------------------------
 
-cdef uint64_t _fill(page_table *pt, void *node, uint32_t level, uint64_t base, uint64_t s,
-                    uint64_t e, frame_pool *pool, bint *failed) noexcept nogil:
+cdef struct _filler:
+    # What every level of a fill shares (one pointer down the recursion, not three).
+    page_table *pt
+    frame_pool *pool
+    uint64_t serial
+    bint failed
+
+
+cdef uint64_t _fill(_filler *f, void *node, uint32_t level, uint64_t base, uint64_t s,
+                    uint64_t e) noexcept nogil:
     """Fill the empty slots of [s, e) below `node`; returns the pages added."""
+    cdef frame_pool *pool = f.pool
     cdef pt_leaf *leaf
     cdef pt_node *inner
     cdef uint64_t lo, hi, i, n = 0, span
@@ -259,6 +291,9 @@ cdef uint64_t _fill(page_table *pt, void *node, uint32_t level, uint64_t base, u
         leaf = <pt_leaf *>node
         lo = _umax(s, base) - base
         hi = _umin(e, base + PT_FANOUT) - base
+        # Saved before the loop, not at its first empty entry: a test per leaf, none per
+        # entry (a leaf the call fills nothing of is then saved needlessly, once).
+        pt_save_leaf(pool, f.serial, base >> PT_BITS, leaf)
         for i in range(lo, hi):
             if leaf.entries[i] == 0:
                 leaf.entries[i] = pool_take_saved(pool) + 1
@@ -272,37 +307,42 @@ cdef uint64_t _fill(page_table *pt, void *node, uint32_t level, uint64_t base, u
     for i in range(lo, hi):
         child = inner.slots[i]
         if child == NULL:
-            child = _new_node(pt, level - 1)
+            child = _new_child(f.pt, level - 1, base + i * span, pool, f.serial)
             if child == NULL:
-                failed[0] = True
+                f.failed = True
                 return n
             inner.slots[i] = child
             inner.count += 1
-        n += _fill(pt, child, level - 1, base + i * span, s, e, pool, failed)
-        if failed[0]:
+        n += _fill(f, child, level - 1, base + i * span, s, e)
+        if f.failed:
             return n
     return n
 
 
 cdef int pt_fill(page_table *pt, uint64_t start, uint64_t end,
-                 frame_pool *pool) noexcept nogil:
+                 frame_pool *pool, uint64_t serial) noexcept nogil:
     """Give every absent page of [start, end) a frame from `pool`, in ascending page order.
 
     The caller has checked that the pool holds enough free frames, and saved the entries the
-    takes change for the latest snapshot (pool_save_takes). Returns 0, or -1 only if the host
-    cannot allocate a node (the pages filled so far stay filled).
+    takes change for the latest snapshot (pool_save_takes); each leaf changed or made is
+    saved first (pt_save_leaf). Returns 0, or -1 only if the host cannot allocate a node
+    (the pages filled so far stay filled).
     """
-    cdef bint failed = False
+    cdef _filler f
     if start >= end:
         return 0
     if _grow(pt, end - 1):
         return -1
     if pt.root == NULL:
-        pt.root = _new_node(pt, pt.height - 1)
+        pt.root = _new_child(pt, pt.height - 1, start, pool, serial)
         if pt.root == NULL:
             return -1
-    pt.npages += _fill(pt, pt.root, pt.height - 1, 0, start, end, pool, &failed)
-    return -1 if failed else 0
+    f.pt = pt
+    f.pool = pool
+    f.serial = serial
+    f.failed = False
+    pt.npages += _fill(&f, pt.root, pt.height - 1, 0, start, end)
+    return -1 if f.failed else 0
 
 
 # -- remove -----------------------------------------------------------------------------------
@@ -310,6 +350,7 @@ cdef int pt_fill(page_table *pt, uint64_t start, uint64_t end,
 cdef struct _batch:
     page_table *pt          # whose emptied nodes become spares
     frame_pool *pool
+    uint64_t serial
     uint64_t n
     uint64_t removed
     uint32_t frames[512]
@@ -333,6 +374,7 @@ cdef void _remove(void *node, uint32_t level, uint64_t base, uint64_t s, uint64_
         leaf = <pt_leaf *>node
         lo = _umax(s, base) - base
         hi = _umin(e, base + PT_FANOUT) - base
+        pt_save_leaf(b.pool, b.serial, base >> PT_BITS, leaf)     # a test per leaf
         for i in range(lo, hi):
             entry = leaf.entries[i]
             if entry:
@@ -365,9 +407,10 @@ cdef void _remove(void *node, uint32_t level, uint64_t base, uint64_t s, uint64_
 
 
 cdef uint64_t pt_remove(page_table *pt, uint64_t start, uint64_t end,
-                        frame_pool *pool) noexcept nogil:
-    """Remove the pages of [start, end), giving their frames to `pool` (if not NULL) in
-    ascending page order; returns how many. Cost: the nodes holding pages in the range."""
+                        frame_pool *pool, uint64_t serial) noexcept nogil:
+    """Remove the pages of [start, end), giving their frames to `pool` in ascending page
+    order (each leaf's pre-image saved first if a snapshot needs it); returns how many.
+    Cost: the nodes holding pages in the range."""
     cdef _batch b
     if pt.root == NULL or start >= end:
         return 0
@@ -376,6 +419,7 @@ cdef uint64_t pt_remove(page_table *pt, uint64_t start, uint64_t end,
         return 0
     b.pt = pt
     b.pool = pool
+    b.serial = serial
     b.n = 0
     b.removed = 0
     _remove(pt.root, pt.height - 1, 0, start, end, &b)
@@ -521,49 +565,6 @@ cdef void _count_nodes(const void *node, uint32_t level, uint64_t *counts) noexc
             _count_nodes(inner.slots[i], level - 1, counts)
 
 
-cdef void *_clone_subtree(const void *node, uint32_t level) noexcept nogil:
-    """A copy of a subtree (NULL if the host refuses: nothing of the copy is left)."""
-    cdef const pt_node *inner
-    cdef pt_node *copy
-    cdef uint64_t i, j
-    if level == 0:
-        copy = <pt_node *>malloc(sizeof(pt_leaf))
-        if copy != NULL:
-            memcpy(copy, node, sizeof(pt_leaf))
-            atomic_add(&_node_bytes, sizeof(pt_leaf))
-        return copy
-    inner = <const pt_node *>node
-    copy = <pt_node *>calloc(1, sizeof(pt_node))
-    if copy == NULL:
-        return NULL
-    atomic_add(&_node_bytes, sizeof(pt_node))
-    copy.count = inner.count
-    for i in range(PT_FANOUT):
-        if inner.slots[i] != NULL:
-            copy.slots[i] = _clone_subtree(inner.slots[i], level - 1)
-            if copy.slots[i] == NULL:
-                for j in range(i):
-                    if copy.slots[j] != NULL:
-                        _free_subtree(copy.slots[j], level - 1)
-                _free_node(copy, level)
-                return NULL
-    return copy
-
-
-cdef int pt_clone(const page_table *src, page_table *dst) noexcept nogil:
-    """Make `dst` (initialised, empty) a copy of `src`'s entries: the same tree, no spares.
-    -1 if the host cannot allocate a node (`dst` stays empty). O(nodes of src)."""
-    pt_init(dst)
-    if src.root == NULL:
-        return 0
-    dst.root = _clone_subtree(src.root, src.height - 1)
-    if dst.root == NULL:
-        return -1
-    dst.height = src.height
-    dst.npages = src.npages
-    return 0
-
-
 cdef void pt_free_nodes(page_table *pt) noexcept nogil:
     """Free the tree's memory, its spare nodes too, without returning any frame (the arena
     is going away)."""
@@ -571,6 +572,254 @@ cdef void pt_free_nodes(page_table *pt) noexcept nogil:
         _free_subtree(pt.root, pt.height - 1)
     _drop_spares(pt)
     pt_init(pt)
+
+
+# -- snapshots: leaf pre-images ---------------------------------------------------------------
+# A store's `leaves` (snap_leaf, in the order saved) and `leafset`, the set of the (serial,
+# leaf) pairs it holds. A leaf is saved on its first change since the latest snapshot: its
+# `epoch` below `pool.snap_epoch` says so in one compare; the set catches the same leaf made
+# again within the epoch (emptied, dropped, made anew), which would otherwise be saved again
+# on every commit of a commit-restore loop.
+
+cdef inline uint64_t _leaf_hash(uint64_t serial, uint64_t lidx) noexcept nogil:
+    cdef uint64_t h = serial * <uint64_t>0x9E3779B97F4A7C15ULL + lidx
+    h ^= h >> 31
+    h *= <uint64_t>0xBF58476D1CE4E5B9ULL
+    return h ^ (h >> 29)
+
+
+cdef inline void _set_insert(uint64_t *set, uint64_t cap, const snap_leaf *leaves,
+                             uint64_t i) noexcept nogil:
+    """Put record `i` in the set (as i + 1), unless its pair is there already."""
+    cdef uint64_t mask = cap - 1
+    cdef uint64_t h = _leaf_hash(leaves[i].serial, leaves[i].lidx) & mask
+    cdef uint64_t j
+    while set[h]:
+        j = set[h] - 1
+        if leaves[j].serial == leaves[i].serial and leaves[j].lidx == leaves[i].lidx:
+            return
+        h = (h + 1) & mask
+    set[h] = i + 1
+
+
+cdef bint _set_resize(snap_store *st, uint64_t need) noexcept nogil:
+    """Make the set hold the store's records in a table at most half full for `need`
+    records. False if the host refuses (the old set stays)."""
+    cdef uint64_t cap = 64, i
+    cdef uint64_t *fresh
+    while cap < 2 * need:
+        cap *= 2
+    fresh = <uint64_t *>calloc(cap, sizeof(uint64_t))
+    if fresh == NULL:
+        return False
+    for i in range(st.nleaves):
+        _set_insert(fresh, cap, <snap_leaf *>st.leaves, i)
+    free(st.leafset)
+    st.leafset = fresh
+    st.capset = cap
+    return True
+
+
+cdef bint snap_leafset_rebuild(snap_store *st) noexcept nogil:
+    """The set of a store whose `leaves` grew by appending (a dropped store merged in).
+    False if the host refuses."""
+    return _set_resize(st, st.nleaves)
+
+
+cdef bint _set_has(const snap_store *st, uint64_t serial, uint64_t lidx) noexcept nogil:
+    cdef uint64_t mask, h, j
+    cdef const snap_leaf *leaves = <const snap_leaf *>st.leaves
+    if st.capset == 0:
+        return False
+    mask = st.capset - 1
+    h = _leaf_hash(serial, lidx) & mask
+    while st.leafset[h]:
+        j = st.leafset[h] - 1
+        if leaves[j].serial == serial and leaves[j].lidx == lidx:
+            return True
+        h = (h + 1) & mask
+    return False
+
+
+cdef void _save(frame_pool *pool, uint64_t serial, uint64_t lidx, pt_leaf *leaf,
+                bint absent) noexcept nogil:
+    """Save leaf `lidx` of object `serial` into the latest store (its entries, or `absent`:
+    it is being made), unless that store holds it already; mark it saved. A host
+    allocation failure marks the store lost. O(1) expected, plus the 2 KiB copy."""
+    cdef snap_store *st = pool.snap
+    cdef snap_leaf *rec
+    cdef pt_leaf *copy = NULL
+    leaf.epoch = pool.snap_epoch
+    if _set_has(st, serial, lidx):
+        return
+    if 2 * (st.nleaves + 1) > st.capset and not _set_resize(st, st.nleaves + 1):
+        st.lost = True
+        return
+    if not snap_grow(&st.leaves, &st.capleaves, st.nleaves, sizeof(snap_leaf)):
+        st.lost = True
+        return
+    if not absent:
+        copy = <pt_leaf *>malloc(sizeof(pt_leaf))
+        if copy == NULL:
+            st.lost = True
+            return
+        memcpy(copy, leaf, sizeof(pt_leaf))
+        copy.epoch = 0
+    rec = &(<snap_leaf *>st.leaves)[st.nleaves]
+    rec.serial = serial
+    rec.lidx = lidx
+    rec.data = copy
+    st.nleaves += 1
+    _set_insert(st.leafset, st.capset, <snap_leaf *>st.leaves, st.nleaves - 1)
+
+
+cdef void pt_save_leaf_slow(frame_pool *pool, uint64_t serial, uint64_t lidx,
+                            pt_leaf *leaf) noexcept nogil:
+    """pt_save_leaf's slow path: the leaf's first change since the latest snapshot."""
+    _save(pool, serial, lidx, leaf, False)
+
+
+cdef void _save_subtree(void *node, uint32_t level, uint64_t base, frame_pool *pool,
+                        uint64_t serial) noexcept nogil:
+    cdef pt_node *inner
+    cdef uint64_t i
+    if level == 0:
+        pt_save_leaf(pool, serial, base >> PT_BITS, <pt_leaf *>node)
+        return
+    inner = <pt_node *>node
+    for i in range(PT_FANOUT):
+        if inner.slots[i] != NULL:
+            _save_subtree(inner.slots[i], level - 1, base + i * _span(level), pool, serial)
+
+
+cdef void pt_save_all(const page_table *pt, frame_pool *pool, uint64_t serial) noexcept nogil:
+    """Every leaf of the table is about to go (its object is dropped by a restore): save
+    those a snapshot needs. One test when no snapshot is live, else O(nodes)."""
+    if pool.snap_epoch and pt.root != NULL:
+        _save_subtree(pt.root, pt.height - 1, 0, pool, serial)
+
+
+cdef pt_leaf *_find_leaf(const page_table *pt, uint64_t lidx) noexcept nogil:
+    """Leaf number `lidx`, or NULL. O(height)."""
+    cdef uint64_t idx = lidx << PT_BITS
+    cdef uint32_t level = pt.height
+    cdef void *node = pt.root
+    if level == 0 or (idx >> (PT_BITS * level)) != 0:
+        return NULL
+    while level > 1:
+        level -= 1
+        node = (<pt_node *>node).slots[(idx >> (PT_BITS * level)) & PT_MASK]
+        if node == NULL:
+            return NULL
+    return <pt_leaf *>node
+
+
+cdef int pt_prepare_leaf(page_table *pt, uint64_t lidx, frame_pool *pool,
+                         uint64_t serial) noexcept nogil:
+    """Make sure leaf `lidx` exists (with its path; a new leaf stays empty, noted absent
+    for the latest snapshot) so that pt_put_leaf cannot fail: 0, or -1 if the host cannot
+    allocate a node (pt_prune_leaf undoes what was made). O(height)."""
+    return 0 if _leaf_for(pt, lidx << PT_BITS, pool, serial) != NULL else -1
+
+
+cdef void pt_prune_leaf(page_table *pt, uint64_t lidx) noexcept nogil:
+    """Drop the empty nodes on the path to leaf `lidx`, bottom up (what pt_prepare_leaf
+    made and nothing filled, or a leaf just emptied). O(height)."""
+    cdef void *path[PT_MAX_HEIGHT]
+    cdef uint64_t idx = lidx << PT_BITS
+    cdef uint32_t level = pt.height
+    cdef uint32_t depth = 0, k
+    cdef void *node = pt.root
+    if level == 0 or (idx >> (PT_BITS * level)) != 0:
+        return
+    path[0] = node
+    while level > 1:
+        level -= 1
+        node = (<pt_node *>node).slots[(idx >> (PT_BITS * level)) & PT_MASK]
+        if node == NULL:
+            break
+        depth += 1
+        path[depth] = node
+    # path[k] is at level height - 1 - k; a child goes when empty, and so on upwards.
+    k = depth
+    while k > 0 and (<pt_leaf *>path[k]).count == 0:
+        level = pt.height - 1 - k
+        _drop_node(pt, path[k], level)
+        (<pt_node *>path[k - 1]).slots[(idx >> (PT_BITS * (level + 1))) & PT_MASK] = NULL
+        (<pt_node *>path[k - 1]).count -= 1
+        k -= 1
+    if k == 0 and (<pt_leaf *>pt.root).count == 0:
+        _drop_node(pt, pt.root, pt.height - 1)
+        pt.root = NULL
+        pt.height = 0
+
+
+cdef void pt_put_leaf(page_table *pt, uint64_t lidx, const pt_leaf *data, frame_pool *pool,
+                      uint64_t serial) noexcept nogil:
+    """Make leaf `lidx` hold `data`'s entries (a pre-image), or not exist (`data` NULL),
+    saving its current content first if a snapshot needs it; `npages` follows. With data,
+    the leaf exists (pt_prepare_leaf): nothing fails. O(height + 512)."""
+    cdef pt_leaf *leaf = _find_leaf(pt, lidx)
+    if leaf == NULL:
+        c_assert(data == NULL)
+        return
+    pt_save_leaf(pool, serial, lidx, leaf)
+    pt.npages -= leaf.count
+    if data == NULL:
+        memset(leaf.entries, 0, sizeof(leaf.entries))
+        leaf.count = 0
+        pt_prune_leaf(pt, lidx)
+        return
+    memcpy(leaf.entries, data.entries, sizeof(leaf.entries))
+    leaf.count = data.count
+    pt.npages += data.count
+
+
+cdef int _check_subtree(const void *node, uint32_t level, uint64_t base,
+                        const frame_pool *pool, uint64_t serial,
+                        uint64_t *where) noexcept nogil:
+    cdef const pt_node *inner
+    cdef const pt_leaf *leaf
+    cdef uint64_t i, n = 0
+    cdef int bad
+    where[0] = base
+    if level == 0:
+        leaf = <const pt_leaf *>node
+        for i in range(PT_FANOUT):
+            n += leaf.entries[i] != 0
+        if n != leaf.count:
+            return PT_BAD_COUNT
+        if n == 0:
+            return PT_BAD_EMPTY
+        if leaf.epoch > pool.epochs:
+            return PT_BAD_EPOCH
+        if (pool.snap_epoch and leaf.epoch >= pool.snap_epoch and not pool.snap.lost
+                and not _set_has(pool.snap, serial, base >> PT_BITS)):
+            return PT_BAD_UNSAVED
+        return PT_OK
+    inner = <const pt_node *>node
+    for i in range(PT_FANOUT):
+        if inner.slots[i] != NULL:
+            n += 1
+            bad = _check_subtree(inner.slots[i], level - 1, base + i * _span(level), pool,
+                                 serial, where)
+            if bad:
+                return bad
+    where[0] = base
+    if n != inner.count:
+        return PT_BAD_COUNT
+    return PT_BAD_EMPTY if n == 0 else PT_OK
+
+
+cdef int pt_check(const page_table *pt, const frame_pool *pool, uint64_t serial,
+                  uint64_t *where) noexcept nogil:
+    """The invariant walker's look at one table (vmo/_invariants.pyx): node counts match
+    their slots, no empty node stays in the tree, and each leaf's epoch is one a snapshot
+    had, with its pre-image in the latest store when the epoch says it is saved. PT_OK or
+    the first PT_BAD_* found (`where`: the first page under the node). O(nodes)."""
+    if pt.root == NULL:
+        return PT_OK if pt.height == 0 else PT_BAD_EMPTY
+    return _check_subtree(pt.root, pt.height - 1, 0, pool, serial, where)
 
 
 cdef class _PageTableShim:
@@ -605,7 +854,7 @@ cdef class _PageTableShim:
         if pool_free_count(&self.pool) == 0:
             raise MemoryError("no frame")
         f = pool_take(&self.pool)
-        if pt_set(&self.pt, idx, f + 1):
+        if pt_set(&self.pt, idx, f + 1, &self.pool, 0):
             pool_give(&self.pool, &f, 1)
             raise MemoryError("page table node")
         return f
@@ -619,13 +868,13 @@ cdef class _PageTableShim:
         self._range(start, end)
         if (end - start) - pt_count(&self.pt, start, end) > pool_free_count(&self.pool):
             return False
-        if pt_fill(&self.pt, start, end, &self.pool):
+        if pt_fill(&self.pt, start, end, &self.pool, 0):
             raise MemoryError("page table node")
         return True
 
     def remove(self, uint64_t start, uint64_t end):
         self._range(start, end)
-        return pt_remove(&self.pt, start, end, &self.pool)
+        return pt_remove(&self.pt, start, end, &self.pool, 0)
 
     def lookup(self, uint64_t start, uint64_t end):
         """Frames of start, start+1, ... up to the first absent page."""
@@ -662,12 +911,12 @@ cdef class _PageTableShim:
         with nogil:
             for _i in range(rounds):
                 f = pool_take(&self.pool)
-                if pt_set(&self.pt, idx, f + 1):
+                if pt_set(&self.pt, idx, f + 1, &self.pool, 0):
                     pool_give(&self.pool, &f, 1)
                     failed = True
                     break
                 pt_lookup(&self.pt, idx, idx + 1, &self.pool, &paddr)
-                pt_remove(&self.pt, idx, idx + 1, &self.pool)
+                pt_remove(&self.pt, idx, idx + 1, &self.pool, 0)
         if failed:
             raise MemoryError("page table node")
 

@@ -1,7 +1,7 @@
 # Snapshots of a whole kernel and their restore, and the dirty log's reading
 # (docs/semantics.md "Snapshots" and "The dirty log"). The pre-images are saved by the layers
 # that change the state (_frames.pyx: a frame's bytes and allocator entry, and the frames
-# logged; _vmobject.pyx: a VMO's page table), into the latest live snapshot's `snap_store`
+# logged; _pagetable.pyx: a page-table leaf), into the latest live snapshot's `snap_store`
 # (_frames.pxd); this module takes snapshots (objects, handle table and counters copied
 # whole: O(objects + handles)), restores them (O(pre-images + objects + handles)) and drops
 # them (a store merges into the previous live snapshot's).

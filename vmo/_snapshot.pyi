@@ -13,3 +13,8 @@ class Snapshot:
 
     @property
     def kernel(self) -> Any: ...
+    @property
+    def _preimages(self) -> tuple[int, int, int]:
+        """Test shim: (frames' bytes, allocator entries, page-table leaves) saved in this
+        snapshot's own store."""
+        ...

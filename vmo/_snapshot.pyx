@@ -4,7 +4,9 @@ docs/semantics.md "Snapshots". The state of a kernel is, at the unit of what cha
   - per frame: its bytes (with its `dirty` bit) and its allocator entry (freed-list links,
     held and orphan bits, pin count): pre-images saved on their first change since the
     latest snapshot (_frames.pyx), so a restore costs the frames changed, not the memory;
-  - per VMO: its page table, saved whole on its first change (_vmobject.pyx);
+  - per page-table leaf (512 entries of one VMO): its entries, or "absent" when the change
+    makes it, saved on its first change (_pagetable.pyx); a restore puts back the earliest
+    pre-image of each leaf changed, making and dropping leaves and interior nodes;
   - objects (headers, sizes, parents), the handle table, the koid counter and the
     allocator's counters: copied whole when the snapshot is taken, O(objects + handles).
 A store holds the pre-images saved while its snapshot was the latest live one, in the order
@@ -26,14 +28,15 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport bsearch, calloc, free, malloc, qsort, realloc
 from libc.string cimport memcpy, memset
 
-from vmo._frames cimport (FRAME_SIZE, bit_clear, bit_set, bit_test, c_assert, frame_pool,
+from vmo._frames cimport (FRAME_SIZE, bit_clear, bit_set, bit_test, frame_pool,
                           pool_frame_ptr, pool_log, pool_paddr, pool_save_bytes,
                           pool_save_entry, snap_bytes, snap_entry, snap_grow)
 from vmo._object cimport OBJ_VMO, obj_header
-from vmo._pagetable cimport page_table, pt_clone, pt_free_nodes, pt_init
+from vmo._pagetable cimport (pt_free_nodes, pt_init, pt_leaf, pt_prepare_leaf, pt_prune_leaf,
+                             pt_put_leaf, pt_save_all, snap_leaf, snap_leafset_rebuild)
 from vmo._state cimport ks_wait_idle
 from vmo._status cimport ERR_BUFFER_TOO_SMALL, NO_ERROR
-from vmo._vmobject cimport snap_table, vm_object, vmo_save_table
+from vmo._vmobject cimport vm_object
 
 from array import array
 
@@ -240,25 +243,84 @@ cdef void _apply_frames(frame_pool *p, snap_store *oldest) noexcept nogil:
         st = st.older
 
 
+cdef struct _pick:
+    # A leaf pre-image that applies to the snapshot being restored: of its object `obj`
+    # (an index into its objects), leaf `lidx`, saved `seq`-th from its store on.
+    int64_t obj
+    uint64_t lidx
+    uint64_t seq
+    const pt_leaf *data
+
+
+cdef int _cmp_pick(const void *a, const void *b) noexcept nogil:
+    cdef const _pick *x = <const _pick *>a
+    cdef const _pick *y = <const _pick *>b
+    if x.obj != y.obj:
+        return -1 if x.obj < y.obj else 1
+    if x.lidx != y.lidx:
+        return -1 if x.lidx < y.lidx else 1
+    return (x.seq > y.seq) - (x.seq < y.seq)
+
+
+cdef _pick *_picks(frame_pool *p, Snapshot s, const _serial_idx *by_serial,
+                   uint64_t *npicks) noexcept nogil:
+    """The leaf pre-images that make the tables of `s`'s objects: from s's store to the
+    latest, the earliest one of each (object, leaf). NULL if the host refuses. O(r log r)
+    for r leaf pre-images saved since s."""
+    cdef snap_store *st = s.store
+    cdef _pick *out = NULL
+    cdef uint64_t cap = 0, n = 0, seq = 0, i, kept
+    cdef const snap_leaf *rec
+    cdef _serial_idx key
+    cdef const _serial_idx *hit
+    while st != NULL:
+        for i in range(st.nleaves):
+            rec = &(<const snap_leaf *>st.leaves)[i]
+            seq += 1
+            key.serial = rec.serial
+            hit = <const _serial_idx *>bsearch(&key, by_serial, s.nobjs, sizeof(_serial_idx),
+                                               _cmp_serial_idx)
+            if hit == NULL:
+                continue            # an object made after s
+            if not snap_grow(<void **>&out, &cap, n, sizeof(_pick)):
+                free(out)
+                return NULL
+            out[n].obj = hit.index
+            out[n].lidx = rec.lidx
+            out[n].seq = seq
+            out[n].data = rec.data
+            n += 1
+        st = st.newer
+    if out == NULL:
+        out = <_pick *>malloc(sizeof(_pick))
+        if out == NULL:
+            return NULL
+    qsort(out, n, sizeof(_pick), _cmp_pick)
+    kept = 0
+    for i in range(n):
+        if kept and out[kept - 1].obj == out[i].obj and out[kept - 1].lidx == out[i].lidx:
+            continue                # a later pre-image of a leaf: the earliest wins
+        out[kept] = out[i]
+        kept += 1
+    npicks[0] = kept
+    return out
+
+
 cdef int snap_restore(kernel_state *ks, object kernel, Snapshot s) except -1:
     """Make the kernel what it was when `s` was taken (docs/semantics.md "Snapshots").
     The caller checked: open, idle, not recording. ValueError for another kernel's
     snapshot, MxError(ERR_BAD_STATE) while a frame is pinned (nothing changes),
     MemoryError if the host refuses memory (nothing changes). Cost: the pre-images saved
-    since `s` (frames and page tables changed), plus objects and handles."""
+    since `s` (frames and page-table leaves changed), plus objects and handles."""
     cdef frame_pool *p = &ks.pool
     cdef obj_header **live = NULL
     cdef obj_header **found
     cdef obj_header **target = NULL
-    cdef page_table **chosen = NULL
-    cdef page_table *clones = NULL
+    cdef _pick *picks = NULL
+    cdef uint64_t npicks = 0, prepared = 0
     cdef _serial_idx *by_serial = NULL
-    cdef _serial_idx key
-    cdef _serial_idx *hit
     cdef Py_ssize_t nlive = 0, i, j, n = s.nobjs
     cdef uint64_t k
-    cdef snap_store *st
-    cdef snap_table *tables
     cdef snap_obj *so
     cdef obj_header *o
     cdef vm_object *v
@@ -274,30 +336,19 @@ cdef int snap_restore(kernel_state *ks, object kernel, Snapshot s) except -1:
     try:
         qsort(live, nlive, sizeof(obj_header *), _cmp_serial)
         target = <obj_header **>calloc(n + 1, sizeof(obj_header *))
-        chosen = <page_table **>calloc(n + 1, sizeof(page_table *))
-        clones = <page_table *>calloc(n + 1, sizeof(page_table))
         by_serial = <_serial_idx *>malloc((n + 1) * sizeof(_serial_idx))
-        if target == NULL or chosen == NULL or clones == NULL or by_serial == NULL:
+        if target == NULL or by_serial == NULL:
             raise MemoryError("cannot restore a snapshot")
         for j in range(n):
             by_serial[j].serial = s.objs[j].serial
             by_serial[j].index = j
-            pt_init(&clones[j])
         qsort(by_serial, n, sizeof(_serial_idx), _cmp_serial_idx)
-        # Which page tables come from a pre-image: the earliest one from s's store on.
-        st = p.snap
-        while True:
-            tables = <snap_table *>st.tables
-            for k in range(st.ntables):
-                key.serial = tables[st.ntables - 1 - k].serial
-                hit = <_serial_idx *>bsearch(&key, by_serial, n, sizeof(_serial_idx),
-                                             _cmp_serial_idx)
-                if hit != NULL:
-                    chosen[hit.index] = &tables[st.ntables - 1 - k].pt
-            if st == s.store:
-                break
-            st = st.older
-        # Everything that can fail first: the objects to make again and the table copies.
+        # Which leaves come from a pre-image: the earliest one from s's store on.
+        picks = _picks(p, s, by_serial, &npicks)
+        if picks == NULL:
+            raise MemoryError("cannot restore a snapshot")
+        # Everything that can fail first: the objects to make again, then the leaves (and
+        # their paths) that pre-images will fill, made empty in their tables.
         for j in range(n):
             so = &s.objs[j]
             found = <obj_header **>bsearch(&so.serial, live, nlive, sizeof(obj_header *),
@@ -313,39 +364,51 @@ cdef int snap_restore(kernel_state *ks, object kernel, Snapshot s) except -1:
                     break
                 target[j].index = 2             # made again
                 if so.type == OBJ_VMO:
+                    # Destroyed since the snapshot: its leaves were saved as its pages went.
                     pt_init(&(<vm_object *>target[j]).pt)
-                    # Destroyed since the snapshot: its table was saved then.
-                    c_assert(chosen[j] != NULL)
-            if chosen[j] != NULL and pt_clone(chosen[j], &clones[j]):
-                failed = True
-                break
+        if not failed:
+            for k in range(npicks):
+                if picks[k].data == NULL:
+                    continue
+                if pt_prepare_leaf(&(<vm_object *>target[picks[k].obj]).pt, picks[k].lidx, p,
+                                   s.objs[picks[k].obj].serial):
+                    prepared = k + 1            # this one may be half made
+                    failed = True
+                    break
         if failed:
+            for k in range(prepared):
+                if picks[k].data != NULL:
+                    pt_prune_leaf(&(<vm_object *>target[picks[k].obj]).pt, picks[k].lidx)
             for j in range(n):
-                pt_free_nodes(&clones[j])
                 if target[j] != NULL:
                     if target[j].index == 2:
+                        if s.objs[j].type == OBJ_VMO:
+                            pt_free_nodes(&(<vm_object *>target[j]).pt)
                         free(target[j])
                     else:
                         target[j].index = 0
             raise MemoryError("cannot restore a snapshot")
         # From here nothing fails (a pre-image the latest store cannot take marks it lost).
         # The objects that are not in the snapshot go (their frames come back through the
-        # allocator's entries, not through pool_give).
+        # allocator's entries, not through pool_give); their leaves are saved for the
+        # newer snapshots that hold them.
         for i in range(nlive):
             o = live[i]
             if o.index:
                 continue
             if o.type == OBJ_VMO:
                 v = <vm_object *>o
-                vmo_save_table(ks, v)
+                pt_save_all(&v.pt, p, o.serial)
                 pt_free_nodes(&v.pt)
                 v.alive = False
             free(o)
+        # The leaves: each changed one takes its pre-image (or goes), saved first itself.
+        for k in range(npicks):
+            pt_put_leaf(&(<vm_object *>target[picks[k].obj]).pt, picks[k].lidx, picks[k].data,
+                        p, s.objs[picks[k].obj].serial)
         for j in range(n):
             so = &s.objs[j]
             o = target[j]
-            if o.index == 2:
-                o.saved_epoch = p.epochs        # no live snapshot needs its current table
             o.index = 0
             o.type = so.type
             o.koid = so.koid
@@ -354,11 +417,6 @@ cdef int snap_restore(kernel_state *ks, object kernel, Snapshot s) except -1:
             if so.type != OBJ_VMO:
                 continue
             v = <vm_object *>o
-            if chosen[j] != NULL:
-                vmo_save_table(ks, v)
-                pt_free_nodes(&v.pt)
-                v.pt = clones[j]
-                pt_init(&clones[j])
             v.size = so.size
             v.parent_offset = so.parent_offset
             v.parent = <vm_object *>target[so.parent] if so.parent >= 0 else NULL
@@ -389,8 +447,7 @@ cdef int snap_restore(kernel_state *ks, object kernel, Snapshot s) except -1:
     finally:
         free(live)
         free(target)
-        free(chosen)
-        free(clones)
+        free(picks)
         free(by_serial)
     return 0
 
@@ -401,12 +458,13 @@ cdef void _free_store(snap_store *st) noexcept nogil:
     cdef uint64_t i
     for i in range(st.nbytes):
         free(st.bytes[i].data)
-    for i in range(st.ntables):
-        pt_free_nodes(&(<snap_table *>st.tables)[i].pt)
+    for i in range(st.nleaves):
+        free((<snap_leaf *>st.leaves)[i].data)
     free(st.bytes)
     free(st.entries)
     free(st.logged)
-    free(st.tables)
+    free(st.leaves)
+    free(st.leafset)
     free(st)
 
 
@@ -446,8 +504,8 @@ cdef void _drop(frame_pool *p, snap_store *st) noexcept nogil:
                              older.nentries + st.nentries, sizeof(snap_entry))
                 and _reserve(<void **>&older.logged, &older.caplogged,
                              older.nlogged + st.nlogged, sizeof(uint32_t))
-                and _reserve(&older.tables, &older.captables, older.ntables + st.ntables,
-                             sizeof(snap_table))):
+                and _reserve(&older.leaves, &older.capleaves, older.nleaves + st.nleaves,
+                             sizeof(snap_leaf))):
             older.lost = True
             _free_store(st)
         else:
@@ -456,12 +514,13 @@ cdef void _drop(frame_pool *p, snap_store *st) noexcept nogil:
             _append(older.entries, &older.nentries, st.entries, st.nentries,
                     sizeof(snap_entry))
             _append(older.logged, &older.nlogged, st.logged, st.nlogged, sizeof(uint32_t))
-            _append(older.tables, &older.ntables, st.tables, st.ntables, sizeof(snap_table))
-            older.lost = older.lost or st.lost
+            _append(older.leaves, &older.nleaves, st.leaves, st.nleaves, sizeof(snap_leaf))
+            older.lost = older.lost or st.lost or not snap_leafset_rebuild(older)
             free(st.bytes)
             free(st.entries)
             free(st.logged)
-            free(st.tables)
+            free(st.leaves)
+            free(st.leafset)
             free(st)
         older.newer = newer
     else:
@@ -502,6 +561,14 @@ cdef class Snapshot:
     def kernel(self):
         """The kernel this snapshot was taken of."""
         return self.kernel
+
+    @property
+    def _preimages(self):
+        """Test shim: the pre-images in this snapshot's own store, as (frames' bytes,
+        allocator entries, page-table leaves)."""
+        if self.store == NULL:
+            return (0, 0, 0)
+        return (self.store.nbytes, self.store.nentries, self.store.nleaves)
 
     def __repr__(self):
         return "<vmo.Snapshot of %d objects, %d handles, epoch %d>" % (

@@ -822,12 +822,18 @@ cdef int _build(KernelCore k, _Plan plan) except -1:
             if made[i] == NULL:
                 break
             made[i].type = OBJ_EVENT
+            made[i].serial = ks.next_serial
+            ks.next_serial += 1
         else:
             v = <vm_object *>calloc(1, sizeof(vm_object))
             if v == NULL:
                 break
             made[i] = &v.hdr
             v.hdr.type = OBJ_VMO
+            # Snapshots name objects by serial (never reused in a kernel's life), and save
+            # page-table leaves under it: a new kernel's, before the first pt_set.
+            v.hdr.serial = ks.next_serial
+            ks.next_serial += 1
             pt_init(&v.pt)
             v.size = o.size
             v.parent_offset = o.parent_offset
@@ -840,16 +846,12 @@ cdef int _build(KernelCore k, _Plan plan) except -1:
                 frame = _g32(b + 8)
                 pages = _g32(b + 12)
                 for f in range(pages):
-                    if pt_set(&v.pt, index + f, <uint32_t>(frame + f + 1)):
+                    if pt_set(&v.pt, index + f, <uint32_t>(frame + f + 1), p, v.hdr.serial):
                         _free_objects(made, plan.nobjects)
                         free(made)
                         raise MemoryError("cannot build the page tables of a loaded kernel")
         made[i].koid = o.koid
         made[i].refs = <Py_ssize_t>o.refs
-        # Snapshots name objects by serial (never reused in a kernel's life): a new kernel's.
-        made[i].serial = ks.next_serial
-        ks.next_serial += 1
-        made[i].saved_epoch = p.epochs
         made[i].index = 0
     else:
         i = plan.nobjects

@@ -45,22 +45,6 @@ cdef struct run_list:
     uint64_t cap
 
 
-cdef struct snap_table:
-    # A VMO's page table before its first change since a snapshot (vmo/_snapshot.pyx).
-    uint64_t serial
-    page_table pt
-
-
-cdef void vmo_save_table_slow(kernel_state *ks, vm_object *v) noexcept nogil
-
-
-cdef inline void vmo_save_table(kernel_state *ks, vm_object *v) noexcept nogil:
-    """v's page table is about to change: its pre-image goes to the latest snapshot if this
-    is the first change since (one test when no snapshot is live)."""
-    if ks.pool.snap_epoch and v.hdr.saved_epoch < ks.pool.snap_epoch:
-        vmo_save_table_slow(ks, v)
-
-
 cdef vm_object *vmo_new(kernel_state *ks, uint64_t size, vm_object *parent,
                         uint64_t parent_offset) noexcept nogil
 cdef int vmo_new_contiguous(kernel_state *ks, uint64_t count, uint32_t align_log2,

@@ -15,10 +15,10 @@ from vmo._cache cimport (CACHE_CLEAN_INVALIDATE_OP, CACHE_CLEAN_OP, CACHE_INVALI
                          cache_cpu, cache_op_page, cpu_cache)
 from vmo._frames cimport (FRAME_SIZE, bit_test, frame_pool, pool_find_run, pool_free_count,
                           pool_frame_ptr, pool_give, pool_mark_dirty, pool_paddr, pool_take,
-                          pool_save_takes, pool_take_run, snap_grow, snap_store)
+                          pool_save_takes, pool_take_run)
 from vmo._handles cimport handle_table
-from vmo._pagetable cimport (pt_clone, pt_count, pt_fill, pt_free_nodes, pt_init, pt_lookup,
-                             pt_next, pt_remove, pt_set)
+from vmo._pagetable cimport (pt_count, pt_fill, pt_free_nodes, pt_init, pt_lookup, pt_next,
+                             pt_remove, pt_set)
 from vmo._state cimport change_event, notify_state, watch_entry
 from vmo._status cimport (ERR_BUFFER_TOO_SMALL, ERR_INVALID_ARGS, ERR_NO_MEMORY,
                           ERR_OUT_OF_RANGE, HOST_NO_MEMORY, MX_VMO_MAX_SIZE,
@@ -223,37 +223,19 @@ cdef inline vm_object *_vmo_alloc(uint64_t size) noexcept nogil:
 
 
 cdef inline void _new_serial(kernel_state *ks, obj_header *obj) noexcept nogil:
-    """Name a new object for snapshots: a serial never used before, and no page-table
-    pre-image to save (no live snapshot holds the object)."""
+    """Name a new object for snapshots: a serial never used before (its page-table leaves'
+    pre-images are saved under it)."""
     obj.serial = ks.next_serial
     ks.next_serial += 1
-    obj.saved_epoch = ks.pool.epochs
     obj.index = 0
 
 
 cdef inline void _vmo_register(kernel_state *ks, vm_object *v) noexcept nogil:
+    """Give a new VMO its koid (its serial is given before its page table first changes:
+    the leaves' pre-images are saved under it)."""
     v.hdr.koid = ks.next_koid
     ks.next_koid += 1
     ks.nvmos += 1
-    _new_serial(ks, &v.hdr)
-
-
-# -- snapshots: a page table's pre-image (vmo/_snapshot.pyx restores it) ---------------------
-cdef void vmo_save_table_slow(kernel_state *ks, vm_object *v) noexcept nogil:
-    """v's page table is about to change for the first time since the latest snapshot:
-    save a copy into its store. O(nodes of the table)."""
-    cdef snap_store *s = ks.pool.snap
-    cdef snap_table *t
-    v.hdr.saved_epoch = ks.pool.snap_epoch
-    if not snap_grow(&s.tables, &s.captables, s.ntables, sizeof(snap_table)):
-        s.lost = True
-        return
-    t = &(<snap_table *>s.tables)[s.ntables]
-    t.serial = v.hdr.serial
-    if pt_clone(&v.pt, &t.pt):
-        s.lost = True
-        return
-    s.ntables += 1
 
 
 cdef vm_object *vmo_new(kernel_state *ks, uint64_t size, vm_object *parent,
@@ -265,6 +247,7 @@ cdef vm_object *vmo_new(kernel_state *ks, uint64_t size, vm_object *parent,
     cdef vm_object *v = _vmo_alloc(size)
     if v == NULL:
         return NULL
+    _new_serial(ks, &v.hdr)
     _vmo_register(ks, v)
     if parent != NULL:
         v.parent = parent
@@ -293,10 +276,11 @@ cdef int vmo_new_contiguous(kernel_state *ks, uint64_t count, uint32_t align_log
     if v == NULL:
         return HOST_NO_MEMORY
     pool_take_run(&ks.pool, <uint64_t>first, count)
+    _new_serial(ks, &v.hdr)     # before pt_set: a snapshot saves its leaves by the serial
     for i in range(count):
-        if pt_set(&v.pt, i, <uint32_t>(first + i + 1)):
+        if pt_set(&v.pt, i, <uint32_t>(first + i + 1), &ks.pool, v.hdr.serial):
             # Give back the pages set, then the rest of the run, and the struct.
-            pt_remove(&v.pt, 0, PAGE_LIMIT, &ks.pool)
+            pt_remove(&v.pt, 0, PAGE_LIMIT, &ks.pool, v.hdr.serial)
             pt_free_nodes(&v.pt)
             for k in range(i, count):
                 f = <uint32_t>(first + k)
@@ -332,8 +316,7 @@ cdef void vmo_unref(kernel_state *ks, vm_object *v) noexcept nogil:
             return
         if unlikely(ks.notify != NULL):
             _notify_destroyed(ks, v)
-        vmo_save_table(ks, v)
-        pt_remove(&v.pt, 0, PAGE_LIMIT, &ks.pool)
+        pt_remove(&v.pt, 0, PAGE_LIMIT, &ks.pool, v.hdr.serial)    # saves each leaf
         pt_free_nodes(&v.pt)
         v.alive = False
         ks.nvmos -= 1
@@ -387,8 +370,7 @@ cdef inline int _insert(kernel_state *ks, vm_object *v, uint64_t idx,
                         uint32_t frame) noexcept nogil:
     """Put a frame just taken at page `idx`: NO_ERROR, or HOST_NO_MEMORY if the host cannot
     allocate a node (the frame goes back to the pool first: nothing leaks)."""
-    vmo_save_table(ks, v)
-    if pt_set(&v.pt, idx, frame + 1):
+    if pt_set(&v.pt, idx, frame + 1, &ks.pool, v.hdr.serial):
         pool_give(&ks.pool, &frame, 1)
         return HOST_NO_MEMORY
     return NO_ERROR
@@ -526,10 +508,10 @@ cdef int vmo_commit(kernel_state *ks, vm_object *v, uint64_t offset,
     if missing > pool_free_count(&ks.pool):
         return ERR_NO_MEMORY
     if v.parent == NULL:
-        vmo_save_table(ks, v)
         if ks.pool.snap_epoch:
             pool_save_takes(&ks.pool, missing)
-        return HOST_NO_MEMORY if pt_fill(&v.pt, start, end, &ks.pool) else NO_ERROR
+        return (HOST_NO_MEMORY if pt_fill(&v.pt, start, end, &ks.pool, v.hdr.serial)
+                else NO_ERROR)
     # A clone: every missing page is a write fault; count the frames first.
     need = 0
     for idx in range(start, end):
@@ -560,10 +542,10 @@ cdef void _remove_watched(kernel_state *ks, vm_object *v, uint64_t start, uint64
     cdef change_scope scope
     _notify_before(ks, v, start, end, &scope)
     if new_size != U64_MAX:
-        pt_remove(&v.pt, start, PAGE_LIMIT, &ks.pool)
+        pt_remove(&v.pt, start, PAGE_LIMIT, &ks.pool, v.hdr.serial)
         v.size = new_size
     else:
-        pt_remove(&v.pt, start, end, &ks.pool)
+        pt_remove(&v.pt, start, end, &ks.pool, v.hdr.serial)
     _notify_after(ks, &scope)
 
 
@@ -575,11 +557,11 @@ cdef int vmo_decommit(kernel_state *ks, vm_object *v, uint64_t offset,
     if not trim_range(offset, size, v.size, &trimmed):
         return ERR_OUT_OF_RANGE
     if trimmed:
-        vmo_save_table(ks, v)
         if unlikely(ks.notify != NULL):
             _remove_watched(ks, v, offset >> PAGE_SHIFT, _pages_up(offset + trimmed))
         else:
-            pt_remove(&v.pt, offset >> PAGE_SHIFT, _pages_up(offset + trimmed), &ks.pool)
+            pt_remove(&v.pt, offset >> PAGE_SHIFT, _pages_up(offset + trimmed), &ks.pool,
+                      v.hdr.serial)
     return NO_ERROR
 
 
@@ -798,13 +780,12 @@ cdef int vmo_resize(kernel_state *ks, vm_object *v, uint64_t size) noexcept nogi
     if size > MX_VMO_MAX_SIZE:
         return ERR_OUT_OF_RANGE
     if size < v.size:
-        vmo_save_table(ks, v)
         if unlikely(ks.notify != NULL):
             # The pages past the new end are the ones that may lose their frames (own ones
             # freed; an ancestor's no longer seen, by v and its clones).
             _remove_watched(ks, v, _pages_up(size), _pages_up(v.size), size)
             return NO_ERROR
-        pt_remove(&v.pt, _pages_up(size), PAGE_LIMIT, &ks.pool)
+        pt_remove(&v.pt, _pages_up(size), PAGE_LIMIT, &ks.pool, v.hdr.serial)
     v.size = size
     return NO_ERROR
 

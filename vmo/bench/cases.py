@@ -891,6 +891,64 @@ def _k_restore(pages):
     return make
 
 
+def _k_restore_op(op):
+    """k.restore(snapshot) after one COMMIT (of a page decommitted before the snapshot) or
+    one DECOMMIT of one page of the 1 GiB-committed VMO: only the restore is timed. The
+    page table's pre-image is one leaf (docs/semantics.md "Snapshots")."""
+    def make(K, size, calls):
+        if getattr(K, "snapshot", None) is None:
+            raise Unavailable("this kernel has no snapshot()")
+        k, h = _committed_gib(K)
+        off = GiB // 2 + 5 * PAGE
+        if op == COMMIT:
+            ok(k.vmo_op_range(h, DECOMMIT, off, PAGE), "DECOMMIT")
+        state = {"snap": k.snapshot()}
+
+        def run():
+            snap = state["snap"]
+            total = 0
+            for _ in range(calls):
+                ok(k.vmo_op_range(h, op, off, PAGE), "op_range")
+                t0 = perf_counter_ns()
+                k.restore(snap)
+                total += perf_counter_ns() - t0
+            if k.vmo_committed_bytes(h) != (Status.NO_ERROR, GiB - (PAGE if op == COMMIT else 0)):
+                raise BenchError("restore: the page table kept its change")
+            return total
+
+        def close():
+            state.clear()
+            k.close()
+
+        return Job(run, calls, close=close)
+
+    return make
+
+
+def _k_first_commit(K, size, calls):
+    """The first COMMIT of one page after a snapshot, in the 1 GiB-committed VMO (the page
+    was decommitted before): it saves its leaf's pre-image. Only the COMMIT is timed (the
+    snapshot, the restore and the drop around it are not)."""
+    if getattr(K, "snapshot", None) is None:
+        raise Unavailable("this kernel has no snapshot()")
+    k, h = _committed_gib(K)
+    off = GiB // 2 + 5 * PAGE
+    ok(k.vmo_op_range(h, DECOMMIT, off, PAGE), "DECOMMIT")
+
+    def run():
+        total = 0
+        for _ in range(calls):
+            snap = k.snapshot()
+            t0 = perf_counter_ns()
+            ok(k.vmo_op_range(h, COMMIT, off, PAGE), "COMMIT")
+            total += perf_counter_ns() - t0
+            k.restore(snap)
+            del snap
+        return total
+
+    return Job(run, calls, close=k.close)
+
+
 def _k_snapshot_take(K, size, calls):
     """k.snapshot() and dropping it, on the 1 GiB-committed kernel."""
     if getattr(K, "snapshot", None) is None:
@@ -995,6 +1053,18 @@ _SNAPSHOT_CASES = [
          target=Target("<=", 20_000, "<= 20 us") if n == 50 else None)
     for n, calls in ((1, 2000), (50, 500), (5000, 10))
 ] + [
+    Case("restore_commit_1", "snapshot",
+         "restore(), 1 COMMIT of one page since (one leaf saved), 1 GiB committed", "call",
+         _k_restore_op(COMMIT), host_na=_NO_SNAPSHOT_HOST, ref_na=_NO_SNAPSHOT_REF,
+         scale="fixed", size=GiB, calls=(2000, 0, 0), rounds="call"),
+    Case("restore_decommit_1", "snapshot",
+         "restore(), 1 DECOMMIT of one page since (one leaf saved), 1 GiB committed", "call",
+         _k_restore_op(DECOMMIT), host_na=_NO_SNAPSHOT_HOST, ref_na=_NO_SNAPSHOT_REF,
+         scale="fixed", size=GiB, calls=(2000, 0, 0), rounds="call"),
+    Case("first_commit", "snapshot",
+         "the first COMMIT of one page after a snapshot (saves its leaf), 1 GiB committed",
+         "call", _k_first_commit, host_na=_NO_SNAPSHOT_HOST, ref_na=_NO_SNAPSHOT_REF,
+         scale="fixed", size=GiB, calls=(2000, 0, 0), rounds="call"),
     Case("snapshot_cycle_50", "snapshot",
          "snapshot + 50 page writes + restore + drop, 1 GiB committed", "call",
          _k_snapshot_cycle(50), host_na=_NO_SNAPSHOT_HOST, ref_na=_NO_SNAPSHOT_REF,
